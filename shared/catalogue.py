@@ -1,0 +1,162 @@
+"""The purpose catalogue and the retention rules: configuration files, validated at start-up."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).parent / "config"
+PURPOSES_FILE = CONFIG_DIR / "purposes.yaml"
+RETENTION_FILE = CONFIG_DIR / "retention.yaml"
+
+_PERIOD = re.compile(r"^P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?(?:(?P<d>\d+)D)?$")
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing or invalid; the message names the file and field."""
+
+
+class Basis(StrEnum):
+    CONSENT = "consent"
+    CONTRACT = "contract"
+    LEGITIMATE_INTEREST = "legitimate_interest"
+
+
+class Period(BaseModel):
+    """A calendar period (ISO 8601 `PnYnMnD`): years and months are calendar ones."""
+
+    model_config = ConfigDict(frozen=True)
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Period:
+        """Parse `P90D`, `P2Y`, `P1Y6M`; raises ValueError with the accepted form."""
+        match = _PERIOD.match(text.strip()) if text else None
+        if not match or text.strip() == "P":
+            raise ValueError(f"period {text!r} is not of the form PnYnMnD (e.g. P90D, P7Y)")
+        return cls(
+            years=int(match["y"] or 0), months=int(match["m"] or 0), days=int(match["d"] or 0)
+        )
+
+    def after(self, start: datetime) -> datetime:
+        """`start` plus this period (month ends clamp: 31 Jan + P1M = 28/29 Feb)."""
+        month_index = start.month - 1 + self.months + 12 * self.years
+        year, month = start.year + month_index // 12, month_index % 12 + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{n}{u}" for n, u in ((self.years, "Y"), (self.months, "M"), (self.days, "D")) if n
+        ]
+        return "P" + ("".join(parts) or "0D")
+
+
+class PurposeRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    basis: Basis
+    default: bool = False
+    gpc_applies: bool = False
+    reconsent_from: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _contract_is_always_allowed(self) -> PurposeRule:
+        if self.basis is Basis.CONTRACT and not self.default:
+            raise ValueError("a contract purpose is always allowed: set default: true")
+        if self.basis is Basis.CONSENT and self.default:
+            raise ValueError("a consent purpose cannot default to allowed (GDPR Art. 7)")
+        return self
+
+    @property
+    def withdrawable(self) -> bool:
+        """Contract purposes cannot be withdrawn."""
+        return self.basis is not Basis.CONTRACT
+
+
+class PurposeCatalogue(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    purposes: dict[str, PurposeRule]
+
+    def get(self, purpose: str) -> PurposeRule | None:
+        """The rule for `purpose`, or None when the catalogue does not know it."""
+        return self.purposes.get(purpose)
+
+    def gpc_purposes(self) -> list[str]:
+        """Purposes a GPC signal withdraws."""
+        return [name for name, rule in self.purposes.items() if rule.gpc_applies]
+
+
+class CategoryRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str
+    trigger: Literal["account_closed"] = "account_closed"
+    period: Period
+    period_from: Literal["subscription"] | None = None
+    legal_obligation: str | None = None
+    also_on_withdrawal: str | None = None
+    note: str = ""
+    purposes: list[str] = Field(default_factory=list)
+    source: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_period(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("period"), str):
+            value = {**value, "period": Period.parse(value["period"])}
+        return value
+
+
+class RetentionRules(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    categories: dict[str, CategoryRule]
+
+    def owners(self) -> dict[str, list[str]]:
+        """Each owner and the categories it holds."""
+        found: dict[str, list[str]] = {}
+        for name, rule in self.categories.items():
+            found.setdefault(rule.owner, []).append(name)
+        return found
+
+
+def _load(path: Path, model: type[BaseModel]) -> Any:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+
+
+def load_purposes(path: Path = PURPOSES_FILE) -> PurposeCatalogue:
+    """Load and validate the purpose catalogue; raises ConfigError."""
+    catalogue: PurposeCatalogue = _load(path, PurposeCatalogue)
+    return catalogue
+
+
+def load_retention(path: Path = RETENTION_FILE) -> RetentionRules:
+    """Load and validate the retention rules; raises ConfigError."""
+    rules: RetentionRules = _load(path, RetentionRules)
+    return rules

@@ -1,0 +1,91 @@
+"""Kafka encode/decode of contract events, built on the CloudEvents SDK (structured mode)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from cloudevents.http import CloudEvent as SdkCloudEvent
+from cloudevents.kafka import KafkaMessage, from_structured, to_structured
+from pydantic import BaseModel, ValidationError
+
+from shared.contract.envelope import CloudEvent, Data
+from shared.contract.events import ANY_EVENT, EVENT_TYPES, AnyEvent
+
+E = TypeVar("E", bound=CloudEvent[Any])
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid v1 event; `reason` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_event(
+    model: type[E], *, subject: str, data: Data, source: str, time: datetime | None = None
+) -> E:
+    """A new event of `model` with a fresh id."""
+    return model(  # type: ignore[call-arg]  # `type` has its default per model
+        id=str(uuid.uuid4()),
+        source=source,
+        subject=subject,
+        time=time or datetime.now(UTC),
+        data=data,
+    )
+
+
+def encode(event: CloudEvent[Any]) -> tuple[bytes, bytes]:
+    """The Kafka (key, value) of an event: key is the subject, value structured JSON."""
+    attributes: dict[str, Any] = event.model_dump(mode="json", exclude={"data"}, exclude_none=True)
+    data = event.data.model_dump(mode="json", exclude_none=True)
+    message = to_structured(
+        SdkCloudEvent(attributes, data),
+        envelope_marshaller=orjson.dumps,
+        key_mapper=lambda _: event.subject,
+    )
+    key = message.key.encode() if isinstance(message.key, str) else message.key
+    value = message.value if isinstance(message.value, bytes) else message.value.encode()
+    return key or b"", value
+
+
+def decode(value: bytes | None) -> AnyEvent:
+    """Parse and validate one Kafka value; raise DecodeError with a clear reason."""
+    if value is None:
+        raise DecodeError("empty value (tombstone) where an event was expected")
+    try:
+        sdk_event = from_structured(
+            KafkaMessage(headers={}, key=None, value=value), envelope_unmarshaller=orjson.loads
+        )
+    except Exception as exc:  # the SDK raises several unrelated types for bad input
+        raise DecodeError(f"not a CloudEvents structured JSON event: {_short(exc)}") from exc
+    attributes = dict(sdk_event.get_attributes())
+    attributes["data"] = sdk_event.get_data()
+    event_type = attributes.get("type")
+    if event_type not in EVENT_TYPES:
+        raise DecodeError(f"unknown event type {str(event_type)[:100]!r}")
+    try:
+        return ANY_EVENT.validate_python(attributes)
+    except ValidationError as exc:
+        raise DecodeError(f"invalid {event_type}: {_validation_summary(exc)}") from exc
+
+
+def canonical(event: BaseModel) -> bytes:
+    """A stable byte form of an event's content, for conflict detection."""
+    return orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        location = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{location}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _short(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,552 @@
+"""One small model per v1 event type of DESIGN §3, and the discriminated union over them.
+
+Change rules: add optional fields or new types only; anything else is a `.v2` beside this.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, model_validator
+
+from shared.contract.envelope import PERSONAL, CloudEvent, Data
+
+Category = Annotated[str, Field(min_length=1, max_length=100, examples=["crm_data"])]
+Purpose = Annotated[str, Field(min_length=1, max_length=100, examples=["marketing_email"])]
+RequestId = Annotated[str, Field(min_length=1, max_length=200, examples=["req_81"])]
+JobId = Annotated[str, Field(min_length=1, max_length=200, examples=["job_3f2a"])]
+Owner = Annotated[str, Field(min_length=1, max_length=100, examples=["crm"])]
+Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", examples=["DE"])]
+
+
+class ConsentSource(StrEnum):
+    WEB_FORM = "web_form"
+    API = "api"
+    EMAIL_LINK = "email_link"
+    SUPPORT = "support"
+    IMPORT = "import"
+    CMP = "cmp"
+
+
+class ConsentType(StrEnum):
+    EXPLICIT = "explicit"
+    IMPLIED = "implied"
+
+
+class Evidence(BaseModel):
+    """Proof of how a consent was given; every field is personal data."""
+
+    model_config = {"frozen": True, "extra": "allow"}
+
+    ip_hash: str | None = Field(None, max_length=200, json_schema_extra=PERSONAL)
+    user_agent: str | None = Field(None, max_length=1000, json_schema_extra=PERSONAL)
+    tcf_string: str | None = Field(None, max_length=10000, json_schema_extra=PERSONAL)
+
+
+# --- accounts.lifecycle -------------------------------------------------------------------
+
+
+class SignUpConsent(BaseModel):
+    model_config = {"frozen": True, "extra": "allow"}
+
+    purpose: Purpose
+    granted: bool
+
+
+class AccountSignedUpData(Data):
+    account_id: str = Field(min_length=1, max_length=200, examples=["acc_7"])
+    jurisdiction: Jurisdiction
+    policy_version: str = Field(min_length=1, max_length=50, examples=["2026-10"])
+    consents: list[SignUpConsent] = Field(default_factory=list)
+
+
+class AccountClosedData(Data):
+    account_id: str = Field(min_length=1, max_length=200)
+    closed_at: AwareDatetime
+    reason: str = Field("user_request", max_length=100, examples=["user_request"])
+
+
+class AccountReopenedData(Data):
+    account_id: str = Field(min_length=1, max_length=200)
+    reopened_at: AwareDatetime
+
+
+class SubscriptionChangedData(Data):
+    account_id: str = Field(min_length=1, max_length=200)
+    plan: str = Field(min_length=1, max_length=100, examples=["pro"])
+    crm_retention_days: int = Field(30, ge=0, le=36500)
+
+
+# --- consent.changes ----------------------------------------------------------------------
+
+
+class ConsentChangeData(Data):
+    purpose: Purpose
+    source: ConsentSource
+    consent_type: ConsentType = ConsentType.EXPLICIT
+    policy_version: str | None = Field(None, max_length=50, examples=["2026-10"])
+    notice_id: str | None = Field(None, max_length=200)
+    jurisdiction: Jurisdiction | None = None
+    expires_at: AwareDatetime | None = Field(None, description="A grant lapses by itself then.")
+    evidence: Evidence | None = None
+
+
+class GpcSignalData(Data):
+    source: ConsentSource = ConsentSource.WEB_FORM
+    evidence: Evidence | None = None
+
+
+class ProcessingScope(Data):
+    purposes: list[Purpose] = Field(default_factory=list)
+    categories: list[Category] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ProcessingScope:
+        if not self.purposes and not self.categories:
+            raise ValueError("name at least one purpose or category")
+        return self
+
+
+class ProcessingRestrictedData(ProcessingScope):
+    reason: str | None = Field(None, max_length=500)
+
+
+class ProcessingObjectedData(ProcessingScope):
+    reason: str | None = Field(None, max_length=500)
+
+
+class RestrictionLiftedData(ProcessingScope):
+    """Lifts restrictions and objections on the named purposes or categories."""
+
+
+# --- privacy.requests ---------------------------------------------------------------------
+
+
+class ErasureRequestedData(Data):
+    request_id: RequestId
+    scope: Literal["all"] | list[Category] = "all"
+    verified_by: str = Field(min_length=1, max_length=200, examples=["support:agent_12"])
+
+
+class ExportRequestedData(Data):
+    request_id: RequestId
+    format: Literal["json"] = "json"
+    verified_by: str = Field(min_length=1, max_length=200)
+
+
+class RectificationRequestedData(Data):
+    request_id: RequestId
+    category: Category
+    fields: dict[str, Any] = Field(min_length=1, json_schema_extra=PERSONAL)
+
+
+class RequestCancelledData(Data):
+    request_id: RequestId
+
+
+class RequestExtendedData(Data):
+    request_id: RequestId
+    reason: str = Field(min_length=1, max_length=500)
+    new_deadline: AwareDatetime
+
+
+# --- legal.holds --------------------------------------------------------------------------
+
+
+class HoldReason(StrEnum):
+    COURT_ORDER = "court_order"
+    SUBPOENA = "subpoena"
+    DISPUTE = "dispute"
+    REGULATOR = "regulator"
+
+
+class LegalHoldPlacedData(Data):
+    hold_id: str = Field(min_length=1, max_length=200)
+    scope: Literal["subject", "account"] = "subject"
+    account_id: str | None = Field(None, max_length=200)
+    categories: Literal["all"] | list[Category] = "all"
+    reason: HoldReason
+
+    @model_validator(mode="after")
+    def _account_scope_names_account(self) -> LegalHoldPlacedData:
+        if self.scope == "account" and not self.account_id:
+            raise ValueError("an account-scoped hold needs account_id")
+        return self
+
+
+class LegalHoldReleasedData(Data):
+    hold_id: str = Field(min_length=1, max_length=200)
+    scope: Literal["subject", "account"] = "subject"
+    account_id: str | None = Field(None, max_length=200)
+
+
+# --- privacy.receipts ---------------------------------------------------------------------
+
+
+class DeletionCompletedData(Data):
+    job_id: JobId
+    owner: Owner
+    records_deleted: int = Field(0, ge=0)
+
+
+class JobFailedData(Data):
+    job_id: JobId
+    owner: Owner
+    error: str = Field(min_length=1, max_length=2000)
+    retryable: bool = True
+
+
+class DeletionFailedData(JobFailedData):
+    pass
+
+
+class RectificationCompletedData(Data):
+    job_id: JobId
+    owner: Owner
+
+
+class RectificationFailedData(JobFailedData):
+    pass
+
+
+class ExportPartData(Data):
+    job_id: JobId
+    request_id: RequestId
+    owner: Owner
+    category: Category
+    part_index: int = Field(ge=0)
+    part_count: int = Field(ge=1, le=100_000)
+    sealed: str | None = Field(
+        None,
+        description="Base64 of the JSON records sealed to the job's public key (inline part).",
+        json_schema_extra=PERSONAL,
+    )
+    location: str | None = Field(
+        None, max_length=2000, description="file:// URL under the exchange folder."
+    )
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the plaintext records.")
+    record_count: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _inline_or_reference(self) -> ExportPartData:
+        if (self.sealed is None) == (self.location is None):
+            raise ValueError("give exactly one of sealed (inline) or location (reference)")
+        if self.part_index >= self.part_count:
+            raise ValueError("part_index must be below part_count")
+        return self
+
+
+class ExportPartFailedData(Data):
+    job_id: JobId
+    request_id: RequestId
+    owner: Owner
+    category: Category | None = None
+    error: str = Field(min_length=1, max_length=2000)
+    retryable: bool = False
+
+
+# --- outbound -----------------------------------------------------------------------------
+
+
+class PurposeState(BaseModel):
+    model_config = {"frozen": True, "extra": "allow"}
+
+    state: Literal["granted", "withdrawn", "expired", "default"]
+    allowed: bool = Field(description="The decision, restrictions and objections applied.")
+    since: AwareDatetime | None = None
+    basis: Literal["consent", "contract", "legitimate_interest"]
+    reconsent_required: bool = False
+    expires_at: AwareDatetime | None = None
+
+
+class ConsentStateData(Data):
+    version: int = Field(ge=1, description="Per subject, strictly increasing.")
+    purposes: dict[Purpose, PurposeState]
+    restrictions: list[str] = Field(default_factory=list)
+    objections: list[str] = Field(default_factory=list)
+    gpc: bool = False
+
+
+class DeletionMode(StrEnum):
+    DELETE = "delete"
+    ANONYMISE = "anonymise"
+    RESTRICT = "restrict"
+
+
+class DeletionReason(StrEnum):
+    RETENTION_EXPIRED = "retention_expired"
+    ERASURE_REQUEST = "erasure_request"
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+
+
+class DeletionJobData(Data):
+    job_id: JobId
+    owner: Owner
+    category: Category
+    mode: DeletionMode
+    reason: DeletionReason
+    request_id: RequestId | None = None
+    not_before: AwareDatetime | None = None
+    due_by: AwareDatetime
+    attempt: int = Field(1, ge=1)
+
+
+class ExportJobData(Data):
+    job_id: JobId
+    request_id: RequestId
+    owner: Owner
+    categories: list[Category]
+    due_by: AwareDatetime
+    public_key: str = Field(description="Base64 X25519 key; seal inline parts to it.")
+
+
+class RectificationJobData(Data):
+    job_id: JobId
+    request_id: RequestId
+    owner: Owner
+    category: Category
+    fields: dict[str, Any] = Field(json_schema_extra=PERSONAL)
+    due_by: AwareDatetime
+    attempt: int = Field(1, ge=1)
+
+
+class RequestKind(StrEnum):
+    ERASURE = "erasure"
+    EXPORT = "export"
+    RECTIFICATION = "rectification"
+
+
+class RequestStatus(StrEnum):
+    """OpenDSR's words, plus partially_completed and rejected."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    PARTIALLY_COMPLETED = "partially_completed"
+    REJECTED = "rejected"
+
+
+class CategoryOutcome(BaseModel):
+    model_config = {"frozen": True, "extra": "allow"}
+
+    category: Category
+    outcome: Literal[
+        "deleted", "pending", "retained", "blocked", "exported", "missing", "failed", "cancelled"
+    ]
+    reason: str | None = Field(None, examples=["legal obligation: tax"])
+    until: AwareDatetime | None = None
+    owner: Owner | None = None
+
+
+class RequestStatusData(Data):
+    request_id: RequestId
+    kind: RequestKind
+    status: RequestStatus
+    overdue: bool = False
+    deadline: AwareDatetime
+    outcomes: list[CategoryOutcome] = Field(default_factory=list)
+    reason: str | None = None
+    bundle_id: str | None = None
+    bundle_expires_at: AwareDatetime | None = None
+    missing_owners: list[Owner] = Field(default_factory=list)
+
+
+# --- the envelopes ------------------------------------------------------------------------
+
+
+class AccountSignedUp(CloudEvent[AccountSignedUpData]):
+    type: Literal["account.signed_up.v1"] = "account.signed_up.v1"
+
+
+class AccountClosed(CloudEvent[AccountClosedData]):
+    type: Literal["account.closed.v1"] = "account.closed.v1"
+
+
+class AccountReopened(CloudEvent[AccountReopenedData]):
+    type: Literal["account.reopened.v1"] = "account.reopened.v1"
+
+
+class SubscriptionChanged(CloudEvent[SubscriptionChangedData]):
+    type: Literal["subscription.changed.v1"] = "subscription.changed.v1"
+
+
+class ConsentGranted(CloudEvent[ConsentChangeData]):
+    type: Literal["consent.granted.v1"] = "consent.granted.v1"
+
+
+class ConsentWithdrawn(CloudEvent[ConsentChangeData]):
+    type: Literal["consent.withdrawn.v1"] = "consent.withdrawn.v1"
+
+
+class GpcSignal(CloudEvent[GpcSignalData]):
+    type: Literal["consent.gpc_signal.v1"] = "consent.gpc_signal.v1"
+
+
+class ProcessingRestricted(CloudEvent[ProcessingRestrictedData]):
+    type: Literal["processing.restricted.v1"] = "processing.restricted.v1"
+
+
+class ProcessingObjected(CloudEvent[ProcessingObjectedData]):
+    type: Literal["processing.objected.v1"] = "processing.objected.v1"
+
+
+class RestrictionLifted(CloudEvent[RestrictionLiftedData]):
+    type: Literal["restriction.lifted.v1"] = "restriction.lifted.v1"
+
+
+class ErasureRequested(CloudEvent[ErasureRequestedData]):
+    type: Literal["erasure.requested.v1"] = "erasure.requested.v1"
+
+
+class ExportRequested(CloudEvent[ExportRequestedData]):
+    type: Literal["export.requested.v1"] = "export.requested.v1"
+
+
+class RectificationRequested(CloudEvent[RectificationRequestedData]):
+    type: Literal["rectification.requested.v1"] = "rectification.requested.v1"
+
+
+class RequestCancelled(CloudEvent[RequestCancelledData]):
+    type: Literal["request.cancelled.v1"] = "request.cancelled.v1"
+
+
+class RequestExtended(CloudEvent[RequestExtendedData]):
+    type: Literal["request.extended.v1"] = "request.extended.v1"
+
+
+class LegalHoldPlaced(CloudEvent[LegalHoldPlacedData]):
+    type: Literal["legal_hold.placed.v1"] = "legal_hold.placed.v1"
+
+
+class LegalHoldReleased(CloudEvent[LegalHoldReleasedData]):
+    type: Literal["legal_hold.released.v1"] = "legal_hold.released.v1"
+
+
+class DeletionCompleted(CloudEvent[DeletionCompletedData]):
+    type: Literal["deletion.completed.v1"] = "deletion.completed.v1"
+
+
+class DeletionFailed(CloudEvent[DeletionFailedData]):
+    type: Literal["deletion.failed.v1"] = "deletion.failed.v1"
+
+
+class RectificationCompleted(CloudEvent[RectificationCompletedData]):
+    type: Literal["rectification.completed.v1"] = "rectification.completed.v1"
+
+
+class RectificationFailed(CloudEvent[RectificationFailedData]):
+    type: Literal["rectification.failed.v1"] = "rectification.failed.v1"
+
+
+class ExportPart(CloudEvent[ExportPartData]):
+    type: Literal["export.part.v1"] = "export.part.v1"
+
+
+class ExportPartFailed(CloudEvent[ExportPartFailedData]):
+    type: Literal["export.part_failed.v1"] = "export.part_failed.v1"
+
+
+class ConsentState(CloudEvent[ConsentStateData]):
+    type: Literal["consent.state.v1"] = "consent.state.v1"
+
+
+class DeletionJob(CloudEvent[DeletionJobData]):
+    type: Literal["deletion.job.v1"] = "deletion.job.v1"
+
+
+class ExportJob(CloudEvent[ExportJobData]):
+    type: Literal["export.job.v1"] = "export.job.v1"
+
+
+class RectificationJob(CloudEvent[RectificationJobData]):
+    type: Literal["rectification.job.v1"] = "rectification.job.v1"
+
+
+class RequestStatusChanged(CloudEvent[RequestStatusData]):
+    type: Literal["request.status.v1"] = "request.status.v1"
+
+
+ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
+    AccountSignedUp,
+    AccountClosed,
+    AccountReopened,
+    SubscriptionChanged,
+    ConsentGranted,
+    ConsentWithdrawn,
+    GpcSignal,
+    ProcessingRestricted,
+    ProcessingObjected,
+    RestrictionLifted,
+    ErasureRequested,
+    ExportRequested,
+    RectificationRequested,
+    RequestCancelled,
+    RequestExtended,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    DeletionCompleted,
+    DeletionFailed,
+    RectificationCompleted,
+    RectificationFailed,
+    ExportPart,
+    ExportPartFailed,
+    ConsentState,
+    DeletionJob,
+    ExportJob,
+    RectificationJob,
+    RequestStatusChanged,
+)
+
+EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
+    model.model_fields["type"].default: model for model in ALL_EVENTS
+}
+
+AnyEvent = Annotated[
+    AccountSignedUp
+    | AccountClosed
+    | AccountReopened
+    | SubscriptionChanged
+    | ConsentGranted
+    | ConsentWithdrawn
+    | GpcSignal
+    | ProcessingRestricted
+    | ProcessingObjected
+    | RestrictionLifted
+    | ErasureRequested
+    | ExportRequested
+    | RectificationRequested
+    | RequestCancelled
+    | RequestExtended
+    | LegalHoldPlaced
+    | LegalHoldReleased
+    | DeletionCompleted
+    | DeletionFailed
+    | RectificationCompleted
+    | RectificationFailed
+    | ExportPart
+    | ExportPartFailed
+    | ConsentState
+    | DeletionJob
+    | ExportJob
+    | RectificationJob
+    | RequestStatusChanged,
+    Field(discriminator="type"),
+]
+
+ANY_EVENT: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+
+
+def personal_fields(model: type[BaseModel]) -> set[str]:
+    """Names of the fields of `model` marked as personal data (dotted for nested models)."""
+    found: set[str] = set()
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("x-personal"):
+            found.add(name)
+        annotation = field.annotation
+        for inner in getattr(annotation, "__args__", ()) or (annotation,):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                found |= {f"{name}.{sub}" for sub in personal_fields(inner)}
+    return found

@@ -1,0 +1,107 @@
+"""PostgreSQL: a pool bound to the service's schema, and the migration runner.
+
+Migrations are plain SQL files applied in name order, each in its own transaction, recorded
+in `schema_migrations`, under an advisory lock so replicas starting together migrate once.
+A small runner rather than Alembic or yoyo: both need a synchronous driver (SQLAlchemy or
+psycopg) beside asyncpg, and ours are forward-only SQL files per schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import asyncpg
+
+from shared.plumbing.logging import get_logger
+
+PLUMBING_MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = get_logger(__name__)
+
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name text PRIMARY KEY,
+    checksum text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+SELECT_APPLIED = "SELECT name, checksum FROM schema_migrations"
+INSERT_APPLIED = "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)"
+LOCK = "SELECT pg_advisory_lock(hashtext($1))"
+UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
+
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+"""A connection or a pooled one: what store methods take."""
+
+
+class MigrationError(RuntimeError):
+    """An applied migration changed on disk, or one failed."""
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see only `schema` (search_path) and speak UTC."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "timezone": "UTC"},
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+def migration_files(*directories: Path) -> list[tuple[str, str]]:
+    """(name, sql) for every `.sql` file, directory by directory, in name order."""
+    return [
+        (f"{directory.parent.name}/{directory.name}/{path.name}", path.read_text())
+        for directory in directories
+        for path in sorted(directory.glob("*.sql"))
+    ]
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, *directories: Path) -> list[str]:
+    """Create `schema` if needed and apply what is new; returns the names applied."""
+    lock_key = f"migrate:{schema}"
+    await conn.execute(LOCK, lock_key)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET search_path TO "{schema}"')
+        await conn.execute(CREATE_MIGRATIONS_TABLE)
+        applied = {r["name"]: r["checksum"] for r in await conn.fetch(SELECT_APPLIED)}
+        done = []
+        for name, sql in migration_files(PLUMBING_MIGRATIONS, *directories):
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if name in applied:
+                if applied[name] != checksum:
+                    raise MigrationError(
+                        f"{name} was applied and has changed since; add a new file"
+                    )
+                continue
+            async with conn.transaction():
+                try:
+                    await conn.execute(sql)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"{name} failed: {exc}") from exc
+                await conn.execute(INSERT_APPLIED, name, checksum)
+            log.info("migration_applied", schema=schema, migration=name)
+            done.append(name)
+        return done
+    finally:
+        await conn.execute(UNLOCK, lock_key)
+
+
+async def pending_migrations(conn: Conn, *directories: Path) -> list[str]:
+    """Names not yet applied in the connection's schema (readiness uses it)."""
+    try:
+        applied = {r["name"] for r in await conn.fetch(SELECT_APPLIED)}
+    except asyncpg.UndefinedTableError:
+        applied = set()
+    return [
+        name
+        for name, _ in migration_files(PLUMBING_MIGRATIONS, *directories)
+        if name not in applied
+    ]

@@ -1,0 +1,90 @@
+"""The HTTP side every service shares: bearer auth, health, readiness, metrics, AsyncAPI."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.plumbing import db
+from shared.plumbing.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from shared.plumbing.service import Runtime
+
+
+def bearer(settings: ServiceSettings) -> Any:
+    """A dependency that refuses a missing or wrong bearer token with 401."""
+    expected = settings.api_token.get_secret_value().encode()
+
+    async def check(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or invalid bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return Depends(check)
+
+
+def ops_router(runtime: Runtime) -> APIRouter:
+    """Open endpoints (keep them on the internal network): health, readiness, metrics, docs."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        checks: dict[str, str] = {}
+        try:
+            async with runtime.pool.acquire(timeout=2) as conn:
+                pending = await db.pending_migrations(conn, runtime.spec.migrations)
+            checks["database"] = "ok"
+            checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["broker"] = (
+            "ok" if runtime.started and await runtime.broker.ping(2.0) else "unreachable"
+        )
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/docs/asyncapi.json")
+    async def asyncapi_json() -> Response:
+        return Response(asyncapi_schema(runtime), media_type="application/json")
+
+    @router.get("/docs/asyncapi")
+    async def asyncapi_html() -> HTMLResponse:
+        from faststream.specification.asyncapi.site import get_asyncapi_html
+
+        return HTMLResponse(get_asyncapi_html(_specification(runtime)))
+
+    return router
+
+
+def _specification(runtime: Runtime) -> Any:
+    from faststream.specification import AsyncAPI
+
+    return AsyncAPI(
+        runtime.broker,
+        title=f"Privacy Plane {runtime.spec.name}",
+        version="1.0.0",
+        description="Events this service consumes and publishes (CloudEvents 1.0, JSON).",
+    )
+
+
+def asyncapi_schema(runtime: Runtime) -> str:
+    """The service's AsyncAPI document as JSON."""
+    return str(_specification(runtime).to_json())

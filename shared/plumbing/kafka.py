@@ -1,0 +1,88 @@
+"""Kafka clients built from settings: broker, producer, topic creation."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.contract.topics import Topics
+from shared.plumbing.settings import KafkaSecurity
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicPolicy:
+    """How topics are created: partitions, replication and bounded retention (DESIGN §5)."""
+
+    partitions: int = 6
+    replication: int = 1
+    requests_retention_ms: int = 90 * DAY_MS
+    jobs_retention_ms: int = 90 * DAY_MS
+    receipts_retention_ms: int = 90 * DAY_MS
+    deadletter_retention_ms: int = 14 * DAY_MS
+
+    def configs(self, topics: Topics) -> dict[str, dict[str, str]]:
+        """Per-topic configs: compaction for state, no limit for kept topics, bounds elsewhere."""
+        bounded = {
+            topics.privacy_requests: self.requests_retention_ms,
+            topics.requests_status: self.requests_retention_ms,
+            topics.privacy_jobs: self.jobs_retention_ms,
+            topics.privacy_receipts: self.receipts_retention_ms,
+            topics.deadletter: self.deadletter_retention_ms,
+        }
+        result: dict[str, dict[str, str]] = {}
+        for name in topics.all():
+            if name in topics.compacted():
+                result[name] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+            elif name in topics.kept():
+                result[name] = {"cleanup.policy": "delete", "retention.ms": "-1"}
+            else:
+                result[name] = {"cleanup.policy": "delete", "retention.ms": str(bounded[name])}
+        return result
+
+
+async def ensure_topics(
+    bootstrap: str,
+    topics: Topics,
+    policy: TopicPolicy = TopicPolicy(),
+    security: KafkaSecurity | None = None,
+) -> list[str]:
+    """Create every contract topic that does not exist yet; returns those created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, **(security or KafkaSecurity()).client_kwargs()
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, policy.partitions, policy.replication, topic_configs=configs)
+            for name, configs in policy.configs(topics).items()
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # a replica was quicker
+                await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def make_producer(
+    bootstrap: str, security: KafkaSecurity | None = None, **extra: Any
+) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all) for the outbox relay and tools."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        **(security or KafkaSecurity()).client_kwargs(),
+        **extra,
+    )

@@ -1,0 +1,38 @@
+"""Prometheus metrics shared by the services (labelled by service)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "pp_events_consumed_total", "Kafka records read by the pipeline", ["service", "topic"]
+)
+EVENTS_PROCESSED = Counter(
+    "pp_events_processed_total", "Events applied (first delivery)", ["service", "type"]
+)
+EVENTS_DUPLICATE = Counter(
+    "pp_events_duplicate_total", "Events skipped as already processed", ["service", "type"]
+)
+EVENTS_DEADLETTERED = Counter(
+    "pp_events_deadlettered_total", "Records sent to the dead-letter topic", ["service", "reason"]
+)
+EVENTS_IGNORED = Counter(
+    "pp_events_ignored_total", "Contract events this service does not handle", ["service", "type"]
+)
+EVENTS_SUPPRESSED = Counter(
+    "pp_events_suppressed_total", "Events dropped because their subject was erased", ["service"]
+)
+TRANSIENT_RETRIES = Counter(
+    "pp_transient_retries_total", "Batches retried after a transient failure", ["service"]
+)
+BATCH_SECONDS = Histogram(
+    "pp_batch_seconds",
+    "Time to process one consumed batch, commit included",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OUTBOX_PUBLISHED = Counter("pp_outbox_published_total", "Outbox rows published", ["service"])
+OUTBOX_BACKLOG = Gauge("pp_outbox_backlog", "Outbox rows not yet published", ["service"])
+CONSUMER_LAG = Gauge(
+    "pp_consumer_lag", "Records behind the end of each partition", ["service", "topic", "partition"]
+)

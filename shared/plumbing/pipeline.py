@@ -1,0 +1,278 @@
+"""The consuming side of every service: decode, dedup, apply, outbox, commit — in one transaction.
+
+A consumed batch becomes one database transaction holding the inbox rows, the projection
+changes and the outbox rows (dead letters included). FastStream commits the offsets only after
+`process` returns, so a crash anywhere replays and the inbox turns the replay into a no-op.
+Poison never stops the service: it is dead-lettered (through the outbox) with its reason.
+Transient failures (database down) are retried with backoff and never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from shared.contract.codec import DecodeError, canonical, decode
+from shared.contract.events import AnyEvent
+from shared.plumbing import metrics, outbox
+from shared.plumbing.db import Conn
+from shared.plumbing.logging import get_logger
+from shared.plumbing.outbox import Outbox, OutboxRow
+
+log = get_logger(__name__)
+
+CLAIM = """
+INSERT INTO inbox (source, event_id, digest, event_type)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])
+ON CONFLICT DO NOTHING
+RETURNING source, event_id
+"""
+SEEN_DIGESTS = """
+SELECT i.source, i.event_id, i.digest FROM inbox i
+JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
+  ON i.source = k.source AND i.event_id = k.event_id
+"""
+
+TRANSIENT_PG = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
+    return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
+
+
+class RecordLike(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    record: RecordLike
+    event: AnyEvent
+    digest: bytes
+
+
+@dataclass
+class Batch:
+    """The new events of one consumed batch and what applying them will publish."""
+
+    events: list[AnyEvent]
+    outbox: Outbox
+    _deliveries: dict[str, Delivery]
+    _dead_letter: Callable[[RecordLike, str], OutboxRow]
+    rejected: set[str] = field(default_factory=set)
+    suppressed: int = 0
+
+    def reject(self, event: AnyEvent, reason: str) -> None:
+        """Dead-letter `event` for a contract rule (call before writing anything for it)."""
+        self.rejected.add(event.key)
+        self.outbox.raw(self._dead_letter(self._deliveries[event.key].record, reason))
+
+    def suppress(self, event: AnyEvent) -> None:
+        """Drop `event` because its subject was erased (counted, not dead-lettered)."""
+        self.suppressed += 1
+
+
+ApplyFn = Callable[[Conn, Batch], Awaitable[None]]
+
+
+class Pipeline:
+    """Processes consumed Kafka records for one service."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        schema: str,
+        pool: asyncpg.Pool,
+        deadletter_topic: str,
+        accepts: set[str],
+        apply: ApplyFn,
+        retry_for: float = 60.0,
+    ) -> None:
+        self.service = service
+        self.schema = schema
+        self.pool = pool
+        self.deadletter_topic = deadletter_topic
+        self.accepts = accepts
+        self.apply = apply
+        self.retry_for = retry_for
+
+    async def process(self, records: Sequence[RecordLike]) -> None:
+        """Process one batch; returns only when it is committed (then offsets may commit)."""
+        started = time.perf_counter()
+        deliveries, poison = self._decode(records)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(self.retry_for),
+            before_sleep=self._before_retry,
+            reraise=True,
+        ):
+            with attempt:
+                await self._commit(deliveries, poison)
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    def _before_retry(self, state: Any) -> None:
+        metrics.TRANSIENT_RETRIES.labels(self.service).inc()
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "transient_failure_retrying", error=str(error)[:200], attempt=state.attempt_number
+        )
+
+    def _decode(self, records: Sequence[RecordLike]) -> tuple[list[Delivery], list[OutboxRow]]:
+        deliveries: list[Delivery] = []
+        poison: list[OutboxRow] = []
+        for record in records:
+            metrics.EVENTS_CONSUMED.labels(self.service, record.topic).inc()
+            try:
+                event = decode(record.value)
+            except DecodeError as exc:
+                poison.append(self.dead_letter(record, exc.reason))
+                continue
+            if event.type not in self.accepts:
+                metrics.EVENTS_IGNORED.labels(self.service, event.type).inc()
+                continue
+            key = record.key.decode("utf-8", "replace") if record.key is not None else None
+            if key != event.subject:
+                poison.append(self.dead_letter(record, "Kafka key must equal the event's subject"))
+                continue
+            digest = hashlib.sha256(canonical(event)).digest()
+            deliveries.append(Delivery(record, event, digest))
+        return deliveries, poison
+
+    def dead_letter(self, record: RecordLike, reason: str) -> OutboxRow:
+        """An outbox row carrying `record`'s original bytes to the dead-letter topic."""
+        metrics.EVENTS_DEADLETTERED.labels(self.service, reason.split(":")[0][:60]).inc()
+        log.warning(
+            "dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason[:300],
+        )
+        headers = {
+            "original_topic": record.topic,
+            "original_partition": str(record.partition),
+            "original_offset": str(record.offset),
+            "service": self.service,
+            "error": reason[:1000],
+        }
+        return OutboxRow(self.deadletter_topic, record.key, record.value, headers)
+
+    async def _commit(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
+        try:
+            await self._commit_together(deliveries, poison)
+        except Exception as exc:
+            if is_transient(exc) or len(deliveries) <= 1:
+                if is_transient(exc) or not deliveries:
+                    raise
+                await self._commit_dead_letter(deliveries[0], exc, poison)
+                return
+            # One event broke the batch: isolate it, so only that one is dead-lettered.
+            log.warning("batch_failed_isolating", size=len(deliveries), error=str(exc)[:200])
+            await self._commit_together([], poison)
+            for delivery in deliveries:
+                try:
+                    await self._commit_together([delivery], [])
+                except Exception as single:
+                    if is_transient(single):
+                        raise
+                    await self._commit_dead_letter(delivery, single, [])
+
+    async def _commit_dead_letter(
+        self, delivery: Delivery, exc: Exception, poison: list[OutboxRow]
+    ) -> None:
+        reason = f"handler error: {type(exc).__name__}: {exc}"
+        log.error(
+            "handler_error",
+            event_id=delivery.event.id,
+            type=delivery.event.type,
+            error=reason[:300],
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await outbox.write(
+                conn, [*poison, self.dead_letter(delivery.record, reason)], self.schema
+            )
+
+    async def _commit_together(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
+        out = Outbox(rows=list(poison))
+        async with self.pool.acquire() as conn, conn.transaction():
+            fresh = await self._claim(conn, deliveries, out)
+            if fresh:
+                batch = Batch(
+                    events=[d.event for d in fresh],
+                    outbox=out,
+                    _deliveries={d.event.key: d for d in fresh},
+                    _dead_letter=self.dead_letter,
+                )
+                await self.apply(conn, batch)
+                if batch.suppressed:
+                    metrics.EVENTS_SUPPRESSED.labels(self.service).inc(batch.suppressed)
+                for event in batch.events:
+                    if event.key not in batch.rejected:
+                        metrics.EVENTS_PROCESSED.labels(self.service, event.type).inc()
+            await outbox.write(conn, out.rows, self.schema)
+
+    async def _claim(self, conn: Conn, deliveries: list[Delivery], out: Outbox) -> list[Delivery]:
+        """Record the batch in the inbox; returns the deliveries seen for the first time."""
+        unique: dict[tuple[str, str], Delivery] = {}
+        for d in deliveries:
+            pair = (d.event.source, d.event.id)
+            first = unique.get(pair)
+            if first is None:
+                unique[pair] = d
+            elif first.digest != d.digest:
+                out.raw(self.dead_letter(d.record, "conflict: same source and id, other content"))
+            else:
+                metrics.EVENTS_DUPLICATE.labels(self.service, d.event.type).inc()
+        if not unique:
+            return []
+        items = list(unique.values())
+        claimed = {
+            (r["source"], r["event_id"])
+            for r in await conn.fetch(
+                CLAIM,
+                [d.event.source for d in items],
+                [d.event.id for d in items],
+                [d.digest for d in items],
+                [d.event.type for d in items],
+            )
+        }
+        seen = [d for d in items if (d.event.source, d.event.id) not in claimed]
+        if seen:
+            digests = {
+                (r["source"], r["event_id"]): bytes(r["digest"])
+                for r in await conn.fetch(
+                    SEEN_DIGESTS, [d.event.source for d in seen], [d.event.id for d in seen]
+                )
+            }
+            for d in seen:
+                if digests.get((d.event.source, d.event.id)) == d.digest:
+                    metrics.EVENTS_DUPLICATE.labels(self.service, d.event.type).inc()
+                else:
+                    out.raw(
+                        self.dead_letter(d.record, "conflict: same source and id, other content")
+                    )
+        return [d for d in items if (d.event.source, d.event.id) in claimed]

@@ -1,0 +1,180 @@
+"""Wiring shared by the three services: one place builds the broker, pool, relay and HTTP side.
+
+Each service gives a `ServiceSpec` (its migrations, topics, handlers, API and background
+loops); `Runtime` starts them in order and stops them in reverse, so a SIGTERM stops taking
+new messages, finishes and commits the batch in hand, drains the outbox and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI
+from faststream import AckPolicy, Context
+from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
+
+from shared.plumbing import db, http
+from shared.plumbing.kafka import make_producer
+from shared.plumbing.logging import configure_logging, get_logger
+from shared.plumbing.outbox import Relay
+from shared.plumbing.pipeline import ApplyFn, Pipeline
+from shared.plumbing.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+Background = Callable[["Runtime", asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What makes one service: everything else is shared."""
+
+    name: str
+    migrations: Path
+    topics: Callable[[ServiceSettings], list[str]]
+    accepts: set[str]
+    make_apply: Callable[[Runtime], ApplyFn]
+    make_api: Callable[[Runtime], APIRouter] | None = None
+    background: Sequence[Background] = field(default_factory=tuple)
+
+
+def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter:
+    """The service's one subscriber: batches from its topics into the pipeline.
+
+    Ack policy NACK_ON_ERROR on purpose: offsets are committed only after `process` returns
+    (the database transaction has committed); an exception seeks back and replays the batch.
+    Poison never raises here (the pipeline dead-letters it), so only transient faults replay.
+    """
+    router = KafkaRouter()
+
+    @router.subscriber(
+        *topics,
+        group_id=settings.consumer_group,
+        batch=True,
+        max_records=settings.batch_max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw,
+        title=f"{settings.service_name}-inbound",
+    )
+    async def consume(_: Any, msg: KafkaMessage, pipeline: Pipeline = Context("pipeline")) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        await pipeline.process(records)
+
+    return router
+
+
+async def _raw(msg: Any) -> Any:
+    """Skip FastStream's body decoding: the pipeline decodes (and dead-letters) itself."""
+    return None
+
+
+class Runtime:
+    """A running service: settings, pool, broker, relay, background loops."""
+
+    def __init__(self, settings: ServiceSettings, spec: ServiceSpec) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            client_id=f"privacy-plane-{spec.name}",
+            security=settings.kafka.faststream_security(),
+        )
+        self.broker.include_router(consumer_router(settings, spec.topics(settings)))
+        self._pool: asyncpg.Pool | None = None
+        self.pipeline: Pipeline | None = None
+        self.relay: Relay | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The service's connection pool (after start)."""
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def dsn(self) -> str:
+        return self.settings.database_url.get_secret_value()
+
+    async def start(self) -> None:
+        """Migrate, open the pool, start the relay, the consumer and background loops."""
+        s = self.settings
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await db.migrate(conn, s.db_schema, self.spec.migrations)
+        finally:
+            await conn.close()
+        self._pool = await db.create_pool(
+            self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
+        )
+        producer = make_producer(s.kafka_bootstrap_servers, s.kafka)
+        await producer.start()
+        self._producer = producer
+        self.relay = Relay(
+            self.dsn, s.db_schema, producer, service=s.service_name, batch_size=s.relay_batch_size
+        )
+        self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
+        self.pipeline = Pipeline(
+            service=s.service_name,
+            schema=s.db_schema,
+            pool=self.pool,
+            deadletter_topic=s.topics.deadletter,
+            accepts=self.spec.accepts,
+            apply=self.spec.make_apply(self),
+        )
+        self.broker.context.set_global("pipeline", self.pipeline)
+        await self.broker.start()
+        for loop in self.spec.background:
+            self._tasks.append(asyncio.create_task(loop(self, self._stop), name=loop.__name__))
+        self.started = True
+        log.info("service_started", service=s.service_name)
+
+    async def stop(self) -> None:
+        """Stop consuming (the batch in hand commits), stop loops, drain the outbox, close."""
+        log.info("service_stopping", service=self.settings.service_name)
+        await self.broker.stop()
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=15)
+        self._tasks.clear()
+        if hasattr(self, "_producer"):
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        self.started = False
+        log.info("service_stopped", service=self.settings.service_name)
+
+    def asgi(self) -> FastAPI:
+        """The HTTP side: read API (bearer token), health, readiness, metrics, AsyncAPI."""
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=f"Privacy Plane {self.spec.name}", lifespan=lifespan)
+        app.include_router(http.ops_router(self))
+        if self.spec.make_api is not None:
+            app.include_router(self.spec.make_api(self), dependencies=[http.bearer(self.settings)])
+        return app
+
+
+def create_app(settings: ServiceSettings, spec: ServiceSpec) -> FastAPI:
+    """Configure logging once and build the ASGI app for `uvicorn --factory`."""
+    configure_logging(settings.log_format, settings.log_level)
+    return Runtime(settings, spec).asgi()

@@ -1,0 +1,95 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contract.topics import Topics
+
+
+class KafkaSecurity(BaseSettings):
+    """Kafka TLS and SASL/SCRAM, all optional (PLAINTEXT on a trusted network by default)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka clients (consumer, producer, admin)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        if self.security_protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ValueError("SASL needs sasl_mechanism, sasl_username and sasl_password")
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value(),
+            )
+        return kwargs
+
+    def faststream_security(self) -> Any:
+        """The same settings as a FastStream security object (None for PLAINTEXT)."""
+        from faststream.security import (
+            BaseSecurity,
+            SASLPlaintext,
+            SASLScram256,
+            SASLScram512,
+        )
+
+        kwargs = self.client_kwargs()
+        ssl_context = kwargs.get("ssl_context")
+        if not self.security_protocol.startswith("SASL"):
+            return BaseSecurity(ssl_context=ssl_context) if ssl_context else None
+        kind = {"SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}.get(
+            kwargs["sasl_mechanism"], SASLPlaintext
+        )
+        return kind(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            ssl_context=ssl_context,
+        )
+
+
+class ServiceSettings(BaseSettings):
+    """Required values have no default: a missing one stops start-up with its name."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
+
+    service_name: str
+    kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
+    database_url: SecretStr = Field(description="postgresql://user:password@host:port/db")
+    db_schema: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    group_id: str | None = None
+    topics: Topics = Topics()
+    kafka: KafkaSecurity = KafkaSecurity()
+    api_token: SecretStr = Field(description="Bearer token for the HTTP API.")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+    batch_max_records: int = Field(500, ge=1, le=10_000)
+    batch_timeout_ms: int = Field(50, ge=1)
+    relay_batch_size: int = Field(1000, ge=1)
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    otel_enabled: bool = False
+
+    @property
+    def consumer_group(self) -> str:
+        """The service's consumer group (one per service; replicas share it)."""
+        return self.group_id or f"privacy-plane-{self.service_name}"

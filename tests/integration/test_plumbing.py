@@ -1,0 +1,211 @@
+"""The thin path through the shared plumbing, on real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.contract.codec import decode, new_event
+from shared.contract.events import (
+    AccountClosed,
+    AccountClosedData,
+    AccountSignedUp,
+    AccountSignedUpData,
+    ConsentState,
+    ConsentStateData,
+)
+from shared.contract.topics import Topics
+from shared.plumbing.db import Conn
+from shared.plumbing.pipeline import ApplyFn, Batch
+from shared.plumbing.service import Runtime, ServiceSpec
+from shared.plumbing.settings import ServiceSettings
+from tests.support.infra import Infra
+from tests.support.kafka import produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+TOY_MIGRATIONS = Path(__file__).parent / "toy_migrations"
+
+
+def toy_apply(runtime: Runtime) -> ApplyFn:
+    async def apply(conn: Conn, batch: Batch) -> None:
+        for event in batch.events:
+            if isinstance(event, AccountClosed) and event.data.reason == "forbidden":
+                batch.reject(event, "contract: toy rule forbids this reason")
+                continue
+            await conn.execute(
+                "INSERT INTO toy_seen (event_id, subject, type) VALUES ($1, $2, $3)",
+                event.id,
+                event.subject,
+                event.type,
+            )
+            state = new_event(
+                ConsentState,
+                subject=event.subject,
+                source="toy",
+                data=ConsentStateData(version=1, purposes={}),
+            )
+            batch.outbox.publish(runtime.settings.topics.consent_state, state)
+
+    return apply
+
+
+def toy_spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="toy",
+        migrations=TOY_MIGRATIONS,
+        topics=lambda s: [s.topics.accounts_lifecycle],
+        accepts={"account.signed_up.v1", "account.closed.v1"},
+        make_apply=toy_apply,
+    )
+
+
+def toy_settings(infra: Infra, topics: Topics, schema: str) -> ServiceSettings:
+    return ServiceSettings(
+        service_name="toy",
+        kafka_bootstrap_servers=infra.kafka,
+        database_url=infra.database_url,
+        db_schema=schema,
+        group_id=f"g-{schema}",
+        topics=topics,
+        api_token="t0ken",
+        batch_timeout_ms=20,
+    )
+
+
+def signed_up(subject: str) -> AccountSignedUp:
+    return new_event(
+        AccountSignedUp,
+        subject=subject,
+        source="accounts-service",
+        data=AccountSignedUpData(account_id="acc_1", jurisdiction="DE", policy_version="1"),
+    )
+
+
+async def seen_rows(infra: Infra, schema: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        return await conn.fetch(f'SELECT event_id, subject FROM "{schema}".toy_seen')
+    finally:
+        await conn.close()
+
+
+async def wait_rows(
+    infra: Infra, schema: str, count: int, timeout: float = 30
+) -> list[asyncpg.Record]:
+    async def poll() -> list[asyncpg.Record]:
+        while True:
+            try:
+                rows = await seen_rows(infra, schema)
+            except asyncpg.UndefinedTableError:
+                rows = []
+            if len(rows) >= count:
+                return rows
+            await asyncio.sleep(0.1)
+
+    return await asyncio.wait_for(poll(), timeout)
+
+
+async def test_event_lands_once_and_its_outbox_event_is_published(infra, topics, schema):
+    runtime = Runtime(toy_settings(infra, topics, schema), toy_spec())
+    await runtime.start()
+    try:
+        event = signed_up("usr_1")
+        await produce(infra.kafka, topics.accounts_lifecycle, [event, event])
+        later = signed_up("usr_2")
+        await produce(infra.kafka, topics.accounts_lifecycle, [later])
+        rows = await wait_rows(infra, schema, 2)
+        await asyncio.sleep(0.5)
+        rows = await seen_rows(infra, schema)
+        assert sorted(r["event_id"] for r in rows) == sorted([event.id, later.id])
+        published = await read_topic(infra.kafka, topics.consent_state, until=lambda r: len(r) >= 2)
+        assert sorted(decode(r.value).subject for r in published) == ["usr_1", "usr_2"]
+        assert {r.key for r in published} == {b"usr_1", b"usr_2"}
+    finally:
+        await runtime.stop()
+
+
+async def test_poison_goes_to_deadletter_and_the_next_event_is_still_consumed(
+    infra, topics, schema
+):
+    runtime = Runtime(toy_settings(infra, topics, schema), toy_spec())
+    await runtime.start()
+    try:
+        good = signed_up("usr_9")
+        forbidden = new_event(
+            AccountClosed,
+            subject="usr_8",
+            source="accounts-service",
+            data=AccountClosedData(account_id="a", closed_at=datetime.now(UTC), reason="forbidden"),
+        )
+        conflict = good.model_copy(
+            update={"data": good.data.model_copy(update={"policy_version": "2"})}
+        )
+        await produce(
+            infra.kafka,
+            topics.accounts_lifecycle,
+            [(b"usr_7", b"{not json"), (b"usr_7", b"\xff\xfe"), forbidden, good, conflict],
+        )
+        rows = await wait_rows(infra, schema, 1)
+        assert [r["event_id"] for r in rows] == [good.id]
+        dead = await read_topic(infra.kafka, topics.deadletter, until=lambda r: len(r) >= 4)
+        reasons = sorted(dict(r.headers)["error"].decode().split(":")[0] for r in dead)
+        assert reasons == [
+            "conflict",
+            "contract",
+            "not a CloudEvents structured JSON event",
+            "not a CloudEvents structured JSON event",
+        ]
+        first = (
+            dead[0]
+            if dead[0].value == b"{not json"
+            else next(r for r in dead if r.value == b"{not json")
+        )
+        headers = dict(first.headers)
+        assert headers["original_topic"].decode() == topics.accounts_lifecycle
+        assert headers["service"] == b"toy"
+        assert int(headers["original_offset"]) >= 0
+    finally:
+        await runtime.stop()
+
+
+async def test_crash_between_db_commit_and_offset_commit_replays_without_doubling(
+    infra, topics, schema
+):
+    settings = toy_settings(infra, topics, schema)
+    first = Runtime(settings, toy_spec())
+    await first.start()
+    assert first.pipeline is not None
+    real_process = first.pipeline.process
+    crashed = asyncio.Event()
+
+    async def commit_then_crash(records):
+        await real_process(records)  # the database transaction commits here
+        crashed.set()
+        raise asyncio.CancelledError  # dies before FastStream commits the offset
+
+    first.pipeline.process = commit_then_crash  # type: ignore[method-assign]
+    events = [signed_up(f"usr_{i}") for i in range(5)]
+    await produce(infra.kafka, topics.accounts_lifecycle, events)
+    await asyncio.wait_for(crashed.wait(), 30)
+    await first.stop()
+
+    second = Runtime(settings, toy_spec())
+    await second.start()
+    try:
+        rows = await wait_rows(infra, schema, 5)
+        await asyncio.sleep(1.0)
+        rows = await seen_rows(infra, schema)
+        assert sorted(r["event_id"] for r in rows) == sorted(e.id for e in events)
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            inbox = await conn.fetchval(f'SELECT count(*) FROM "{schema}".inbox')
+        finally:
+            await conn.close()
+        assert inbox == 5
+    finally:
+        await second.stop()
