@@ -21,6 +21,7 @@ from faststream import AckPolicy, Context
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 
 from shared.plumbing import db, http
+from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.logging import configure_logging, get_logger
 from shared.plumbing.outbox import Relay
@@ -80,9 +81,12 @@ async def _raw(msg: Any) -> Any:
 class Runtime:
     """A running service: settings, pool, broker, relay, background loops."""
 
-    def __init__(self, settings: ServiceSettings, spec: ServiceSpec) -> None:
+    def __init__(
+        self, settings: ServiceSettings, spec: ServiceSpec, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.spec = spec
+        self.clock: Clock = clock or SystemClock()
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"privacy-plane-{spec.name}",
