@@ -109,6 +109,7 @@ class Pipeline:
         deadletter_topic: str,
         accepts: set[str],
         apply: ApplyFn,
+        tombstone_topics: frozenset[str] = frozenset(),
         retry_for: float = 60.0,
     ) -> None:
         self.service = service
@@ -117,6 +118,7 @@ class Pipeline:
         self.deadletter_topic = deadletter_topic
         self.accepts = accepts
         self.apply = apply
+        self.tombstone_topics = tombstone_topics
         self.retry_for = retry_for
 
     async def process(self, records: Sequence[RecordLike]) -> None:
@@ -146,6 +148,9 @@ class Pipeline:
         poison: list[OutboxRow] = []
         for record in records:
             metrics.EVENTS_CONSUMED.labels(self.service, record.topic).inc()
+            if record.value is None and record.topic in self.tombstone_topics:
+                metrics.EVENTS_IGNORED.labels(self.service, "tombstone").inc()
+                continue  # a compacted topic's deletion marker, not an event
             try:
                 event = decode(record.value)
             except DecodeError as exc:

@@ -43,6 +43,8 @@ class ServiceSpec:
     accepts: set[str]
     make_apply: Callable[[Runtime], ApplyFn]
     make_api: Callable[[Runtime], APIRouter] | None = None
+    make_public_api: Callable[[Runtime], APIRouter] | None = None
+    """Routes NOT behind the bearer token (e.g. signed download links carry their own auth)."""
     background: Sequence[Background] = field(default_factory=tuple)
 
 
@@ -135,6 +137,7 @@ class Runtime:
             deadletter_topic=s.topics.deadletter,
             accepts=self.spec.accepts,
             apply=self.spec.make_apply(self),
+            tombstone_topics=frozenset(s.topics.compacted()),
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
@@ -175,6 +178,8 @@ class Runtime:
         app.include_router(http.ops_router(self))
         if self.spec.make_api is not None:
             app.include_router(self.spec.make_api(self), dependencies=[http.bearer(self.settings)])
+        if self.spec.make_public_api is not None:
+            app.include_router(self.spec.make_public_api(self))
         return app
 
 
