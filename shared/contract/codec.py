@@ -81,7 +81,8 @@ def canonical(event: BaseModel) -> bytes:
 def _validation_summary(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_input=False, include_url=False)[:5]:
-        location = ".".join(str(p) for p in error["loc"])
+        loc = error["loc"][1:] if error["loc"] and error["loc"][0] in EVENT_TYPES else error["loc"]
+        location = ".".join(str(p) for p in loc)
         parts.append(f"{location}: {error['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
