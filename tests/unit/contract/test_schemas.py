@@ -70,10 +70,12 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str = "") -
                 continue
             old_types, new_types = _types(old_field, old_root), _types(new_props[name], new_root)
             if not new_types <= old_types | {"null"} and "any" not in old_types:
-                problems.append(f"{where}{name}: retyped {sorted(old_types)} -> {sorted(new_types)}")
+                problems.append(
+                    f"{where}{name}: retyped {sorted(old_types)} -> {sorted(new_types)}"
+                )
             walk(old_field, new_props[name], f"{where}{name}.")
-        for name in set(n.get("required", [])) - set(o.get("required", [])):
-            problems.append(f"{where}{name}: made required")
+        newly_required = set(n.get("required", [])) - set(o.get("required", []))
+        problems.extend(f"{where}{name}: made required" for name in sorted(newly_required))
 
     walk(old, new, path)
     return problems

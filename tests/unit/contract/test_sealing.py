@@ -17,7 +17,7 @@ from shared.contract.sealing import (
 
 def test_a_sealed_part_opens_with_its_private_key_and_matches_its_digest():
     private, public = new_keypair()
-    records = [{"id": 1, "email": "a@example.com"}, {"id": 2}]
+    records: list[dict[str, object]] = [{"id": 1, "email": "a@example.com"}, {"id": 2}]
     sealed, digest = seal_records(public, records)
     assert open_sealed(private, sealed) == records_bytes(records)
     assert digest == records_sha256(records)
