@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy, Context
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 
-from shared.plumbing import db, http
+from shared.plumbing import db, http, metrics
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.logging import configure_logging, get_logger
@@ -141,10 +141,28 @@ class Runtime:
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
+        self._tasks.append(asyncio.create_task(self._report_lag(), name="consumer-lag"))
         for loop in self.spec.background:
             self._tasks.append(asyncio.create_task(loop(self, self._stop), name=loop.__name__))
         self.started = True
         log.info("service_started", service=s.service_name)
+
+    async def _report_lag(self, every: float = 10.0) -> None:
+        """Publish the consumer lag per partition (end offset minus position) as a gauge."""
+        service = self.settings.service_name
+        while not self._stop.is_set():
+            for subscriber in self.broker.subscribers:
+                consumer = getattr(subscriber, "consumer", None)
+                if consumer is None:
+                    continue
+                for tp in consumer.assignment():
+                    with contextlib.suppress(Exception):  # a rebalance may take tp away
+                        end = consumer.highwater(tp)
+                        if end is not None:
+                            lag = max(0, end - await consumer.position(tp))
+                            metrics.CONSUMER_LAG.labels(service, tp.topic, tp.partition).set(lag)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
 
     async def stop(self) -> None:
         """Stop consuming (the batch in hand commits), stop loops, drain the outbox, close."""

@@ -209,3 +209,23 @@ async def test_crash_between_db_commit_and_offset_commit_replays_without_doublin
         assert inbox == 5
     finally:
         await second.stop()
+
+
+async def test_two_replicas_share_the_work_with_one_relay_and_no_event_twice(infra, topics, schema):
+    settings = toy_settings(infra, topics, schema)
+    replicas = [Runtime(settings, toy_spec()), Runtime(settings, toy_spec())]
+    for replica in replicas:
+        await replica.start()
+    try:
+        events = [signed_up(f"usr_{i}") for i in range(60)]
+        await produce(infra.kafka, topics.accounts_lifecycle, events)
+        await wait_rows(infra, schema, 60)
+        published = await read_topic(
+            infra.kafka, topics.consent_state, until=lambda r: len(r) >= 60, settle=0.5
+        )
+        assert len({decode(r.value).id for r in published}) == len(published) == 60
+        leaders = [r.relay.leader for r in replicas if r.relay is not None]
+        assert sorted(leaders) == [False, True]
+    finally:
+        for replica in replicas:
+            await replica.stop()
