@@ -227,6 +227,12 @@ class ExportPartData(Data):
     )
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Of the plaintext records.")
     record_count: int | None = Field(None, ge=0)
+    record_schema: str | None = Field(
+        None,
+        max_length=500,
+        description="Name or URL of the JSON Schema the records follow (named in the manifest).",
+        examples=["https://crm.example/schemas/contact.v1.json"],
+    )
 
     @model_validator(mode="after")
     def _inline_or_reference(self) -> ExportPartData:
