@@ -1,0 +1,140 @@
+"""The operator CLI against real Kafka: publish (validated), holds, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from shared.cli import app
+from shared.contract.codec import decode
+from shared.contract.events import LegalHoldPlaced
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cli_env(infra, topics, monkeypatch):
+    prefix = topics.accounts_lifecycle.removesuffix("accounts.lifecycle")
+    monkeypatch.setenv("PP_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("PP_KAFKA_BOOTSTRAP_SERVERS", infra.kafka)
+    return CliRunner()
+
+
+def test_publish_validates_before_sending_and_reports_the_field(cli_env, topics, infra):
+    bad = cli_env.invoke(
+        app,
+        [
+            "publish",
+            "--type",
+            "consent.granted.v1",
+            "--subject",
+            "usr_1",
+            "--data",
+            '{"purpose": "x"}',
+        ],
+    )
+    assert bad.exit_code == 2
+    assert "invalid consent.granted.v1: data.source" in bad.output
+    unknown = cli_env.invoke(app, ["publish", "--type", "consent.granted.v7", "--subject", "u"])
+    assert unknown.exit_code == 2
+    assert "unknown event type 'consent.granted.v7'" in unknown.output
+    data = json.dumps({"purpose": "marketing_email", "source": "api"})
+    good = cli_env.invoke(
+        app, ["publish", "--type", "consent.granted.v1", "--subject", "usr_1", "--data", data]
+    )
+    assert good.exit_code == 0, good.output
+    records = asyncio.run(read_topic(infra.kafka, topics.consent_changes))
+    assert [(r.key, decode(r.value).type) for r in records] == [(b"usr_1", "consent.granted.v1")]
+
+
+def test_an_event_over_the_broker_limit_is_refused_with_a_clear_error(cli_env, tmp_path):
+    event = {
+        "type": "consent.granted.v1",
+        "subject": "usr_2",
+        "data": {
+            "purpose": "marketing_email",
+            "source": "api",
+            "notice_id": "n",
+            "blob": "x" * 2_000_000,
+        },
+    }
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(event))
+    result = cli_env.invoke(app, ["publish", str(path)])
+    assert result.exit_code == 2
+    assert "larger than the broker accepts" in result.output
+
+
+def test_holds_are_published_keyed_by_their_subject_or_account(cli_env, topics, infra):
+    placed = cli_env.invoke(
+        app,
+        [
+            "hold",
+            "place",
+            "h1",
+            "--account",
+            "acc_7",
+            "--reason",
+            "subpoena",
+            "--category",
+            "crm_data",
+        ],
+    )
+    assert placed.exit_code == 0, placed.output
+    both = cli_env.invoke(app, ["hold", "release", "h1", "--account", "a", "--subject", "s"])
+    assert both.exit_code == 2
+    records = asyncio.run(read_topic(infra.kafka, topics.legal_holds))
+    event = decode(records[0].value)
+    assert isinstance(event, LegalHoldPlaced)
+    assert records[0].key == b"acc_7"
+    assert event.data.scope == "account"
+    assert event.data.categories == ["crm_data"]
+
+
+def test_dead_letters_are_listed_shown_and_replayed_to_their_topic(cli_env, topics, infra):
+    headers = [
+        ("original_topic", topics.consent_changes.encode()),
+        ("original_partition", b"0"),
+        ("original_offset", b"7"),
+        ("service", b"consent"),
+        ("error", b"invalid consent.granted.v1: data.source"),
+    ]
+
+    async def seed():
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+        await producer.start()
+        await producer.send_and_wait(
+            topics.deadletter, b'{"broken": true}', key=b"usr_5", headers=headers
+        )
+        await producer.stop()
+
+    asyncio.run(seed())
+    listed = cli_env.invoke(app, ["dlq", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "1 dead-lettered message(s)" in listed.output
+    position = next(
+        line.split()[1]
+        for line in listed.output.splitlines()
+        if ":" in line and "│" in line and "consent" in line
+    )
+    shown = cli_env.invoke(app, ["dlq", "show", position])
+    assert '"broken": true' in shown.output
+    assert cli_env.invoke(app, ["dlq", "show", "9:999"]).exit_code == 1
+    replayed = cli_env.invoke(app, ["dlq", "replay"])
+    assert "replayed 1 message(s)" in replayed.output
+    back = asyncio.run(read_topic(infra.kafka, topics.consent_changes))
+    assert [(r.key, r.value) for r in back] == [(b"usr_5", b'{"broken": true}')]
+
+
+def test_api_commands_explain_an_unreachable_service(cli_env, monkeypatch):
+    monkeypatch.setenv("PP_API_TOKEN", "t")
+    monkeypatch.setenv("PP_RETENTION_URL", "http://127.0.0.1:9")
+    result = cli_env.invoke(app, ["overdue"])
+    assert result.exit_code == 2
+    assert "retention at http://127.0.0.1:9 is not answering" in result.output
