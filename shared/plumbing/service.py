@@ -69,7 +69,8 @@ def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter
         title=f"{settings.service_name}-inbound",
     )
     async def consume(_: Any, msg: KafkaMessage, pipeline: Pipeline = Context("pipeline")) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        raw = msg.raw_message
+        records = raw if isinstance(raw, tuple | list) else (raw,)
         await pipeline.process(records)
 
     return router
@@ -93,6 +94,9 @@ class Runtime:
             settings.kafka_bootstrap_servers,
             client_id=f"privacy-plane-{spec.name}",
             security=settings.kafka.faststream_security(),
+            # Topics are created by `privacy-plane topics` / the compose init with their
+            # partitions and cleanup policies, never implicitly with broker defaults.
+            allow_auto_create_topics=False,
         )
         self.broker.include_router(consumer_router(settings, spec.topics(settings)))
         self._pool: asyncpg.Pool | None = None
