@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TestKafkaBroker
@@ -47,7 +47,7 @@ async def test_batches_of_raw_records_reach_the_pipeline_undecoded():
 def test_the_subscriber_commits_only_after_processing_in_its_own_group():
     s = settings()
     router = consumer_router(s, [s.topics.consent_changes, s.topics.accounts_lifecycle])
-    (subscriber,) = router.subscribers
+    (subscriber,) = cast(list[Any], router.subscribers)
     assert subscriber.ack_policy is AckPolicy.NACK_ON_ERROR
     assert subscriber.group_id == "privacy-plane-unit"
     assert set(subscriber.topic_names) == {"c.consent.changes", "c.accounts.lifecycle"}
