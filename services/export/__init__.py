@@ -1,0 +1,1 @@
+"""The export service: access and portability requests gathered into one bundle (DESIGN §2)."""

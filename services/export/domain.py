@@ -1,0 +1,343 @@
+"""Export decisions: pure functions over a request's state (no I/O, no clock: `now` is given)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.catalogue import Period, PurposeCatalogue, RetentionRules
+from shared.contract.events import CategoryOutcome, RequestKind, RequestStatus, RequestStatusData
+
+FORMAT_VERSION = "1"
+JOB_NAMESPACE = uuid.UUID("6f1d6c43-0d0e-4d55-9a55-5f0c2d7c1e01")
+RESPONSE_PERIOD = Period(months=1)
+MAX_EXTENSION = Period(months=2)
+
+
+class State(StrEnum):
+    """A request's state; `ready` and `assembling` are shown as in_progress."""
+
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    READY = "ready"
+    ASSEMBLING = "assembling"
+    COMPLETED = "completed"
+    PARTIALLY_COMPLETED = "partially_completed"
+    CANCELLED = "cancelled"
+
+    @property
+    def open(self) -> bool:
+        """Still collecting or assembling (the key exists)."""
+        return self in OPEN_STATES
+
+    @property
+    def public(self) -> RequestStatus:
+        """The OpenDSR word for this state."""
+        if self in (State.READY, State.ASSEMBLING):
+            return RequestStatus.IN_PROGRESS
+        return RequestStatus(self.value)
+
+
+OPEN_STATES = frozenset({State.PENDING, State.IN_PROGRESS, State.READY, State.ASSEMBLING})
+COLLECTING = frozenset({State.PENDING, State.IN_PROGRESS})
+
+
+class ExportRefused(Exception):
+    """An event the contract does not allow for this request (dead-lettered with the reason)."""
+
+
+class PartRefused(ExportRefused):
+    """A part or part failure that cannot belong to this request."""
+
+
+class ChangeRefused(ExportRefused):
+    """A cancellation, extension or repeated request the request's state does not allow."""
+
+
+class Request(BaseModel):
+    """What decisions need of one export request."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    subject: str
+    requested_at: datetime
+    deadline: datetime
+    extended: bool = False
+    state: State = State.PENDING
+    missing_owners: list[str] = []
+    outcomes: list[CategoryOutcome] = []
+    bundle_id: str | None = None
+    bundle_expires_at: datetime | None = None
+
+
+class PartSummary(BaseModel):
+    """The parts received so far for one owner and category."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    category: str
+    part_count: int
+    stored: int
+    records: int = 0
+    failed: list[str] = []
+
+
+class Failure(BaseModel):
+    """An owner's export.part_failed.v1 (category None: the whole owner)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    category: str | None
+    error: str
+    retryable: bool
+
+
+Outcome = Literal["exported", "failed", "missing"]
+
+
+class Settled(BaseModel):
+    """Where one owner's category stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    category: str
+    outcome: Outcome
+    reason: str | None = None
+    records: int = 0
+
+
+class PartVerdict(StrEnum):
+    ACCEPT = "accept"
+    DUPLICATE = "duplicate"
+    SUPPRESS = "suppress"
+
+
+def deadline_for(requested_at: datetime) -> datetime:
+    """One calendar month from the request (GDPR Art. 12(3))."""
+    return RESPONSE_PERIOD.after(requested_at)
+
+
+def job_id_for(request_id: str, owner: str) -> str:
+    """A stable job id per request and owner, so a replay issues the same job."""
+    name = "\x1f".join((request_id, owner))
+    return f"exp_{uuid.uuid5(JOB_NAMESPACE, name).hex}"
+
+
+def check_new_request(existing: Request | None, subject: str) -> bool:
+    """True when the request is new; False for a repeat; refused if the id names another person."""
+    if existing is None:
+        return True
+    if existing.subject != subject:
+        raise ChangeRefused(f"request {existing.request_id} already exists for another subject")
+    return False
+
+
+def check_extension(request: Request, new_deadline: datetime) -> datetime:
+    """The new deadline, if the request may be extended to it (once, by two months at most)."""
+    if not request.state.open:
+        raise ChangeRefused(f"request is {request.state.value}; it cannot be extended")
+    if request.extended:
+        raise ChangeRefused("request was already extended once")
+    if new_deadline <= request.deadline:
+        raise ChangeRefused("new_deadline must be later than the current deadline")
+    if new_deadline > MAX_EXTENSION.after(request.deadline):
+        raise ChangeRefused("new_deadline may extend the deadline by two months at most")
+    return new_deadline
+
+
+def check_cancel(request: Request) -> bool:
+    """True when the cancellation stops the request; False if it was already cancelled."""
+    if request.state is State.CANCELLED:
+        return False
+    if not request.state.open:
+        raise ChangeRefused(f"request is already {request.state.value}; too late to cancel")
+    return True
+
+
+def check_part(
+    request: Request,
+    *,
+    subject: str,
+    owner: str,
+    job_id: str,
+    expected_job_id: str | None,
+    categories: Sequence[str],
+    category: str | None,
+    part_count: int | None,
+    known_count: int | None,
+    already_stored: bool,
+) -> PartVerdict:
+    """Whether a part (or part failure) belongs to the request and is new."""
+    if request.state is State.CANCELLED:
+        return PartVerdict.SUPPRESS  # owners may still answer a cancelled request: not poison
+    if subject != request.subject:
+        raise PartRefused("subject differs from the request's subject")
+    if expected_job_id is None:
+        raise PartRefused(f"no export job was issued to owner {owner!r}")
+    if job_id != expected_job_id:
+        raise PartRefused(f"job_id {job_id!r} is not the job issued to {owner!r}")
+    if category is not None and category not in categories:
+        raise PartRefused(f"category {category!r} was not asked of owner {owner!r}")
+    if already_stored:
+        return PartVerdict.DUPLICATE
+    if not request.state.open or request.state is State.ASSEMBLING:
+        raise PartRefused(f"request is {request.state.value}; the part came too late")
+    if part_count is not None and known_count is not None and part_count != known_count:
+        raise PartRefused(f"part_count {part_count} disagrees with earlier parts ({known_count})")
+    return PartVerdict.ACCEPT
+
+
+def settle(
+    jobs: Mapping[str, Sequence[str]], parts: Iterable[PartSummary], failures: Iterable[Failure]
+) -> list[Settled]:
+    """Each owner's category: exported (every part in), failed, or still missing."""
+    by_key = {(p.owner, p.category): p for p in parts}
+    failed = {(f.owner, f.category): f for f in failures if not f.retryable}
+    return [
+        _settle_one(
+            owner,
+            category,
+            by_key.get((owner, category)),
+            failed.get((owner, category)) or failed.get((owner, None)),
+        )
+        for owner, categories in sorted(jobs.items())
+        for category in categories
+    ]
+
+
+def _settle_one(
+    owner: str, category: str, part: PartSummary | None, failure: Failure | None
+) -> Settled:
+    records = part.records if part else 0
+    if failure is not None:
+        return Settled(
+            owner=owner, category=category, outcome="failed", reason=failure.error, records=records
+        )
+    if part is None:
+        return Settled(owner=owner, category=category, outcome="missing", reason="no answer")
+    if part.failed and part.stored + len(part.failed) >= part.part_count:
+        reason = "; ".join(part.failed)
+        return Settled(
+            owner=owner, category=category, outcome="failed", reason=reason, records=records
+        )
+    if part.stored >= part.part_count:
+        return Settled(owner=owner, category=category, outcome="exported", records=records)
+    reason = f"{part.stored} of {part.part_count} parts received"
+    return Settled(owner=owner, category=category, outcome="missing", reason=reason)
+
+
+def all_in(settled: Iterable[Settled]) -> bool:
+    """True when no category is still missing: the bundle can be written."""
+    return all(s.outcome != "missing" for s in settled)
+
+
+def finish(settled: Sequence[Settled]) -> tuple[State, list[str], list[CategoryOutcome]]:
+    """The final state, the owners whose data is not (fully) in the bundle, and the outcomes."""
+    missing = sorted({s.owner for s in settled if s.outcome != "exported"})
+    state = State.PARTIALLY_COMPLETED if missing else State.COMPLETED
+    outcomes = [
+        CategoryOutcome(category=s.category, outcome=s.outcome, reason=s.reason, owner=s.owner)
+        for s in settled
+    ]
+    return state, missing, outcomes
+
+
+def status_data(request: Request, now: datetime, reason: str | None = None) -> RequestStatusData:
+    """The request.status.v1 data for the request as it stands (never a link)."""
+    return RequestStatusData(
+        request_id=request.request_id,
+        kind=RequestKind.EXPORT,
+        status=request.state.public,
+        overdue=request.state.open and now > request.deadline,
+        deadline=request.deadline,
+        outcomes=request.outcomes,
+        reason=reason,
+        bundle_id=request.bundle_id,
+        bundle_expires_at=request.bundle_expires_at,
+        missing_owners=request.missing_owners,
+    )
+
+
+def link_expiry(now: datetime, link_ttl_seconds: float, bundle_expires_at: datetime) -> datetime:
+    """A link lives `link_ttl` but never beyond the bundle itself."""
+    return min(now + timedelta(seconds=link_ttl_seconds), bundle_expires_at)
+
+
+class CategoryInfo(BaseModel):
+    """What GDPR Art. 15(1) asks us to tell beside the data of one category."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    purposes: list[dict[str, str]]
+    recipients: list[str]
+    retention: str
+    source: str
+
+
+CONSENT_RECORDS_INFO = {
+    "purposes": ["proof_of_consent"],
+    "retention": "kept while the account exists, to prove consent (GDPR Art. 7(1)); "
+    "its personal fields are deleted on erasure",
+    "source": "your consent choices, recorded when you made them",
+}
+
+
+def retention_text(rules: RetentionRules, category: str) -> str:
+    """The retention rule of `category` in words."""
+    rule = rules.categories.get(category)
+    if rule is None:
+        return str(CONSENT_RECORDS_INFO["retention"])
+    if rule.period_from == "subscription":
+        text = f"per subscription terms (default {rule.period}) after account closure"
+    else:
+        text = f"{rule.period} after account closure"
+    if rule.also_on_withdrawal:
+        text += f", or at once when consent to {rule.also_on_withdrawal} is withdrawn"
+    if rule.legal_obligation:
+        text += f"; kept for a legal obligation ({rule.legal_obligation})"
+    return text
+
+
+def information(
+    owners: Mapping[str, Sequence[str]], rules: RetentionRules, purposes: PurposeCatalogue
+) -> dict[str, CategoryInfo]:
+    """Art. 15 information per category: purposes, recipients, retention rule and source."""
+    result: dict[str, CategoryInfo] = {}
+    for owner, categories in sorted(owners.items()):
+        for category in categories:
+            rule = rules.categories.get(category)
+            names = rule.purposes if rule else list(CONSENT_RECORDS_INFO["purposes"])
+            described = []
+            for name in names:
+                known = purposes.get(name)
+                described.append(
+                    {"purpose": name, "description": known.description if known else ""}
+                )
+            result[category] = CategoryInfo(
+                owner=owner,
+                purposes=described,
+                recipients=sorted(o for o, cats in owners.items() if category in cats),
+                retention=retention_text(rules, category),
+                source=rule.source if rule and rule.source else str(CONSENT_RECORDS_INFO["source"]),
+            )
+    return result
+
+
+def zip_name(owner: str, category: str) -> str:
+    """The path of one owner's category inside the bundle."""
+    return f"data/{owner}/{category}.json"
+
+
+def default_schema(owner: str, category: str) -> str:
+    """The JSON Schema name used when an owner names none."""
+    return f"urn:privacy-plane:export:{owner}:{category}:v1"

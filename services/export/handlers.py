@@ -1,0 +1,286 @@
+"""Consuming requests and receipts: load, decide (domain), save (store), publish (outbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from services.export import domain, parts, store
+from services.export.domain import ExportRefused, PartVerdict, Request, State
+from services.export.settings import ExportSettings
+from services.export.storage import FolderStorage, Storage, part_key, parts_prefix
+from shared.contract.codec import new_event
+from shared.contract.events import (
+    AnyEvent,
+    ExportJob,
+    ExportJobData,
+    ExportPart,
+    ExportPartFailed,
+    ExportRequested,
+    RequestCancelled,
+    RequestExtended,
+    RequestStatusChanged,
+)
+from shared.contract.sealing import new_keypair
+from shared.plumbing import metrics
+from shared.plumbing.db import Conn
+from shared.plumbing.outbox import Outbox
+from shared.plumbing.pipeline import ApplyFn, Batch
+from shared.plumbing.service import Runtime
+
+SOURCE = "privacy-plane.export"
+ACCEPTS = {
+    "export.requested.v1",
+    "request.cancelled.v1",
+    "request.extended.v1",
+    "export.part.v1",
+    "export.part_failed.v1",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What handlers and loops share: settings, the key vault, storage, the clock."""
+
+    settings: ExportSettings
+    vault: parts.KeyVault
+    storage: Storage
+    runtime: Runtime
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> Context:
+        settings = cast(ExportSettings, runtime.settings)
+        return cls(
+            settings=settings,
+            vault=parts.KeyVault(settings.service_key_bytes()),
+            storage=FolderStorage(settings.storage_dir),
+            runtime=runtime,
+        )
+
+    def now(self) -> datetime:
+        return self.runtime.clock.now()
+
+    def publish_status(self, out: Outbox, request: Request, reason: str | None = None) -> None:
+        """request.status.v1 for the request as it stands."""
+        event = new_event(
+            RequestStatusChanged,
+            subject=request.subject,
+            source=SOURCE,
+            data=domain.status_data(request, self.now(), reason),
+            time=self.now(),
+        )
+        out.publish(self.settings.topics.requests_status, event)
+
+
+def make_apply(runtime: Runtime) -> ApplyFn:
+    """The apply function of the export pipeline."""
+    ctx = Context.of(runtime)
+
+    async def apply(conn: Conn, batch: Batch) -> None:
+        for event in batch.events:
+            try:
+                await _handle(ctx, conn, batch, event)
+            except ExportRefused as refused:
+                batch.reject(event, f"contract: {refused}")
+
+    return apply
+
+
+async def _handle(ctx: Context, conn: Conn, batch: Batch, event: AnyEvent) -> None:
+    if isinstance(event, ExportRequested):
+        await _requested(ctx, conn, batch, event)
+    elif isinstance(event, RequestCancelled):
+        await _cancelled(ctx, conn, batch, event)
+    elif isinstance(event, RequestExtended):
+        await _extended(ctx, conn, batch, event)
+    elif isinstance(event, ExportPart):
+        await _part(ctx, conn, batch, event)
+    elif isinstance(event, ExportPartFailed):
+        await _part_failed(ctx, conn, batch, event)
+
+
+async def _requested(ctx: Context, conn: Conn, batch: Batch, event: ExportRequested) -> None:
+    existing = await store.get_request(conn, event.data.request_id, lock=True)
+    if not domain.check_new_request(existing.request if existing else None, event.subject):
+        return  # the same request again: its jobs are out already
+    request = Request(
+        request_id=event.data.request_id,
+        subject=event.subject,
+        requested_at=event.time,
+        deadline=domain.deadline_for(event.time),
+    )
+    private_key, public_key = new_keypair()
+    jobs = {
+        owner: store.Job(domain.job_id_for(request.request_id, owner), list(categories))
+        for owner, categories in ctx.settings.owners.items()
+    }
+    await store.insert_request(
+        conn,
+        request,
+        storage_key=uuid.uuid4().hex,
+        public_key=public_key,
+        sealed_key=ctx.vault.seal(private_key),
+        jobs=jobs,
+    )
+    del private_key
+    for owner, job in sorted(jobs.items()):
+        data = ExportJobData(
+            job_id=job.job_id,
+            request_id=request.request_id,
+            owner=owner,
+            categories=job.categories,
+            due_by=request.deadline,
+            public_key=public_key,
+        )
+        job_event = new_event(
+            ExportJob, subject=request.subject, source=SOURCE, data=data, time=ctx.now()
+        )
+        batch.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
+    ctx.publish_status(batch.outbox, request)
+
+
+async def _cancelled(ctx: Context, conn: Conn, batch: Batch, event: RequestCancelled) -> None:
+    row = await store.get_request(conn, event.data.request_id, lock=True)
+    if row is None:
+        return  # not an export request (retention answers erasures and rectifications)
+    if row.request.subject != event.subject:
+        raise domain.ChangeRefused("subject differs from the request's subject")
+    if not domain.check_cancel(row.request):
+        return
+    await store.cancel(conn, row.request.request_id, ctx.now())
+    await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
+    cancelled = row.request.model_copy(update={"state": State.CANCELLED})
+    ctx.publish_status(batch.outbox, cancelled, reason="cancelled by request")
+
+
+async def _extended(ctx: Context, conn: Conn, batch: Batch, event: RequestExtended) -> None:
+    row = await store.get_request(conn, event.data.request_id, lock=True)
+    if row is None:
+        return  # not an export request
+    deadline = domain.check_extension(row.request, event.data.new_deadline)
+    await store.set_deadline(conn, row.request.request_id, deadline)
+    extended = row.request.model_copy(update={"deadline": deadline, "extended": True})
+    ctx.publish_status(batch.outbox, extended, reason=f"extended: {event.data.reason}")
+
+
+async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> None:
+    data = event.data
+    row = await _own_request(conn, data.request_id)
+    status = await store.part_status(
+        conn, data.request_id, data.owner, data.category, data.part_index
+    )
+    verdict = await _verdict(
+        conn, row, event.subject, data.owner, data.job_id, data.category, data.part_count,
+        already_stored=status == "stored",
+    )  # fmt: skip
+    if verdict is PartVerdict.SUPPRESS:
+        batch.suppress(event)
+        return
+    if verdict is PartVerdict.DUPLICATE:
+        metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
+        return
+    assert row.sealed_key is not None  # an open request holds its key
+    received: dict[str, Any] = {
+        "owner": data.owner, "category": data.category, "part_index": data.part_index,
+        "part_count": data.part_count, "sha256": data.sha256, "record_schema": data.record_schema,
+        "received_at": ctx.now(), "status": "stored", "record_count": 0, "error": None,
+    }  # fmt: skip
+    try:
+        received["record_count"] = await asyncio.to_thread(_store_part, ctx, row, event)
+    except parts.PartError as failed:
+        received.update(status="failed", error=str(failed))
+    await store.save_part(conn, data.request_id, received)
+    await _progress(ctx, conn, batch, row)
+
+
+def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
+    data = event.data
+    key = part_key(row.storage_key, data.owner, data.category, data.part_index)
+    if data.sealed is not None:
+        private_key = ctx.vault.open(cast(bytes, row.sealed_key))
+        return parts.store_inline(
+            ctx.storage, key, private_key, data.sealed, data.sha256, data.record_count
+        )
+    return parts.store_reference(
+        ctx.storage,
+        key,
+        ctx.settings.exchange_dir,
+        cast(str, data.location),
+        data.sha256,
+        data.record_count,
+    )
+
+
+async def _part_failed(ctx: Context, conn: Conn, batch: Batch, event: ExportPartFailed) -> None:
+    data = event.data
+    row = await _own_request(conn, data.request_id)
+    verdict = await _verdict(
+        conn, row, event.subject, data.owner, data.job_id, data.category, None,
+        already_stored=False,
+    )  # fmt: skip
+    if verdict is PartVerdict.SUPPRESS:
+        batch.suppress(event)
+        return
+    failure = domain.Failure(
+        owner=data.owner, category=data.category, error=data.error, retryable=data.retryable
+    )
+    await store.save_failure(conn, data.request_id, failure, ctx.now())
+    await _progress(ctx, conn, batch, row)
+
+
+async def _own_request(conn: Conn, request_id: str) -> store.RequestRow:
+    row = await store.get_request(conn, request_id, lock=True)
+    if row is None:
+        raise domain.PartRefused(f"unknown export request {request_id!r}")
+    return row
+
+
+async def _verdict(
+    conn: Conn,
+    row: store.RequestRow,
+    subject: str,
+    owner: str,
+    job_id: str,
+    category: str | None,
+    part_count: int | None,
+    *,
+    already_stored: bool,
+) -> PartVerdict:
+    request_id = row.request.request_id
+    job = (await store.jobs(conn, request_id)).get(owner)
+    known = (
+        await store.known_part_count(conn, request_id, owner, category)
+        if category is not None and part_count is not None
+        else None
+    )
+    return domain.check_part(
+        row.request,
+        subject=subject,
+        owner=owner,
+        job_id=job_id,
+        expected_job_id=job.job_id if job else None,
+        categories=job.categories if job else [],
+        category=category,
+        part_count=part_count,
+        known_count=known,
+        already_stored=already_stored,
+    )
+
+
+async def _progress(ctx: Context, conn: Conn, batch: Batch, row: store.RequestRow) -> None:
+    """After an answer: pending → in_progress, and ready once every category is settled."""
+    request = row.request
+    jobs = await store.jobs(conn, request.request_id)
+    settled = domain.settle(
+        {owner: job.categories for owner, job in jobs.items()},
+        await store.summary(conn, request.request_id),
+        await store.failures(conn, request.request_id),
+    )
+    state = State.READY if domain.all_in(settled) else State.IN_PROGRESS
+    if state is not request.state:
+        await store.set_state(conn, request.request_id, state)
+    if request.state is State.PENDING:
+        ctx.publish_status(batch.outbox, request.model_copy(update={"state": state}))

@@ -1,0 +1,64 @@
+"""Settings of the export service (env prefix EXPORT_)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.catalogue import load_retention
+from shared.plumbing.settings import ServiceSettings
+
+CONSENT_OWNER = "consent"
+CONSENT_CATEGORY = "consent_records"
+
+
+def default_owners() -> dict[str, list[str]]:
+    """Every owner of the retention rules with its categories, plus the consent ledger."""
+    owners = {owner: list(cats) for owner, cats in load_retention().owners().items()}
+    owners[CONSENT_OWNER] = [CONSENT_CATEGORY]
+    return owners
+
+
+class ExportSettings(ServiceSettings):
+    """Required: kafka_bootstrap_servers, database_url, api_token, service_key, link_secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EXPORT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    service_name: str = "export"
+    db_schema: str = Field("export", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    service_key: SecretStr = Field(
+        description="Base64 of 32 random bytes: encrypts each request's private key at rest."
+    )
+    link_secret: SecretStr = Field(min_length=16, description="HMAC key of download links.")
+    owners: dict[str, list[str]] = Field(
+        default_factory=default_owners, description="Owner → the categories it holds."
+    )
+    storage_dir: Path = Path("/var/lib/privacy-plane/export/storage")
+    exchange_dir: Path = Path("/var/lib/privacy-plane/export/exchange")
+    link_ttl: timedelta = timedelta(hours=1)
+    bundle_ttl: timedelta = timedelta(days=7)
+    public_base_url: str = Field("", description="Prefix of download links, e.g. https://host")
+    loop_interval: float = Field(1.0, gt=0)
+    assembly_lease: timedelta = timedelta(minutes=10)
+
+    @field_validator("service_key")
+    @classmethod
+    def _thirty_two_bytes(cls, value: SecretStr) -> SecretStr:
+        try:
+            raw = base64.b64decode(value.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("service_key must be base64") from exc
+        if len(raw) != 32:
+            raise ValueError("service_key must be 32 bytes (base64 of 32 random bytes)")
+        return value
+
+    def service_key_bytes(self) -> bytes:
+        """The decoded service key."""
+        return base64.b64decode(self.service_key.get_secret_value())
