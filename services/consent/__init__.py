@@ -1,0 +1,1 @@
+"""The consent service: state per subject and purpose, a hash-chained ledger, decisions."""

@@ -1,0 +1,121 @@
+"""The consent read API (FastAPI, behind the runtime's bearer token).
+
+FastAPI rather than FastStream's ASGI side: the plumbing's HTTP side (health, readiness,
+metrics, bearer auth) is FastAPI already, and query validation and OpenAPI docs come with it.
+A decision is one primary-key lookup of the subject's projection row plus a pure decision.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel
+
+from services.consent import domain, store
+from services.consent.domain import SubjectState
+from services.consent.handlers import Consent
+from shared.catalogue import PurposeRule
+from shared.plumbing.service import Runtime
+
+
+class DecisionOut(BaseModel):
+    allowed: bool
+    state: str
+    basis: str
+    reason: str
+    since: datetime | None
+    reconsent_required: bool = False
+    expires_at: datetime | None = None
+    at: datetime | None = None
+
+
+class HistoryOut(BaseModel):
+    subject: str
+    entries: list[dict[str, Any]]
+    next_after: int | None
+
+
+class ChainOut(BaseModel):
+    ok: bool
+    checked: int
+    broken_at: int | None
+    reason: str | None
+
+
+def make_api(consent: Consent, runtime: Runtime) -> APIRouter:
+    """The `/v1/subjects/...` routes."""
+    router = APIRouter(prefix="/v1/subjects", tags=["consent"])
+
+    def rule_for(purpose: str) -> PurposeRule:
+        rule = consent.catalogue.get(purpose)
+        if rule is None:
+            known = sorted(consent.catalogue.purposes)
+            raise HTTPException(400, {"error": f"unknown purpose {purpose!r}", "known": known})
+        return rule
+
+    @router.get("/{subject_id}/decisions")
+    async def decision(
+        subject_id: str, purpose: str, at: AwareDatetime | None = None
+    ) -> DecisionOut:
+        """May we process this subject for `purpose` now (or, with `at`, at that time)?"""
+        rule = rule_for(purpose)
+        async with runtime.pool.acquire() as conn:
+            if at is None:
+                now = consent.clock.now()
+                state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
+            else:
+                now = at
+                entries = await store.ledger_until(conn, consent.principal(subject_id), at)
+                state = domain.state_at(subject_id, entries, at)
+        d = domain.decide(state, purpose, rule, now)
+        return DecisionOut(
+            allowed=d.allowed,
+            state=d.state,
+            basis=d.basis,
+            reason=d.reason,
+            since=d.since,
+            reconsent_required=d.reconsent_required,
+            expires_at=d.expires_at,
+            at=at,
+        )
+
+    @router.get("/{subject_id}/consent")
+    async def current(subject_id: str) -> dict[str, Any]:
+        """The subject's full current state (catalogue defaults for an unknown subject)."""
+        async with runtime.pool.acquire() as conn:
+            state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
+        data = domain.state_data(state, consent.catalogue, consent.clock.now())
+        return {"subject": subject_id, **data.model_dump(mode="json"), "version": state.version}
+
+    @router.get("/{subject_id}/consent/history")
+    async def history(
+        subject_id: str,
+        limit: int = Query(50, ge=1, le=1000),
+        after: int = Query(0, ge=0, description="Return entries after this sequence number."),
+    ) -> HistoryOut:
+        """The subject's ledger, oldest first, a page at a time."""
+        async with runtime.pool.acquire() as conn:
+            entries = await store.ledger_page(conn, consent.principal(subject_id), after, limit)
+        next_after = entries[-1].seq if len(entries) == limit else None
+        return HistoryOut(
+            subject=subject_id,
+            entries=[domain.entry_record(e) for e in entries],
+            next_after=next_after,
+        )
+
+    @router.get("/{subject_id}/consent/history/verify")
+    async def verify(subject_id: str) -> ChainOut:
+        """Check the subject's hash chain (and its personal fields, while the salt exists)."""
+        principal = consent.principal(subject_id)
+        async with runtime.pool.acquire() as conn:
+            entries = await store.ledger(conn, principal)
+            head = await store.head(conn, principal)
+            salt = await store.salt(conn, principal)
+        check = domain.verify_chain(entries, head, salt)
+        return ChainOut(
+            ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason
+        )
+
+    return router

@@ -1,0 +1,47 @@
+"""Wiring of the consent service: `uvicorn --factory services.consent.app:create`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.consent import api, handlers
+from services.consent.handlers import Consent
+from services.consent.settings import ConsentSettings
+from shared.catalogue import load_purposes
+from shared.plumbing.clock import Clock, SystemClock
+from shared.plumbing.logging import configure_logging
+from shared.plumbing.service import Runtime, ServiceSpec
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def consumed_topics(settings: ConsentSettings) -> list[str]:
+    """Sign-ups, consent changes, erasure requests and export jobs."""
+    t = settings.topics
+    return [t.accounts_lifecycle, t.consent_changes, t.privacy_requests, t.privacy_jobs]
+
+
+def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runtime:
+    """The consent service on the shared plumbing (tests pass a ManualClock)."""
+    clock = clock or SystemClock()
+    catalogue = load_purposes(settings.purposes_file) if settings.purposes_file else load_purposes()
+    consent = Consent(settings, catalogue, clock)
+    spec = ServiceSpec(
+        name="consent",
+        migrations=MIGRATIONS,
+        topics=lambda _: consumed_topics(settings),
+        accepts=handlers.ACCEPTS,
+        make_apply=lambda _: handlers.make_apply(consent),
+        make_api=lambda runtime: api.make_api(consent, runtime),
+        background=[handlers.expiry_loop(consent)],
+    )
+    return Runtime(settings, spec, clock)
+
+
+def create() -> FastAPI:
+    """The ASGI app, settings from the environment (CONSENT_...)."""
+    settings = ConsentSettings()  # type: ignore[call-arg]  # required values come from env
+    configure_logging(settings.log_format, settings.log_level)
+    return build_runtime(settings).asgi()

@@ -1,0 +1,727 @@
+"""Consent decisions and the ledger's hash chain, pure: state and event in, state and changes out.
+
+State per subject: for each purpose the current state (`granted`, `withdrawn`, `expired`; absent
+means the catalogue default) with the time of the event that set it, restrictions and objections
+per purpose or category, and the time of the first GPC signal. An event older than the one that
+set the current value is recorded but changes nothing ("superseded"); equal times let the later
+arrival win, so in-order events at the same instant apply in partition order.
+
+Ledger entries follow ISO/IEC TS 27560 and the Kantara consent receipt where a field fits:
+
+| ledger field        | 27560 / Kantara                                   |
+|---------------------|---------------------------------------------------|
+| principal           | PII principal id (a keyed hash of the subject id) |
+| subject_id          | PII principal id in clear; erased at erasure      |
+| event_id            | consent receipt id (`consentReceiptID`)           |
+| target              | purpose (or the restricted category)              |
+| new_state/old_state | consent status (given, withdrawn, expired, ...)   |
+| consent_type        | `consentType` (explicit, implied)                 |
+| collection_method   | `collectionMethod` (web_form, api, cmp, ...)      |
+| policy_version      | privacy notice / policy version                   |
+| notice_id           | notice identifier                                 |
+| jurisdiction        | `jurisdiction`                                    |
+| occurred_at         | `consentTimestamp` (when it happened at source)   |
+| received_at         | record time (when this service recorded it)       |
+| expires_at          | validity end (`termination`)                      |
+| evidence            | collection evidence (personal: ip hash, UA, TCF)  |
+
+Each entry's hash covers its non-personal fields, the previous entry's hash and a salted digest
+of the personal ones (`subject_id`, `evidence`); erasure deletes those and the subject's salt
+and the chain still verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
+from shared.contract.events import (
+    AccountSignedUp,
+    ConsentGranted,
+    ConsentStateData,
+    ConsentWithdrawn,
+    GpcSignal,
+    ProcessingObjected,
+    ProcessingRestricted,
+    PurposeState,
+    RestrictionLifted,
+)
+
+GRANTED, WITHDRAWN, EXPIRED, DEFAULT = "granted", "withdrawn", "expired", "default"
+ACTIVE, LIFTED = "active", "lifted"
+CONSENT, RESTRICTION, OBJECTION, GPC = "consent", "restriction", "objection", "gpc"
+SUPERSEDED = "superseded: an event with a later time set the current value"
+GPC_BLOCKS_IMPLIED = "gpc: after a GPC signal only an explicit grant re-grants"
+EXPIRED_EVENT = "consent.expired"
+GENESIS = "0" * 64
+
+ChangeEvent = (
+    AccountSignedUp
+    | ConsentGranted
+    | ConsentWithdrawn
+    | GpcSignal
+    | ProcessingRestricted
+    | ProcessingObjected
+    | RestrictionLifted
+)
+
+CHANGE_EVENTS = (
+    AccountSignedUp,
+    ConsentGranted,
+    ConsentWithdrawn,
+    GpcSignal,
+    ProcessingRestricted,
+    ProcessingObjected,
+    RestrictionLifted,
+)
+
+
+class ConsentRuleViolation(ValueError):
+    """An event the contract forbids (dead-lettered with this message, never applied)."""
+
+
+class UnknownPurpose(ConsentRuleViolation):
+    """The catalogue does not know the purpose."""
+
+
+class ContractPurposeNotWithdrawable(ConsentRuleViolation):
+    """A purpose with a contract basis cannot be withdrawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurposeRecord:
+    state: str
+    since: datetime
+    event_id: str
+    consent_type: str | None = None
+    source: str | None = None
+    policy_version: str | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRecord:
+    active: bool
+    since: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    subject: str
+    version: int = 0
+    purposes: Mapping[str, PurposeRecord] = field(default_factory=dict)
+    restrictions: Mapping[str, ScopeRecord] = field(default_factory=dict)
+    objections: Mapping[str, ScopeRecord] = field(default_factory=dict)
+    gpc_since: datetime | None = None
+
+    def next_expiry(self) -> datetime | None:
+        """The earliest `expires_at` of a grant still marked granted (the expiry loop's index)."""
+        times = [
+            r.expires_at for r in self.purposes.values() if r.state == GRANTED and r.expires_at
+        ]
+        return min(times) if times else None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One line of the ledger before it is chained: what an event did (or did not do)."""
+
+    kind: str
+    target: str
+    old_state: str
+    new_state: str
+    applied: bool
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state: SubjectState
+    changes: list[Change]
+
+    @property
+    def changed(self) -> bool:
+        return any(c.applied for c in self.changes)
+
+
+# --- applying events ----------------------------------------------------------------------
+
+
+def apply_event(state: SubjectState, event: ChangeEvent, catalogue: PurposeCatalogue) -> Outcome:
+    """The new state after `event` and the ledger changes; raises ConsentRuleViolation."""
+    if isinstance(event, ConsentGranted | ConsentWithdrawn):
+        outcome = _consent_change(state, event, catalogue)
+    elif isinstance(event, AccountSignedUp):
+        outcome = _signed_up(state, event, catalogue)
+    elif isinstance(event, GpcSignal):
+        outcome = _gpc(state, event, catalogue)
+    elif isinstance(event, RestrictionLifted):
+        outcome = _lift(state, event)
+    else:
+        outcome = _scope(state, event, catalogue)
+    if outcome.changed:
+        return Outcome(replace(outcome.state, version=state.version + 1), outcome.changes)
+    return Outcome(state, outcome.changes)
+
+
+def _rule(catalogue: PurposeCatalogue, purpose: str) -> PurposeRule:
+    rule = catalogue.get(purpose)
+    if rule is None:
+        known = ", ".join(sorted(catalogue.purposes))
+        raise UnknownPurpose(f"contract: unknown purpose {purpose!r} (known: {known})")
+    return rule
+
+
+def _consent_change(
+    state: SubjectState, event: ConsentGranted | ConsentWithdrawn, catalogue: PurposeCatalogue
+) -> Outcome:
+    data = event.data
+    rule = _rule(catalogue, data.purpose)
+    granting = isinstance(event, ConsentGranted)
+    if not granting and not rule.withdrawable:
+        raise ContractPurposeNotWithdrawable(
+            f"contract: {data.purpose} has a contract basis and cannot be withdrawn"
+        )
+    record = PurposeRecord(
+        GRANTED if granting else WITHDRAWN,
+        event.time,
+        event.id,
+        data.consent_type.value,
+        data.source.value,
+        data.policy_version,
+        data.expires_at if granting else None,
+    )
+    return _set_purpose(state, data.purpose, rule, record)
+
+
+def _signed_up(state: SubjectState, event: AccountSignedUp, catalogue: PurposeCatalogue) -> Outcome:
+    changes: list[Change] = []
+    for consent in event.data.consents:
+        rule = catalogue.get(consent.purpose)
+        if rule is None or rule.basis is Basis.CONTRACT:
+            target_state = GRANTED if consent.granted else WITHDRAWN
+            note = "unknown purpose" if rule is None else "contract basis: always allowed"
+            changes.append(Change(CONSENT, consent.purpose, DEFAULT, target_state, False, note))
+            continue
+        record = PurposeRecord(
+            GRANTED if consent.granted else WITHDRAWN,
+            event.time,
+            event.id,
+            "implied",
+            "sign_up",
+            event.data.policy_version,
+        )
+        outcome = _set_purpose(state, consent.purpose, rule, record)
+        state = outcome.state
+        changes.extend(outcome.changes)
+    return Outcome(state, changes)
+
+
+def _set_purpose(
+    state: SubjectState, purpose: str, rule: PurposeRule, record: PurposeRecord
+) -> Outcome:
+    current = state.purposes.get(purpose)
+    old = current.state if current else DEFAULT
+    if rule.basis is Basis.CONTRACT:
+        note = "contract basis: always allowed"
+        return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, note)])
+    if current is not None and record.since < current.since:
+        return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, SUPERSEDED)])
+    blocked = (
+        record.state == GRANTED
+        and record.consent_type != "explicit"
+        and rule.gpc_applies
+        and state.gpc_since is not None
+        and record.since >= state.gpc_since
+    )
+    if blocked:
+        return Outcome(
+            state, [Change(CONSENT, purpose, old, record.state, False, GPC_BLOCKS_IMPLIED)]
+        )
+    purposes = {**state.purposes, purpose: record}
+    return Outcome(
+        replace(state, purposes=purposes), [Change(CONSENT, purpose, old, record.state, True)]
+    )
+
+
+def _gpc(state: SubjectState, event: GpcSignal, catalogue: PurposeCatalogue) -> Outcome:
+    when = event.time
+    first = state.gpc_since is None or when < state.gpc_since
+    changes = [Change(GPC, "*", "on" if state.gpc_since else "off", "on", first)]
+    purposes = dict(state.purposes)
+    withdrawn = PurposeRecord(WITHDRAWN, when, event.id, "gpc", event.data.source.value)
+    for name in catalogue.gpc_purposes():
+        current = purposes.get(name)
+        old = current.state if current else DEFAULT
+        if current is None or when >= current.since:
+            purposes[name] = withdrawn
+            changes.append(Change(CONSENT, name, old, WITHDRAWN, True, "gpc"))
+        elif current.state == GRANTED and current.consent_type != "explicit":
+            # An implied grant later than the signal would have been refused in time order.
+            purposes[name] = withdrawn
+            changes.append(Change(CONSENT, name, old, WITHDRAWN, True, GPC_BLOCKS_IMPLIED))
+        else:
+            changes.append(Change(CONSENT, name, old, WITHDRAWN, False, SUPERSEDED))
+    since = when if first else state.gpc_since
+    return Outcome(replace(state, purposes=purposes, gpc_since=since), changes)
+
+
+def _targets(event: ProcessingRestricted | ProcessingObjected | RestrictionLifted) -> list[str]:
+    return list(dict.fromkeys([*event.data.purposes, *event.data.categories]))
+
+
+def _scope(
+    state: SubjectState,
+    event: ProcessingRestricted | ProcessingObjected,
+    catalogue: PurposeCatalogue,
+) -> Outcome:
+    for purpose in event.data.purposes:
+        _rule(catalogue, purpose)
+    kind = RESTRICTION if isinstance(event, ProcessingRestricted) else OBJECTION
+    scopes = dict(state.restrictions if kind == RESTRICTION else state.objections)
+    changes = [
+        _set_scope(scopes, kind, t, ScopeRecord(True, event.time, event.id))
+        for t in _targets(event)
+    ]
+    if kind == RESTRICTION:
+        return Outcome(replace(state, restrictions=scopes), changes)
+    return Outcome(replace(state, objections=scopes), changes)
+
+
+def _lift(state: SubjectState, event: RestrictionLifted) -> Outcome:
+    lifted = ScopeRecord(False, event.time, event.id)
+    restrictions, objections = dict(state.restrictions), dict(state.objections)
+    changes = []
+    for target in _targets(event):
+        changes.append(_set_scope(restrictions, RESTRICTION, target, lifted))
+        changes.append(_set_scope(objections, OBJECTION, target, lifted))
+    return Outcome(replace(state, restrictions=restrictions, objections=objections), changes)
+
+
+def _set_scope(
+    scopes: dict[str, ScopeRecord], kind: str, target: str, record: ScopeRecord
+) -> Change:
+    current = scopes.get(target)
+    old = LIFTED if current is None or not current.active else ACTIVE
+    new = ACTIVE if record.active else LIFTED
+    if current is not None and record.since < current.since:
+        return Change(kind, target, old, new, False, SUPERSEDED)
+    scopes[target] = record
+    return Change(kind, target, old, new, True)
+
+
+def expire(state: SubjectState, now: datetime) -> Outcome:
+    """Mark grants whose `expires_at` has passed as expired (the expiry loop's decision)."""
+    purposes = dict(state.purposes)
+    changes = []
+    for name, record in state.purposes.items():
+        if record.state == GRANTED and record.expires_at is not None and record.expires_at <= now:
+            purposes[name] = replace(record, state=EXPIRED)
+            changes.append(Change(CONSENT, name, GRANTED, EXPIRED, True, "expired"))
+    if not changes:
+        return Outcome(state, [])
+    return Outcome(replace(state, purposes=purposes, version=state.version + 1), changes)
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    state: str
+    basis: str
+    reason: str
+    since: datetime | None
+    reconsent_required: bool = False
+    expires_at: datetime | None = None
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key for policy versions: numeric parts compare as numbers (`2026-10` < `2026-11`)."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"[.\-_/ ]+", version.strip())
+        if part
+    )
+
+
+def needs_reconsent(rule: PurposeRule, policy_version: str | None) -> bool:
+    """A grant under a policy version before the purpose's `reconsent_from` must be renewed."""
+    if rule.reconsent_from is None:
+        return False
+    if policy_version is None:
+        return True
+    return version_key(policy_version) < version_key(rule.reconsent_from)
+
+
+def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) -> Decision:
+    """May we process this subject for `purpose` at `now`? (restrictions and objections applied)"""
+    basis = rule.basis.value
+    record = state.purposes.get(purpose)
+    if rule.basis is Basis.CONTRACT:
+        return Decision(True, DEFAULT, basis, "contract necessity", None)
+    decision = _consent_decision(record, rule, basis, now)
+    blocked = _blocked(state, purpose, rule) if decision.allowed else None
+    if blocked:
+        return replace(decision, allowed=False, reason=blocked)
+    return decision
+
+
+def _consent_decision(
+    record: PurposeRecord | None, rule: PurposeRule, basis: str, now: datetime
+) -> Decision:
+    if record is None:
+        return Decision(rule.default, DEFAULT, basis, "default", None)
+    lapsed = record.expires_at is not None and record.expires_at <= now
+    if record.state == EXPIRED or (record.state == GRANTED and lapsed):
+        return Decision(
+            False, EXPIRED, basis, "expired", record.expires_at, False, record.expires_at
+        )
+    if record.state == WITHDRAWN:
+        return Decision(False, WITHDRAWN, basis, "withdrawn", record.since)
+    if needs_reconsent(rule, record.policy_version):
+        reason = f"reconsent_required: granted under policy {record.policy_version}"
+        return Decision(False, GRANTED, basis, reason, record.since, True, record.expires_at)
+    return Decision(True, GRANTED, basis, "granted", record.since, False, record.expires_at)
+
+
+def _blocked(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None:
+    for target in (purpose, *rule.categories):
+        objection = state.objections.get(target)
+        if objection is not None and objection.active:
+            return f"objected: {target}"
+    for target in (purpose, *rule.categories):
+        restriction = state.restrictions.get(target)
+        if restriction is not None and restriction.active:
+            return f"restricted: {target}"
+    return None
+
+
+def state_data(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> ConsentStateData:
+    """The full state of a subject as `consent.state.v1` data (every catalogue purpose)."""
+    purposes = {}
+    for name, rule in catalogue.purposes.items():
+        d = decide(state, name, rule, now)
+        purposes[name] = PurposeState(
+            state=d.state,  # type: ignore[arg-type]  # one of the four literals
+            allowed=d.allowed,
+            since=d.since,
+            basis=d.basis,  # type: ignore[arg-type]
+            reconsent_required=d.reconsent_required,
+            expires_at=d.expires_at,
+        )
+    return ConsentStateData(
+        version=max(state.version, 1),
+        purposes=purposes,
+        restrictions=sorted(t for t, r in state.restrictions.items() if r.active),
+        objections=sorted(t for t, r in state.objections.items() if r.active),
+        gpc=state.gpc_since is not None,
+    )
+
+
+# --- the projection document --------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def to_doc(state: SubjectState) -> dict[str, Any]:
+    """The JSON document stored per subject (the projection row)."""
+    return {
+        "purposes": {
+            name: {
+                "state": r.state,
+                "since": _ts(r.since),
+                "event_id": r.event_id,
+                "consent_type": r.consent_type,
+                "source": r.source,
+                "policy_version": r.policy_version,
+                "expires_at": _ts(r.expires_at),
+            }
+            for name, r in sorted(state.purposes.items())
+        },
+        "restrictions": _scopes_doc(state.restrictions),
+        "objections": _scopes_doc(state.objections),
+        "gpc_since": _ts(state.gpc_since),
+    }
+
+
+def _scopes_doc(scopes: Mapping[str, ScopeRecord]) -> dict[str, Any]:
+    return {
+        t: {"active": r.active, "since": _ts(r.since), "event_id": r.event_id}
+        for t, r in sorted(scopes.items())
+    }
+
+
+def from_doc(subject: str, version: int, doc: Mapping[str, Any]) -> SubjectState:
+    """Read back what `to_doc` wrote."""
+    purposes = {
+        name: PurposeRecord(
+            p["state"],
+            datetime.fromisoformat(p["since"]),
+            p["event_id"],
+            p.get("consent_type"),
+            p.get("source"),
+            p.get("policy_version"),
+            _dt(p.get("expires_at")),
+        )
+        for name, p in doc.get("purposes", {}).items()
+    }
+    return SubjectState(
+        subject,
+        version,
+        purposes,
+        _scopes_from(doc.get("restrictions", {})),
+        _scopes_from(doc.get("objections", {})),
+        _dt(doc.get("gpc_since")),
+    )
+
+
+def _scopes_from(doc: Mapping[str, Any]) -> dict[str, ScopeRecord]:
+    return {
+        t: ScopeRecord(s["active"], datetime.fromisoformat(s["since"]), s["event_id"])
+        for t, s in doc.items()
+    }
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What an event says about itself, copied into each of its ledger entries."""
+
+    event_id: str
+    event_source: str
+    event_type: str
+    occurred_at: datetime
+    collection_method: str | None = None
+    consent_type: str | None = None
+    policy_version: str | None = None
+    notice_id: str | None = None
+    jurisdiction: str | None = None
+    expires_at: datetime | None = None
+    evidence: dict[str, Any] | None = None
+
+
+def facts(event: ChangeEvent) -> Facts:
+    """The ledger facts of a contract event."""
+    base = Facts(event.id, event.source, event.type, event.time)
+    if isinstance(event, ConsentGranted | ConsentWithdrawn):
+        d = event.data
+        return replace(
+            base,
+            collection_method=d.source.value,
+            consent_type=d.consent_type.value,
+            policy_version=d.policy_version,
+            notice_id=d.notice_id,
+            jurisdiction=d.jurisdiction,
+            expires_at=d.expires_at,
+            evidence=_evidence(d.evidence),
+        )
+    if isinstance(event, AccountSignedUp):
+        return replace(
+            base,
+            collection_method="sign_up",
+            consent_type="implied",
+            policy_version=event.data.policy_version,
+            jurisdiction=event.data.jurisdiction,
+        )
+    if isinstance(event, GpcSignal):
+        return replace(
+            base,
+            collection_method=event.data.source.value,
+            consent_type="gpc",
+            evidence=_evidence(event.data.evidence),
+        )
+    return base
+
+
+def _evidence(evidence: Any) -> dict[str, Any] | None:
+    if evidence is None:
+        return None
+    dumped: dict[str, Any] = evidence.model_dump(mode="json", exclude_none=True)
+    return dumped or None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    principal: str
+    seq: int
+    event_id: str
+    event_source: str
+    event_type: str
+    kind: str
+    target: str
+    old_state: str
+    new_state: str
+    applied: bool
+    note: str | None
+    collection_method: str | None
+    consent_type: str | None
+    policy_version: str | None
+    notice_id: str | None
+    jurisdiction: str | None
+    expires_at: datetime | None
+    occurred_at: datetime
+    received_at: datetime
+    personal_digest: str | None
+    prev_hash: str
+    hash: str
+    subject_id: str | None = None
+    evidence: dict[str, Any] | None = None
+
+
+PERSONAL_FIELDS = ("subject_id", "evidence")
+UNHASHED_FIELDS = (*PERSONAL_FIELDS, "hash")
+HASHED_FIELDS = tuple(f for f in LedgerEntry.__slots__ if f not in UNHASHED_FIELDS)
+
+
+def pseudonym(key: bytes, subject: str) -> str:
+    """The subject's keyed hash: how the ledger and the suppression list name a person."""
+    return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_ts).encode()
+
+
+def personal_digest(salt: bytes, subject_id: str | None, evidence: Mapping[str, Any] | None) -> str:
+    """Salted digest of an entry's personal fields (what the hash covers in their place)."""
+    return hashlib.sha256(
+        salt + _canonical({"subject_id": subject_id, "evidence": evidence})
+    ).hexdigest()
+
+
+def entry_hash(entry: LedgerEntry) -> str:
+    """SHA-256 over the entry's non-personal fields (previous hash and personal digest included)."""
+    return hashlib.sha256(_canonical({f: getattr(entry, f) for f in HASHED_FIELDS})).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int = 0
+    hash: str = GENESIS
+
+
+def chain(
+    head: Head,
+    principal: str,
+    subject: str,
+    salt: bytes,
+    items: Iterable[tuple[Facts, Change]],
+    received_at: datetime,
+) -> tuple[list[LedgerEntry], Head]:
+    """Ledger entries for `items`, each chained to the one before; returns them and the new head."""
+    entries = []
+    for f, change in items:
+        digest = personal_digest(salt, subject, f.evidence)
+        draft = LedgerEntry(
+            principal, head.seq + 1, f.event_id, f.event_source, f.event_type,
+            change.kind, change.target, change.old_state, change.new_state, change.applied,
+            change.note, f.collection_method, f.consent_type, f.policy_version, f.notice_id,
+            f.jurisdiction, f.expires_at, f.occurred_at, received_at, digest, head.hash, "",
+            subject, f.evidence,
+        )  # fmt: skip
+        entry = replace(draft, hash=entry_hash(draft))
+        entries.append(entry)
+        head = Head(entry.seq, entry.hash)
+    return entries, head
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCheck:
+    ok: bool
+    checked: int
+    broken_at: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(
+    entries: Sequence[LedgerEntry], head: Head | None = None, salt: bytes | None = None
+) -> ChainCheck:
+    """Check a subject's entries (in seq order): numbering, links, hashes; the head if given.
+
+    With the subject's salt, the personal fields still present are checked against their digest.
+    """
+    previous = Head()
+    for entry in entries:
+        problem = _entry_problem(entry, previous, salt)
+        if problem:
+            return ChainCheck(False, previous.seq, previous.seq + 1, problem)
+        previous = Head(entry.seq, entry.hash)
+    if head is not None and head != previous:
+        reason = f"chain ends at entry {previous.seq} but the head records entry {head.seq}"
+        return ChainCheck(False, previous.seq, previous.seq + 1, reason)
+    return ChainCheck(True, previous.seq)
+
+
+def _entry_problem(entry: LedgerEntry, previous: Head, salt: bytes | None) -> str | None:
+    if entry.seq != previous.seq + 1:
+        return f"entry {previous.seq + 1} is missing (found {entry.seq})"
+    if entry.prev_hash != previous.hash:
+        return f"entry {entry.seq} does not link to entry {previous.seq}"
+    if entry_hash(entry) != entry.hash:
+        return f"entry {entry.seq} was changed after it was written"
+    erased = entry.subject_id is None and entry.evidence is None
+    if (
+        salt is not None
+        and not erased
+        and personal_digest(salt, entry.subject_id, entry.evidence) != entry.personal_digest
+    ):
+        return f"entry {entry.seq}: personal fields were changed after they were written"
+    return None
+
+
+def entry_record(entry: LedgerEntry) -> dict[str, Any]:
+    """An entry as a JSON-ready record (history API and export)."""
+    record = {}
+    for name in LedgerEntry.__slots__:
+        value = getattr(entry, name)
+        record[name] = _ts(value) if isinstance(value, datetime) else value
+    return record
+
+
+# --- point in time ------------------------------------------------------------------------
+
+
+def state_at(subject: str, entries: Iterable[LedgerEntry], at: datetime) -> SubjectState:
+    """What the ledger says the subject's state was at `at` (by the events' own times).
+
+    Superseded entries count: a late event that lost to a newer one still held before it.
+    Refused ones (GPC, contract, unknown purpose) never held.
+    """
+    effective = [e for e in entries if e.occurred_at <= at and (e.applied or e.note == SUPERSEDED)]
+    effective.sort(key=lambda e: (e.occurred_at, e.seq))
+    purposes: dict[str, PurposeRecord] = {}
+    scopes: dict[str, dict[str, ScopeRecord]] = {RESTRICTION: {}, OBJECTION: {}}
+    gpc_since: datetime | None = None
+    for e in effective:
+        if e.kind == CONSENT and e.new_state == EXPIRED:
+            current = purposes.get(e.target)
+            if current is not None and current.state == GRANTED:
+                purposes[e.target] = replace(current, state=EXPIRED)
+        elif e.kind == CONSENT:
+            purposes[e.target] = PurposeRecord(
+                e.new_state, e.occurred_at, e.event_id, e.consent_type,
+                e.collection_method, e.policy_version, e.expires_at,
+            )  # fmt: skip
+        elif e.kind in scopes:
+            scopes[e.kind][e.target] = ScopeRecord(e.new_state == ACTIVE, e.occurred_at, e.event_id)
+        elif e.kind == GPC:
+            gpc_since = e.occurred_at if gpc_since is None else min(gpc_since, e.occurred_at)
+    return SubjectState(subject, 0, purposes, scopes[RESTRICTION], scopes[OBJECTION], gpc_since)

@@ -1,0 +1,33 @@
+"""Consent settings (env prefix CONSENT_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.plumbing.settings import ServiceSettings
+
+
+class ConsentSettings(ServiceSettings):
+    """Everything the consent service reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONSENT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    service_name: str = "consent"
+    db_schema: str = Field("consent", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    ledger_key: SecretStr = Field(
+        description="Key of the keyed hash that names a person in the ledger and suppression list."
+    )
+    purposes_file: Path | None = Field(
+        None, description="Purpose catalogue; the shared one if unset."
+    )
+    publish: bool = Field(
+        True, description="Publish consent.state and export parts; a rebuild turns it off."
+    )
+    expiry_interval_s: float = Field(1.0, gt=0)
+    expiry_batch: int = Field(500, ge=1, le=10_000)
+    export_part_bytes: int = Field(256 * 1024, ge=1024)

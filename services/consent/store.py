@@ -1,0 +1,211 @@
+"""PostgreSQL access for the consent service: SQL in one place, methods take a connection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+
+from services.consent.domain import Head, LedgerEntry, SubjectState, from_doc, to_doc
+from shared.plumbing.db import Conn
+
+LOCK_SUBJECTS = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(s, 7)))
+FROM (SELECT DISTINCT s FROM unnest($1::text[]) AS s ORDER BY s) AS sorted
+"""
+SELECT_STATES = (
+    "SELECT subject_id, version, doc::text AS doc FROM subjects WHERE subject_id = ANY($1)"
+)
+SELECT_STATE = "SELECT version, doc::text AS doc FROM subjects WHERE subject_id = $1"
+UPSERT_STATES = """
+INSERT INTO subjects (subject_id, version, doc, next_expiry, updated_at)
+SELECT s, v, d::jsonb, e, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])
+  AS u(s, v, d, e)
+ON CONFLICT (subject_id) DO UPDATE
+SET version = EXCLUDED.version, doc = EXCLUDED.doc, next_expiry = EXCLUDED.next_expiry,
+    updated_at = EXCLUDED.updated_at
+"""
+DELETE_STATES = "DELETE FROM subjects WHERE subject_id = ANY($1)"
+CLAIM_EXPIRED = """
+SELECT subject_id, version, doc::text AS doc FROM subjects
+WHERE next_expiry <= $1 AND pg_try_advisory_xact_lock(hashtextextended(subject_id, 7))
+ORDER BY next_expiry
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+SELECT_SUPPRESSED = "SELECT principal FROM suppressed WHERE principal = ANY($1)"
+INSERT_SUPPRESSED = """
+INSERT INTO suppressed (principal, erased_at, request_id, event_id)
+SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
+ON CONFLICT DO NOTHING
+"""
+SELECT_HEADS = "SELECT principal, seq, hash FROM ledger_heads WHERE principal = ANY($1)"
+SELECT_HEAD = "SELECT seq, hash FROM ledger_heads WHERE principal = $1"
+UPSERT_HEADS = """
+INSERT INTO ledger_heads (principal, seq, hash)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+ON CONFLICT (principal) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash
+"""
+SELECT_SALTS = "SELECT principal, salt FROM ledger_salts WHERE principal = ANY($1)"
+SELECT_SALT = "SELECT salt FROM ledger_salts WHERE principal = $1"
+INSERT_SALTS = """
+INSERT INTO ledger_salts (principal, salt)
+SELECT * FROM unnest($1::text[], $2::bytea[])
+"""
+SCRUB_LEDGER = "UPDATE ledger SET subject_id = NULL, evidence = NULL WHERE principal = ANY($1)"
+DELETE_SALTS = "DELETE FROM ledger_salts WHERE principal = ANY($1)"
+LEDGER_COLUMNS = (
+    "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "
+    "applied, note, collection_method, consent_type, policy_version, notice_id, jurisdiction, "
+    "expires_at, occurred_at, received_at, personal_digest, prev_hash, hash, subject_id, "
+    "evidence::text AS evidence"
+)
+SELECT_LEDGER_PAGE = f"""
+SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+SELECT_LEDGER = f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 ORDER BY seq"
+SELECT_LEDGER_UNTIL = f"""
+SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND occurred_at <= $2 ORDER BY seq
+"""
+COPY_COLUMNS = [name.split(" ")[0].split("::")[0] for name in LEDGER_COLUMNS.split(", ")]
+
+
+def _state(subject: str, version: int, doc: str) -> SubjectState:
+    return from_doc(subject, version, orjson.loads(doc))
+
+
+async def lock_subjects(conn: Conn, subjects: Sequence[str]) -> None:
+    """Serialise work on these subjects across replicas and the expiry loop (transaction-long)."""
+    await conn.fetchval(LOCK_SUBJECTS, list(subjects))
+
+
+async def load_states(conn: Conn, subjects: Sequence[str]) -> dict[str, SubjectState]:
+    """The stored state of each subject that has one."""
+    rows = await conn.fetch(SELECT_STATES, list(subjects))
+    return {r["subject_id"]: _state(r["subject_id"], r["version"], r["doc"]) for r in rows}
+
+
+async def load_state(conn: Conn, subject: str) -> SubjectState | None:
+    """One subject's stored state (the decision endpoint's one query)."""
+    row = await conn.fetchrow(SELECT_STATE, subject)
+    return None if row is None else _state(subject, row["version"], row["doc"])
+
+
+async def save_states(conn: Conn, states: Sequence[SubjectState], now: datetime) -> None:
+    """Insert or replace the projection rows of `states`."""
+    if not states:
+        return
+    await conn.execute(
+        UPSERT_STATES,
+        [s.subject for s in states],
+        [s.version for s in states],
+        [orjson.dumps(to_doc(s)).decode() for s in states],
+        [s.next_expiry() for s in states],
+        now,
+    )
+
+
+async def delete_states(conn: Conn, subjects: Sequence[str]) -> None:
+    """Remove the projection rows of erased subjects."""
+    if subjects:
+        await conn.execute(DELETE_STATES, list(subjects))
+
+
+async def claim_expired(conn: Conn, now: datetime, limit: int) -> list[SubjectState]:
+    """Subjects with a grant past its `expires_at`, locked for this transaction."""
+    rows = await conn.fetch(CLAIM_EXPIRED, now, limit)
+    return [_state(r["subject_id"], r["version"], r["doc"]) for r in rows]
+
+
+async def suppressed(conn: Conn, principals: Sequence[str]) -> set[str]:
+    """Which of these persons were erased."""
+    return {r["principal"] for r in await conn.fetch(SELECT_SUPPRESSED, list(principals))}
+
+
+async def suppress(conn: Conn, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:
+    """Record erased persons: (principal, erased_at, request_id, event_id)."""
+    if rows:
+        await conn.execute(INSERT_SUPPRESSED, *map(list, zip(*rows, strict=True)))
+
+
+async def heads(conn: Conn, principals: Sequence[str]) -> dict[str, Head]:
+    """The last ledger entry of each person that has one."""
+    rows = await conn.fetch(SELECT_HEADS, list(principals))
+    return {r["principal"]: Head(r["seq"], r["hash"]) for r in rows}
+
+
+async def head(conn: Conn, principal: str) -> Head | None:
+    """One person's ledger head."""
+    row = await conn.fetchrow(SELECT_HEAD, principal)
+    return None if row is None else Head(row["seq"], row["hash"])
+
+
+async def save_heads(conn: Conn, new_heads: dict[str, Head]) -> None:
+    """Move the ledger heads forward."""
+    if new_heads:
+        items = list(new_heads.items())
+        await conn.execute(
+            UPSERT_HEADS,
+            [p for p, _ in items],
+            [h.seq for _, h in items],
+            [h.hash for _, h in items],
+        )
+
+
+async def salts(conn: Conn, principals: Sequence[str]) -> dict[str, bytes]:
+    """The personal-digest salt of each person that has one."""
+    rows = await conn.fetch(SELECT_SALTS, list(principals))
+    return {r["principal"]: bytes(r["salt"]) for r in rows}
+
+
+async def salt(conn: Conn, principal: str) -> bytes | None:
+    """One person's salt (None once erased)."""
+    value = await conn.fetchval(SELECT_SALT, principal)
+    return None if value is None else bytes(value)
+
+
+async def insert_salts(conn: Conn, new: dict[str, bytes]) -> None:
+    """Store fresh salts."""
+    if new:
+        await conn.execute(INSERT_SALTS, list(new), list(new.values()))
+
+
+async def append_ledger(conn: Conn, entries: Sequence[LedgerEntry]) -> None:
+    """Append entries with COPY (the fastest bulk path)."""
+    if not entries:
+        return
+    records = []
+    for e in entries:
+        row = [getattr(e, name) for name in LedgerEntry.__slots__]
+        row[-1] = None if e.evidence is None else orjson.dumps(e.evidence).decode()
+        records.append(tuple(row))
+    await conn.copy_records_to_table("ledger", records=records, columns=COPY_COLUMNS)
+
+
+async def scrub_ledger(conn: Conn, principals: Sequence[str]) -> None:
+    """Erasure: remove the personal fields and the salts; the hashed fields stay."""
+    if principals:
+        await conn.execute(SCRUB_LEDGER, list(principals))
+        await conn.execute(DELETE_SALTS, list(principals))
+
+
+def _entry(row: object) -> LedgerEntry:
+    values = dict(row)  # type: ignore[call-overload]
+    evidence = values.pop("evidence")
+    return LedgerEntry(**values, evidence=None if evidence is None else orjson.loads(evidence))
+
+
+async def ledger_page(conn: Conn, principal: str, after: int, limit: int) -> list[LedgerEntry]:
+    """Entries after `after` (a seq), at most `limit`."""
+    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_PAGE, principal, after, limit)]
+
+
+async def ledger(conn: Conn, principal: str) -> list[LedgerEntry]:
+    """Every entry of a person, in order."""
+    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER, principal)]
+
+
+async def ledger_until(conn: Conn, principal: str, at: datetime) -> list[LedgerEntry]:
+    """Entries of events that happened at or before `at`."""
+    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_UNTIL, principal, at)]
