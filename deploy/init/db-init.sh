@@ -1,0 +1,22 @@
+#!/bin/sh
+# One-shot database initialisation for docker compose (service db-init), idempotent.
+# Needs PGHOST, PGUSER, PGPASSWORD, PGDATABASE (the superuser connection) and
+# CONSENT_DB_PASSWORD, RETENTION_DB_PASSWORD, EXPORT_DB_PASSWORD.
+set -eu
+here=$(dirname "$0")
+
+psql -X -q -v ON_ERROR_STOP=1 <<SQL
+REVOKE ALL ON DATABASE "$PGDATABASE" FROM PUBLIC;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+SQL
+
+for svc in consent retention export; do
+  case $svc in
+    consent) pw=${CONSENT_DB_PASSWORD:?} ;;
+    retention) pw=${RETENTION_DB_PASSWORD:?} ;;
+    export) pw=${EXPORT_DB_PASSWORD:?} ;;
+  esac
+  psql -X -q -v ON_ERROR_STOP=1 -v svc="$svc" -v pw="$pw" -v db="$PGDATABASE" \
+    -f "$here/grants.sql"
+  echo "db-init: role and schema '$svc' ready"
+done

@@ -1,0 +1,21 @@
+-- One login role and one schema per service; a role may use only its own schema.
+-- Idempotent: run on every `docker compose up` (db-init) and by hand after a password change.
+-- Variables (psql -v): svc (role = schema name), pw (its password), db (the database).
+\set ON_ERROR_STOP on
+
+SELECT format('CREATE ROLE %I LOGIN', :'svc')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'svc') \gexec
+
+SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
+              :'svc', :'pw') \gexec
+
+SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'svc', :'svc') \gexec
+SELECT format('ALTER SCHEMA %I OWNER TO %I', :'svc', :'svc') \gexec
+SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'svc') \gexec
+
+-- CONNECT to the database. CREATE on it as well because the migration runner issues
+-- `CREATE SCHEMA IF NOT EXISTS <own schema>`, which PostgreSQL checks against the database
+-- privilege even when the schema exists; a role can create a new, empty schema but can never
+-- read or write another service's (they have no USAGE on it).
+SELECT format('GRANT CONNECT, CREATE ON DATABASE %I TO %I', :'db', :'svc') \gexec
+SELECT format('ALTER ROLE %I IN DATABASE %I SET search_path = %I', :'svc', :'db', :'svc') \gexec
