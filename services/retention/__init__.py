@@ -1,0 +1,1 @@
+"""Retention: rules per category, legal holds, durable timers, deletion and rectification jobs."""

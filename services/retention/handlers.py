@@ -1,0 +1,392 @@
+"""Apply consumed events inside the pipeline's transaction: decide (domain), save (store), publish.
+
+The pipeline has already deduplicated the batch; a `RetentionError` from the domain is a
+contract violation and dead-letters the one event before anything is written for it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.retention import domain, store, workflow
+from services.retention.domain import Hold
+from services.retention.workflow import Context
+from shared.contract.events import (
+    AccountClosed,
+    AccountReopened,
+    AccountSignedUp,
+    ConsentState,
+    DeletionCompleted,
+    DeletionFailed,
+    ErasureRequested,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    RectificationCompleted,
+    RectificationFailed,
+    RectificationRequested,
+    RequestCancelled,
+    RequestExtended,
+    SubscriptionChanged,
+)
+from shared.plumbing.db import Conn
+from shared.plumbing.logging import get_logger
+from shared.plumbing.pipeline import ApplyFn, Batch
+
+log = get_logger(__name__)
+
+ACCEPTS = {
+    "account.signed_up.v1",
+    "account.closed.v1",
+    "account.reopened.v1",
+    "subscription.changed.v1",
+    "erasure.requested.v1",
+    "rectification.requested.v1",
+    "request.cancelled.v1",
+    "request.extended.v1",
+    "legal_hold.placed.v1",
+    "legal_hold.released.v1",
+    "deletion.completed.v1",
+    "deletion.failed.v1",
+    "rectification.completed.v1",
+    "rectification.failed.v1",
+    "consent.state.v1",
+}
+
+
+def make_apply(ctx: Context) -> ApplyFn:
+    """The service's apply function over the rules in force."""
+
+    async def apply(conn: Conn, batch: Batch) -> None:
+        for event in batch.events:
+            handler = HANDLERS.get(type(event))
+            if handler is None:
+                continue
+            try:
+                await handler(conn, batch, ctx, event)
+            except domain.RetentionError as exc:
+                batch.reject(event, f"contract: {exc}")
+
+    return apply
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+async def on_signed_up(conn: Conn, batch: Batch, ctx: Context, e: AccountSignedUp) -> None:
+    """Map the subject to its account; a closure seen first (other partition) still counts."""
+    await store.upsert_subject(conn, e.subject, e.data.account_id, e.time)
+    account = await store.account(conn, e.data.account_id)
+    if account is None or account["status"] != "closed":
+        return
+    if await store.has_closure_timers(conn, e.subject):
+        return
+    plans = domain.schedule_for_closure(
+        ctx.rules, account["crm_retention_days"], account["closed_at"]
+    )
+    await store.insert_timers(conn, [e.subject] * len(plans), plans, ctx.clock.now())
+
+
+async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) -> None:
+    account_id = e.data.account_id
+    await store.ensure_subject(conn, e.subject, account_id)
+    if not await store.set_lifecycle(conn, account_id, "closed", e.data.closed_at, e.time):
+        return  # a newer reopening or closure was applied already
+    account = await store.account(conn, account_id)
+    days = account["crm_retention_days"] if account else None
+    plans = domain.schedule_for_closure(ctx.rules, days, e.data.closed_at)
+    members = [r["subject_id"] for r in await store.account_subjects(conn, account_id)]
+    await store.cancel_closure_timers(conn, members)  # a second closure replaces the first
+    live = [
+        r["subject_id"]
+        for r in await store.account_subjects(conn, account_id)
+        if r["erased_at"] is None
+    ]
+    await store.insert_timers(
+        conn,
+        [s for s in live for _ in plans],
+        [p for _ in live for p in plans],
+        ctx.clock.now(),
+    )
+
+
+async def on_reopened(conn: Conn, batch: Batch, ctx: Context, e: AccountReopened) -> None:
+    account_id = e.data.account_id
+    await store.ensure_subject(conn, e.subject, account_id)
+    if not await store.set_lifecycle(conn, account_id, "open", None, e.time):
+        return
+    members = [r["subject_id"] for r in await store.account_subjects(conn, account_id)]
+    await store.cancel_closure_timers(conn, members)
+
+
+async def on_subscription(conn: Conn, batch: Batch, ctx: Context, e: SubscriptionChanged) -> None:
+    """Account-level terms (keyed by account id): recompute the account's pending CRM timers."""
+    d = e.data
+    if not await store.set_terms(conn, d.account_id, d.plan, d.crm_retention_days, e.time):
+        return
+    affected = [n for n, r in ctx.rules.categories.items() if r.period_from == "subscription"]
+    rows = await store.account_timers(conn, d.account_id, affected)
+    dues = [
+        domain.recompute_due(ctx.rules, r["category"], d.crm_retention_days, r["base_at"])
+        for r in rows
+    ]
+    keep = [(r, due) for r, due in zip(rows, dues, strict=True) if due is not None]
+    await store.set_dues(
+        conn,
+        [r["id"] for r, _ in keep],
+        [due for _, due in keep if due is not None],
+        [ctx.rules.categories[r["category"]].owner for r, _ in keep],
+    )
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+async def on_erasure(conn: Conn, batch: Batch, ctx: Context, e: ErasureRequested) -> None:
+    now = ctx.clock.now()
+    categories = domain.erasure_scope(ctx.rules, e.data.scope)
+    request_id = e.data.request_id
+    subject = await store.subject(conn, e.subject)
+    account_id = subject["account_id"] if subject else None
+    closed_at = subject["closed_at"] if subject and subject["status"] == "closed" else None
+    if closed_at is None and e.data.scope == "all":
+        closed_at = now  # an erasure of everything on an open account counts as its closure
+    deadline = domain.request_deadline(e.time)
+    if not await store.insert_request(conn, request_id, e.subject, "erasure", e.time, deadline):
+        raise domain.RetentionError(f"request {request_id} is known already")
+    decisions = domain.decide_erasure(
+        ctx.rules,
+        categories,
+        await store.holds_for(conn, [e.subject]),
+        now,
+        subject_id=e.subject,
+        account_id=account_id,
+        closed_at=closed_at,
+        crm_retention_days=subject["crm_retention_days"] if subject else None,
+    )
+    if e.data.scope == "all":
+        await store.mark_erased(conn, e.subject, now)
+    await store.supersede(conn, e.subject, categories, request_id)
+    plans = [p for d in decisions for p in d.plans]
+    await store.insert_timers(conn, [e.subject] * len(plans), plans, now, request_id)
+    await store.put_outcomes(conn, request_id, [domain.erasure_outcome(d) for d in decisions])
+    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+
+
+async def on_rectification(
+    conn: Conn, batch: Batch, ctx: Context, e: RectificationRequested
+) -> None:
+    rule = ctx.rules.categories.get(e.data.category)
+    if rule is None:
+        raise domain.UnknownCategory(f"unknown category: {e.data.category}")
+    now = ctx.clock.now()
+    request_id = e.data.request_id
+    deadline = domain.request_deadline(e.time)
+    if not await store.insert_request(
+        conn, request_id, e.subject, "rectification", e.time, deadline
+    ):
+        raise domain.RetentionError(f"request {request_id} is known already")
+    row: dict[str, Any] = {
+        "job_id": domain.job_id_for("rectification", request_id, e.data.category),
+        "subject_id": e.subject,
+        "owner": rule.owner,
+        "category": e.data.category,
+        "request_id": request_id,
+        "due_by": deadline,
+        "fields": e.data.fields,
+    }
+    await store.insert_jobs(conn, "rectification", now, now + ctx.settings.receipt_timeout, [row])
+    batch.outbox.publish(
+        ctx.settings.topics.privacy_jobs, workflow.rectification_event(row, e.data.fields, 1, now)
+    )
+    outcome = domain.Outcome(
+        category=e.data.category,
+        outcome="pending",
+        reason="rectification job issued",
+        owner=rule.owner,
+    )
+    await store.put_outcomes(conn, request_id, [outcome])
+    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+
+
+async def on_cancelled(conn: Conn, batch: Batch, ctx: Context, e: RequestCancelled) -> None:
+    """Stop what a request has not issued yet (jobs already issued run to their receipt)."""
+    request_id = e.data.request_id
+    req = await store.request(conn, request_id)
+    if req is None or req["cancelled_at"] is not None:
+        return  # not ours (an export request) or cancelled already
+    now = ctx.clock.now()
+    await store.cancel_request(conn, request_id, now)
+    stopped = await store.cancel_request_timers(conn, request_id)
+    await store.restore_superseded(conn, request_id)
+    issued = {j["category"] for j in await store.list_jobs(conn, request_id=request_id)}
+    current = {o.category: o for o in await store.outcomes(conn, request_id)}
+    cancelled = [
+        domain.Outcome(
+            category=c,
+            outcome="cancelled",
+            reason="request cancelled before the job was issued",
+            owner=current[c].owner if c in current else None,
+        )
+        for c in sorted(set(stopped) - issued)
+    ]
+    await store.put_outcomes(conn, request_id, cancelled)
+    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+
+
+async def on_extended(conn: Conn, batch: Batch, ctx: Context, e: RequestExtended) -> None:
+    request_id = e.data.request_id
+    req = await store.request(conn, request_id)
+    if req is None:
+        return  # not ours (an export request)
+    deadline = domain.extend_deadline(
+        req["requested_at"], req["extended"], e.data.new_deadline, req["deadline"]
+    )
+    await store.extend_request(conn, request_id, deadline, f"extended: {e.data.reason}")
+    await workflow.publish_status(conn, ctx, batch.outbox, request_id, ctx.clock.now())
+
+
+# --- holds --------------------------------------------------------------------------------
+
+
+async def on_hold_placed(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldPlaced) -> None:
+    d = e.data
+    hold = Hold(
+        hold_id=d.hold_id,
+        scope=d.scope,
+        subject_id=e.subject if d.scope == "subject" else None,
+        account_id=d.account_id,
+        categories=None if d.categories == "all" else tuple(d.categories),
+        reason=d.reason.value,
+    )
+    await store.place_hold(conn, hold, e.time)
+    log.info("legal_hold_placed", hold_id=d.hold_id, scope=d.scope)
+
+
+async def on_hold_released(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldReleased) -> None:
+    """Release: the timers it blocked become due again; the loop issues them (or re-blocks)."""
+    d = e.data
+    subject_id = e.subject if d.scope == "subject" else None
+    await store.release_hold(conn, d.hold_id, d.scope, subject_id, d.account_id, e.time)
+    released = await store.unblock(conn, [d.hold_id])
+    log.info("legal_hold_released", hold_id=d.hold_id, timers_due_again=released)
+
+
+# --- receipts -----------------------------------------------------------------------------
+
+
+async def on_receipt(
+    conn: Conn,
+    batch: Batch,
+    ctx: Context,
+    e: DeletionCompleted | DeletionFailed | RectificationCompleted | RectificationFailed,
+) -> None:
+    kind = "deletion" if isinstance(e, DeletionCompleted | DeletionFailed) else "rectification"
+    job = await store.job(conn, e.data.job_id)
+    if job is None or job["kind"] != kind:
+        batch.reject(e, f"unknown job {e.data.job_id[:200]}")
+        return
+    if job["owner"] != e.data.owner:
+        batch.reject(e, f"receipt from {e.data.owner[:100]} for a job of {job['owner']}")
+        return
+    if job["status"] != "issued":
+        return  # a late receipt of a job already closed
+    now = ctx.clock.now()
+    outcome: domain.Outcome | None = None
+    if isinstance(e, DeletionCompleted | RectificationCompleted):
+        records = e.data.records_deleted if isinstance(e, DeletionCompleted) else 0
+        await store.complete_job(conn, job["job_id"], now, records)
+        if isinstance(e, DeletionCompleted):
+            await store.append_certificate(conn, _certificate(job, e, now))
+            if job["mode"] != "restrict":
+                outcome = domain.Outcome(
+                    category=job["category"], outcome="deleted", owner=job["owner"]
+                )
+        elif job["request_id"]:
+            await store.drop_outcome(conn, job["request_id"], job["category"])
+    elif e.data.retryable:
+        wait = domain.backoff(ctx.settings.retry_backoff, job["attempt"], ctx.settings.max_backoff)
+        await store.retry_job(conn, job["job_id"], e.data.error[:2000], now + wait)
+    else:
+        await store.fail_job(conn, job["job_id"], e.data.error[:2000])
+        outcome = domain.Outcome(
+            category=job["category"],
+            outcome="failed",
+            reason="the owner reported a failure it cannot retry",
+            owner=job["owner"],
+        )
+    if job["request_id"]:
+        if outcome is not None:
+            await store.put_outcomes(conn, job["request_id"], [outcome])
+        await workflow.publish_status(conn, ctx, batch.outbox, job["request_id"], now)
+
+
+def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.Certificate:
+    return domain.Certificate(
+        job_id=job["job_id"],
+        subject_id=job["subject_id"],
+        owner=job["owner"],
+        category=job["category"],
+        mode=job["mode"],
+        reason=job["reason"],
+        request_id=job["request_id"],
+        attempt=job["attempt"],
+        issued_at=job["issued_at"],
+        completed_at=now,
+        records_deleted=e.data.records_deleted,
+        receipt_id=e.id,
+    )
+
+
+# --- consent ------------------------------------------------------------------------------
+
+
+async def on_consent_state(conn: Conn, batch: Batch, ctx: Context, e: ConsentState) -> None:
+    """Marketing withdrawn (a transition, not every state message): delete its data at once."""
+    seen = await store.consent_seen(conn, e.subject)
+    if seen is not None and seen[0] >= e.data.version:
+        return  # an older state arriving late
+    before = seen[1] if seen is not None else {}
+    allowed = {p: s.allowed for p, s in e.data.purposes.items()}
+    await store.put_consent(conn, e.subject, e.data.version, allowed)
+    now = ctx.clock.now()
+    plans = []
+    for name, rule in ctx.rules.categories.items():
+        purpose = rule.also_on_withdrawal
+        if purpose is None:
+            continue
+        state = e.data.purposes.get(purpose)
+        if domain.withdrawal_transition(
+            before.get(purpose), allowed.get(purpose, False), state.state if state else None
+        ):
+            plans.append(
+                domain.TimerPlan(
+                    category=name,
+                    owner=rule.owner,
+                    mode="delete",
+                    reason="consent_withdrawn",
+                    cause="consent",
+                    base_at=None,
+                    due_at=now,
+                )
+            )
+    await store.insert_timers(conn, [e.subject] * len(plans), plans, now)
+
+
+HANDLERS: dict[type, Any] = {
+    AccountSignedUp: on_signed_up,
+    AccountClosed: on_closed,
+    AccountReopened: on_reopened,
+    SubscriptionChanged: on_subscription,
+    ErasureRequested: on_erasure,
+    RectificationRequested: on_rectification,
+    RequestCancelled: on_cancelled,
+    RequestExtended: on_extended,
+    LegalHoldPlaced: on_hold_placed,
+    LegalHoldReleased: on_hold_released,
+    DeletionCompleted: on_receipt,
+    DeletionFailed: on_receipt,
+    RectificationCompleted: on_receipt,
+    RectificationFailed: on_receipt,
+    ConsentState: on_consent_state,
+}

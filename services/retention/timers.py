@@ -1,0 +1,151 @@
+"""The background loop: fire due timers, re-issue unanswered jobs, flag what is overdue.
+
+Every step claims its rows with `FOR UPDATE SKIP LOCKED` in batches, so replicas share the work
+and never do the same row twice; jobs go out through the outbox in the claiming transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime
+
+import asyncpg
+from prometheus_client import Counter, Gauge
+
+from services.retention import domain, store, workflow
+from services.retention.workflow import Context
+from shared.plumbing import outbox
+from shared.plumbing.logging import get_logger
+from shared.plumbing.outbox import Outbox
+from shared.plumbing.pipeline import is_transient
+from shared.plumbing.service import Runtime
+
+log = get_logger(__name__)
+
+JOBS_ISSUED = Counter("pp_retention_jobs_issued_total", "Jobs issued by due timers", ["service"])
+TIMERS_BLOCKED = Counter(
+    "pp_retention_timers_blocked_total", "Due timers held back by a legal hold", ["service"]
+)
+JOBS_REISSUED = Counter(
+    "pp_retention_jobs_reissued_total",
+    "Jobs issued again (no receipt, or a retryable failure)",
+    ["service"],
+)
+JOBS_OVERDUE = Gauge("pp_retention_jobs_overdue", "Issued jobs past their due-by", ["service"])
+RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"
+GAUGE_EVERY = 2.0
+
+
+def timer_loop(ctx: Context):  # type: ignore[no-untyped-def]
+    """The background loop bound to `ctx` (a ServiceSpec background entry)."""
+
+    async def run(runtime: Runtime, stop: asyncio.Event) -> None:
+        await apply_rules(runtime.pool, ctx)
+        last_gauge = 0.0
+        while not stop.is_set():
+            busy = False
+            try:
+                busy = await tick(runtime.pool, ctx, runtime.settings.db_schema)
+                if time.monotonic() - last_gauge > GAUGE_EVERY:
+                    async with runtime.pool.acquire() as conn:
+                        JOBS_OVERDUE.labels(ctx.settings.service_name).set(
+                            await store.count_overdue(conn)
+                        )
+                    last_gauge = time.monotonic()
+            except Exception as exc:
+                if not is_transient(exc) and not isinstance(exc, asyncpg.PostgresError):
+                    raise
+                log.warning("retention_loop_retry", error=str(exc)[:200])
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ctx.settings.poll_interval)
+
+    return run
+
+
+async def tick(pool: asyncpg.Pool, ctx: Context, schema: str) -> bool:
+    """One pass at the current time; True when a batch was full (more work waiting)."""
+    now = ctx.clock.now()
+    busy = await fire_batch(pool, ctx, schema, now)
+    busy = await reissue_batch(pool, ctx, schema, now) or busy
+    await flag_overdue(pool, ctx, schema, now)
+    return busy
+
+
+async def fire_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime) -> bool:
+    """Claim up to one batch of due timers and issue (or block) them in one transaction."""
+    out = Outbox()
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await store.claim_due(conn, now, ctx.settings.claim_batch)
+        if not claimed:
+            return False
+        issued, blocked = await workflow.fire(conn, ctx, out, claimed, now)
+        await outbox.write(conn, out.rows, schema)
+    JOBS_ISSUED.labels(ctx.settings.service_name).inc(issued)
+    TIMERS_BLOCKED.labels(ctx.settings.service_name).inc(blocked)
+    return len(claimed) == ctx.settings.claim_batch
+
+
+async def reissue_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime) -> bool:
+    """Re-issue jobs whose receipt is late or whose retry wait is over."""
+    out = Outbox()
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await store.claim_reissue(conn, now, ctx.settings.claim_batch)
+        if not rows:
+            return False
+        await workflow.reissue(conn, ctx, out, rows, now)
+        await outbox.write(conn, out.rows, schema)
+    JOBS_REISSUED.labels(ctx.settings.service_name).inc(len(rows))
+    log.info("jobs_reissued", count=len(rows))
+    return len(rows) == ctx.settings.claim_batch
+
+
+async def flag_overdue(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime) -> None:
+    """Flag jobs past due-by; report requests past their deadline (once each)."""
+    out = Outbox()
+    async with pool.acquire() as conn, conn.transaction():
+        flagged = await store.flag_overdue(conn, now)
+        if flagged:
+            log.warning("jobs_overdue", count=flagged)
+        for request_id in await store.newly_overdue(conn, now, ctx.settings.claim_batch):
+            await workflow.publish_status(conn, ctx, out, request_id, now)
+        await outbox.write(conn, out.rows, schema)
+
+
+async def apply_rules(pool: asyncpg.Pool, ctx: Context) -> None:
+    """Compare the rules with those last applied; on a change recompute pending timers."""
+    digest = domain.rules_digest(ctx.rules)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(RULES_LOCK)
+        previous = await store.rules_state(conn)
+        if previous is not None and previous[0] == digest:
+            return
+        moved = 0
+        after = 0
+        while rows := await store.recomputable_timers(conn, after, 5000):
+            after = rows[-1]["id"]
+            changes = [
+                (r["id"], due, ctx.rules.categories[r["category"]].owner)
+                for r in rows
+                if (
+                    due := domain.recompute_due(
+                        ctx.rules, r["category"], r["crm_retention_days"], r["base_at"]
+                    )
+                )
+                is not None
+            ]
+            moved += await store.set_dues(
+                conn, [c[0] for c in changes], [c[1] for c in changes], [c[2] for c in changes]
+            )
+        await store.save_rules(conn, digest, domain.rules_json(ctx.rules), ctx.clock.now())
+    if previous is not None:
+        log.warning(
+            "retention_rules_changed",
+            previous_digest=previous[0],
+            digest=digest,
+            timers_rescheduled=moved,
+        )
+    else:
+        log.info("retention_rules_recorded", digest=digest)
