@@ -1,0 +1,172 @@
+"""Receiving parts into storage, writing the zip, and signing links (files in a tmp folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from nacl.exceptions import CryptoError
+
+from services.export import links, parts
+from services.export.bundle import BundleInput, write_bundle
+from services.export.domain import Settled
+from services.export.parts import KeyVault, PartError
+from services.export.storage import FolderStorage, part_key
+from services.export.store import StoredPart
+from shared.contract.sealing import new_keypair, records_bytes, seal_records
+
+RECORDS = [{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace", "tags": ["a", "]"]}]
+
+
+def lines(storage: FolderStorage, key: str) -> list[dict[str, object]]:
+    with storage.reader(key) as stream:
+        return [json.loads(line) for line in stream]
+
+
+def test_the_private_key_at_rest_opens_only_with_the_service_key():
+    private, _ = new_keypair()
+    sealed = KeyVault(bytes(32)).seal(private)
+    assert private not in sealed
+    assert KeyVault(bytes(32)).open(sealed) == private
+    with pytest.raises(CryptoError):
+        KeyVault(bytes([1]) * 32).open(sealed)
+
+
+def test_an_inline_part_is_opened_verified_and_kept_as_json_lines(tmp_path: Path):
+    storage = FolderStorage(tmp_path)
+    private, public = new_keypair()
+    sealed, digest = seal_records(public, RECORDS)
+    assert parts.store_inline(storage, "p/0.jsonl", private, sealed, digest, 2) == 2
+    assert lines(storage, "p/0.jsonl") == RECORDS
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        ({"digest": "0" * 64}, "sha256 mismatch"),
+        ({"count": 3}, "record_count says 3"),
+        ({"key": "other"}, "cannot be opened"),
+    ],
+)
+def test_a_bad_inline_part_fails_with_a_reason_and_leaves_no_file(tmp_path: Path, tamper, reason):
+    storage = FolderStorage(tmp_path)
+    private, public = new_keypair()
+    sealed, digest = seal_records(public, RECORDS)
+    key = new_keypair()[0] if tamper.get("key") else private
+    with pytest.raises(PartError, match=reason):
+        parts.store_inline(
+            storage, "p/0.jsonl", key, sealed, tamper.get("digest", digest), tamper.get("count")
+        )
+    assert not storage.exists("p/0.jsonl")
+
+
+def test_a_referenced_part_is_streamed_in_and_its_sha256_verified(tmp_path: Path):
+    storage = FolderStorage(tmp_path / "store")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    plaintext = records_bytes(RECORDS)
+    (exchange / "part.json").write_bytes(plaintext)
+    digest = hashlib.sha256(plaintext).hexdigest()
+    location = (exchange / "part.json").as_uri()
+    count = parts.store_reference(storage, "p/0.jsonl", exchange, location, digest, None)
+    assert count == 2
+    assert lines(storage, "p/0.jsonl") == RECORDS
+    with pytest.raises(PartError, match="sha256 mismatch"):
+        parts.store_reference(storage, "p/1.jsonl", exchange, location, "f" * 64, None)
+    assert not storage.exists("p/1.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        ("https://example.com/part.json", "only file://"),
+        ("s3://bucket/part.json", "only file://"),
+        ("file://otherhost/x/part.json", "no host"),
+        ("file:///etc/passwd", "outside the exchange folder"),
+        ("EXCHANGE/../secret.json", "outside the exchange folder"),
+        ("EXCHANGE/missing.json", "cannot be read"),
+    ],
+)
+def test_a_location_outside_the_exchange_folder_or_not_file_is_refused(
+    tmp_path: Path, location: str, reason: str
+):
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    (tmp_path / "secret.json").write_text("[]")
+    location = location.replace("EXCHANGE", f"file://{exchange}")
+    storage = FolderStorage(tmp_path / "store")
+    with pytest.raises(PartError, match=reason):
+        parts.store_reference(storage, "p/0.jsonl", exchange, location, "0" * 64, None)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[]", b'[{"a": 1}]', b' [\n{"a": "\xc3\xa9"} ,{"b": [1, {"c": "]"}]}\n]\n'],
+)
+def test_the_array_reader_yields_every_object_across_chunk_boundaries(content, monkeypatch):
+    monkeypatch.setattr(parts, "CHUNK", 3)
+    hasher = hashlib.sha256()
+    assert list(parts.iter_array(io.BytesIO(content), hasher)) == json.loads(content)
+    assert hasher.hexdigest() == hashlib.sha256(content).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "content", [b'{"a": 1}', b"[1, 2]", b'[{"a": 1},]', b'[{"a": 1}', b'[{"a": 1}] []', b"\xff"]
+)
+def test_the_array_reader_refuses_anything_but_an_array_of_objects(content):
+    with pytest.raises(PartError):
+        list(parts.iter_array(io.BytesIO(content), hashlib.sha256()))
+
+
+def test_a_bundle_streams_parts_into_one_file_per_category_with_a_manifest(tmp_path: Path):
+    storage = FolderStorage(tmp_path)
+    first, second = RECORDS[:1], RECORDS[1:]
+    for index, chunk in enumerate((first, second)):
+        with storage.writer(part_key("k", "crm", "crm_data", index)) as out:
+            out.writelines(json.dumps(r).encode() + b"\n" for r in chunk)
+    stored = [
+        StoredPart("crm", "crm_data", 0, 1, "a" * 64, "https://crm.example/contact.json"),
+        StoredPart("crm", "crm_data", 1, 1, "b" * 64, None),
+    ]
+    settled = [
+        Settled(owner="crm", category="crm_data", outcome="exported"),
+        Settled(owner="support", category="support_communications", outcome="missing"),
+    ]
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    bundle = BundleInput("req_1", "usr_1", "k", now, "partially_completed", stored, settled, {})
+    manifest = write_bundle(storage, "bundles/b.zip", bundle)
+    with storage.reader("bundles/b.zip") as stream:
+        archive = zipfile.ZipFile(io.BytesIO(stream.read()))
+    assert json.loads(archive.read("manifest.json")) == manifest
+    [entry] = manifest["files"]
+    content = archive.read(entry["path"])
+    assert json.loads(content) == RECORDS
+    assert entry["sha256"] == hashlib.sha256(content).hexdigest()
+    assert entry["record_count"] == 2
+    assert entry["schema"] == "https://crm.example/contact.json"
+    assert [p["sha256"] for p in entry["parts"]] == ["a" * 64, "b" * 64]
+    assert manifest["not_included"][0]["owner"] == "support"
+    assert "information.json" in archive.namelist()
+
+
+def test_a_link_signature_covers_request_bundle_and_expiry():
+    sig = links.signature(b"secret", "req_1", "bundle_1", 100)
+    assert links.valid(b"secret", "req_1", "bundle_1", 100, sig)
+    assert not links.valid(b"secret", "req_2", "bundle_1", 100, sig)
+    assert not links.valid(b"secret", "req_1", "bundle_2", 100, sig)
+    assert not links.valid(b"secret", "req_1", "bundle_1", 101, sig)
+    assert not links.valid(b"other", "req_1", "bundle_1", 100, sig)
+    assert links.download_path(b"secret", "req_1", "bundle_1", 100).endswith(f"sig={sig}")
+
+
+def test_storage_keys_cannot_escape_the_folder(tmp_path: Path):
+    storage = FolderStorage(tmp_path)
+    with pytest.raises(ValueError, match="bad storage key"):
+        storage.exists("../outside")
+    with pytest.raises(ValueError, match="bad storage key"):
+        storage.exists("/etc/passwd")
