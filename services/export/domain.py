@@ -132,6 +132,11 @@ def job_id_for(request_id: str, owner: str) -> str:
     return f"exp_{uuid.uuid5(JOB_NAMESPACE, name).hex}"
 
 
+def bundle_id_for(storage_key: str) -> str:
+    """One bundle id per request (a re-assembly after a crash overwrites, never orphans)."""
+    return uuid.uuid5(JOB_NAMESPACE, f"bundle:{storage_key}").hex
+
+
 def check_new_request(existing: Request | None, subject: str) -> bool:
     """True when the request is new; False for a repeat; refused if the id names another person."""
     if existing is None:

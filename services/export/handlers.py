@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from services.export import domain, parts, store
+from services.export import metrics as export_metrics
 from services.export.domain import ExportRefused, PartVerdict, Request, State
 from services.export.settings import ExportSettings
 from services.export.storage import FolderStorage, Storage, part_key, parts_prefix
@@ -176,6 +177,8 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
         conn, row, event.subject, data.owner, data.job_id, data.category, data.part_count,
         already_stored=status == "stored",
     )  # fmt: skip
+    if verdict is not PartVerdict.ACCEPT:
+        export_metrics.PARTS.labels(verdict.value).inc()
     if verdict is PartVerdict.SUPPRESS:
         batch.suppress(event)
         return
@@ -192,6 +195,7 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
         received["record_count"] = await asyncio.to_thread(_store_part, ctx, row, event)
     except parts.PartError as failed:
         received.update(status="failed", error=str(failed))
+    export_metrics.PARTS.labels(received["status"]).inc()
     await store.save_part(conn, data.request_id, received)
     await _progress(ctx, conn, batch, row)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable
 
 from services.export import domain, store
+from services.export import metrics as export_metrics
 from services.export.bundle import BundleInput, write_bundle
 from services.export.domain import State
 from services.export.handlers import Context
@@ -77,7 +77,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         )
         stored = await store.stored_parts(conn, request.request_id)
     state, missing, outcomes = domain.finish(settled)
-    bundle_id = uuid.uuid4().hex
+    bundle_id = domain.bundle_id_for(row.storage_key)
     bundle = BundleInput(
         request_id=request.request_id,
         subject=request.subject,
@@ -88,7 +88,8 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         settled=settled,
         information=info,
     )
-    await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
+    with export_metrics.BUNDLE_SECONDS.time():
+        await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
     expires = now + ctx.settings.bundle_ttl
     async with ctx.runtime.pool.acquire() as conn, conn.transaction():
         current = await store.get_request(conn, request.request_id, lock=True)
@@ -119,6 +120,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         ctx.publish_status(out, finished, reason=reason)
         await outbox.write(conn, out.rows, ctx.settings.db_schema)
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
+    export_metrics.BUNDLES.labels(state.value).inc()
     log.info("export_bundle_written", request_id=request.request_id, status=state.value)
     return True
 
@@ -133,5 +135,6 @@ async def delete_expired(ctx: Context) -> bool:
         for _, bundle_id in expired:
             await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
         await store.mark_bundles_deleted(conn, [request_id for request_id, _ in expired], now)
+    export_metrics.BUNDLES_DELETED.inc(len(expired))
     log.info("export_bundles_deleted", count=len(expired))
     return True

@@ -198,3 +198,8 @@ def test_article_15_information_gives_purposes_recipients_retention_and_source()
     assert personalisation["description"]
     assert info["consent_records"].owner == "consent"
     assert "Art. 7(1)" in info["consent_records"].retention
+
+
+def test_a_request_has_one_bundle_id_derived_from_its_private_storage_key():
+    assert domain.bundle_id_for("a" * 32) == domain.bundle_id_for("a" * 32)
+    assert domain.bundle_id_for("a" * 32) != domain.bundle_id_for("b" * 32)
