@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from services.consent import api, handlers
 from services.consent.handlers import Consent
 from services.consent.settings import ConsentSettings
-from shared.catalogue import load_purposes
+from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.logging import configure_logging
 from shared.plumbing.service import Runtime, ServiceSpec
@@ -23,11 +23,15 @@ def consumed_topics(settings: ConsentSettings) -> list[str]:
     return [t.accounts_lifecycle, t.consent_changes, t.privacy_requests, t.privacy_jobs]
 
 
+def load_catalogue(settings: ConsentSettings) -> PurposeCatalogue:
+    """The purpose catalogue: the configured file, or the shared one."""
+    return load_purposes(settings.purposes_file) if settings.purposes_file else load_purposes()
+
+
 def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runtime:
     """The consent service on the shared plumbing (tests pass a ManualClock)."""
     clock = clock or SystemClock()
-    catalogue = load_purposes(settings.purposes_file) if settings.purposes_file else load_purposes()
-    consent = Consent(settings, catalogue, clock)
+    consent = Consent(settings, load_catalogue(settings), clock)
     spec = ServiceSpec(
         name="consent",
         migrations=MIGRATIONS,
