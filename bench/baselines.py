@@ -1,0 +1,208 @@
+"""The raw ceilings, each run in its own process: `python -m bench.baselines <name> '<json>'`.
+
+Each prints JSON lines: `{"ready": …}` once it can take work, then `{"done": …}` with figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+import zipfile
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from bench.harness import producer, status_kb
+from bench.workload import export_records
+
+INGEST_TABLES = """
+CREATE TABLE inbox (source text, event_id text, PRIMARY KEY (source, event_id));
+CREATE TABLE ledger (subject text, event_id text, type text, purpose text, at timestamptz,
+                     body jsonb);
+CREATE TABLE state (subject text, purpose text, state text, since timestamptz,
+                    PRIMARY KEY (subject, purpose));
+"""
+INBOX = """
+INSERT INTO inbox SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
+"""
+UPSERT_STATE = """
+INSERT INTO state SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+ON CONFLICT (subject, purpose) DO UPDATE SET state = excluded.state, since = excluded.since
+WHERE state.since <= excluded.since
+"""
+
+
+def say(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def ingest(args: dict[str, Any]) -> None:
+    """Bare consumer: read consent changes, write inbox, ledger and state rows; publish nothing."""
+    conn = await asyncpg.connect(args["dsn"])
+    await conn.execute(f'CREATE SCHEMA "{args["schema"]}"')
+    await conn.execute(f'SET search_path TO "{args["schema"]}"')
+    await conn.execute(INGEST_TABLES)
+    consumer = AIOKafkaConsumer(
+        args["topic"],
+        bootstrap_servers=args["kafka"],
+        group_id=f"bench-baseline-{args['schema']}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=100)
+        say(ready=time.time())
+        count, expect = 0, args["expect"]
+        while count < expect:
+            batch = await consumer.getmany(timeout_ms=100, max_records=args.get("batch", 2000))
+            records = [r for part in batch.values() for r in part]
+            if not records:
+                continue
+            await write_batch(conn, [orjson.loads(r.value) for r in records])
+            await consumer.commit()
+            count += len(records)
+        say(done=time.time(), count=count)
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+async def write_batch(conn: asyncpg.Connection, events: list[dict[str, Any]]) -> None:
+    latest: dict[tuple[str, str], tuple[str, datetime]] = {}
+    ledger = []
+    for e in events:
+        at = datetime.fromisoformat(e["time"])
+        purpose = e["data"]["purpose"]
+        state = "granted" if e["type"] == "consent.granted.v1" else "withdrawn"
+        ledger.append((e["subject"], e["id"], e["type"], purpose, at, orjson.dumps(e).decode()))
+        latest[(e["subject"], purpose)] = (state, at)
+    async with conn.transaction():
+        await conn.execute(INBOX, [e["source"] for e in events], [e["id"] for e in events])
+        await conn.copy_records_to_table("ledger", records=ledger)
+        keys = list(latest)
+        await conn.execute(
+            UPSERT_STATE,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [latest[k][0] for k in keys],
+            [latest[k][1] for k in keys],
+        )
+
+
+TIMER_TABLE = """
+CREATE TABLE timers (id bigserial PRIMARY KEY, subject_id text NOT NULL, category text NOT NULL,
+  owner text NOT NULL, due_at timestamptz NOT NULL, status text NOT NULL DEFAULT 'pending');
+CREATE INDEX timers_due ON timers (due_at) WHERE status = 'pending';
+"""
+CLAIM = """
+UPDATE timers SET status = 'fired' WHERE id IN (
+  SELECT id FROM timers WHERE status = 'pending' AND due_at <= now()
+  ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING id, subject_id, category, owner
+"""
+
+
+async def timers(args: dict[str, Any]) -> None:
+    """Raw ceiling of the timer loop: claim a batch with SKIP LOCKED, produce it, commit."""
+    conn = await asyncpg.connect(args["dsn"])
+    await conn.execute(f'CREATE SCHEMA "{args["schema"]}"')
+    await conn.execute(f'SET search_path TO "{args["schema"]}"')
+    await conn.execute(TIMER_TABLE)
+    total = args["count"]
+    due = datetime.now(UTC)
+    rows = ((f"bsub_{i:07d}", "crm_data", "crm", due) for i in range(total))
+    await conn.copy_records_to_table(
+        "timers", records=rows, columns=["subject_id", "category", "owner", "due_at"]
+    )
+    await conn.execute("ANALYZE timers")
+    say(ready=time.time())
+    started = time.perf_counter()
+    claimed_s = produced_s = 0.0
+    issued = 0
+    async with producer(args["kafka"]) as prod:
+        while issued < total:
+            t0 = time.perf_counter()
+            async with conn.transaction():
+                batch = await conn.fetch(CLAIM, args.get("batch", 1000))
+                t1 = time.perf_counter()
+                futures = [
+                    await prod.send(
+                        args["topic"],
+                        key=r["subject_id"].encode(),
+                        value=orjson.dumps(
+                            {"job_id": f"j{r['id']}", "owner": r["owner"], "cat": r["category"]}
+                        ),
+                    )
+                    for r in batch
+                ]
+                await asyncio.gather(*futures)
+                t2 = time.perf_counter()
+            claimed_s += t1 - t0
+            produced_s += t2 - t1
+            issued += len(batch)
+            if not batch:
+                break
+    elapsed = time.perf_counter() - started
+    say(
+        done=time.time(),
+        count=issued,
+        seconds=elapsed,
+        claim_rate=issued / claimed_s if claimed_s else None,
+        produce_rate=issued / produced_s if produced_s else None,
+    )
+    await conn.close()
+
+
+def export(args: dict[str, Any]) -> None:
+    """Raw ceiling of assembly: the same records straight into a zip with a manifest."""
+    parts = export_records(args["count"])
+    say(ready=time.time())
+    started = time.perf_counter()
+    manifest: dict[str, Any] = {"request_id": "bench", "subject": "bsub_export", "parts": []}
+    with zipfile.ZipFile(args["path"], "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for (owner, category), records in parts.items():
+            body = orjson.dumps(records)
+            name = f"{owner}/{category}.json"
+            bundle.writestr(name, body)
+            manifest["parts"].append(
+                {
+                    "file": name,
+                    "records": len(records),
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                }
+            )
+        bundle.writestr("manifest.json", orjson.dumps(manifest))
+    seconds = time.perf_counter() - started
+    peak = status_kb_self()
+    say(done=time.time(), seconds=seconds, peak_mb=peak / 1024 if peak else None)
+
+
+def status_kb_self() -> int | None:
+    import os
+
+    return status_kb(os.getpid(), "VmHWM")
+
+
+def main() -> None:
+    name, raw = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "{}"
+    args = json.loads(raw)
+    if name == "ingest":
+        asyncio.run(ingest(args))
+    elif name == "timers":
+        asyncio.run(timers(args))
+    elif name == "export":
+        export(args)
+    else:
+        raise SystemExit(f"unknown baseline {name!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""An open-loop HTTP/1.1 load generator, run in its own process: `python -m bench.loadgen`.
+
+Requests are scheduled at a fixed offered rate whatever the server does; latency is measured
+from each request's scheduled time to its response (so a stalled server shows up as latency,
+not as fewer requests: no coordinated omission). Keep-alive connections, one request in
+flight per connection, plain asyncio streams (the generator must stay cheaper than the server).
+Prints one JSON object: a list of steps with offered and achieved rate and latency percentiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from bench.stats import Latency, highest_sustained
+
+
+@dataclass
+class Step:
+    offered: float
+    achieved: float
+    sent: int
+    ok: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class Connection:
+    """One keep-alive connection; `get` sends a request and reads the whole response."""
+
+    def __init__(self, host: str, port: int, headers: bytes) -> None:
+        self.host, self.port, self.headers = host, port, headers
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None or self.reader is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self.headers)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def run_step(
+    conns: list[Connection], paths: list[str], offered: float, duration: float
+) -> Step:
+    """Offer `offered` requests/s for `duration` seconds; latencies from scheduled times."""
+    loop = asyncio.get_running_loop()
+    total = max(1, int(offered * duration))
+    queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(conn: Connection) -> None:
+        nonlocal errors
+        while (item := await queue.get()) is not None:
+            scheduled, path = item
+            try:
+                status = await conn.get(path)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                errors += 1
+                await conn.close()
+                conn.reader = conn.writer = None
+                continue
+            if status == 200:
+                latencies.append((loop.time() - scheduled) * 1000)
+            else:
+                errors += 1
+
+    workers = [asyncio.create_task(worker(c)) for c in conns]
+    start = loop.time() + 0.01
+    sent = 0
+    while sent < total:
+        due = min(total, max(sent, int((loop.time() - start) * offered) + 1))
+        for i in range(sent, due):
+            queue.put_nowait((start + i / offered, paths[i % len(paths)]))
+        sent = due
+        await asyncio.sleep(0.0005)
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    elapsed = loop.time() - start
+    summary = Latency.of(latencies) if latencies else Latency(0, float("inf"), float("inf"), 0)
+    return Step(
+        offered=offered,
+        achieved=len(latencies) / elapsed,
+        sent=total,
+        ok=len(latencies),
+        errors=errors,
+        p50_ms=summary.p50,
+        p99_ms=summary.p99,
+        max_ms=summary.max,
+    )
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    with open(args.paths_file) as handle:
+        paths = [line.strip() for line in handle if line.strip()]
+    headers = f"Host: {args.host}\r\n".encode()
+    if args.token:
+        headers += f"Authorization: Bearer {args.token}\r\n".encode()
+    headers += b"\r\n"
+    conns = [Connection(args.host, args.port, headers) for _ in range(args.connections)]
+    try:
+        await run_step(conns, paths, args.warmup_rate, args.warmup)  # not recorded
+        steps: list[Step] = []
+        for offered in args.rates:
+            step = await run_step(conns, paths, offered, args.duration)
+            steps.append(step)
+            print(json.dumps(asdict(step)), file=sys.stderr, flush=True)
+            if (
+                args.stop_on_miss
+                and highest_sustained(
+                    [(s.offered, s.achieved, s.p99_ms) for s in steps], args.p99_limit
+                )
+                < offered
+            ):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        for conn in conns:
+            await conn.close()
+    return {"steps": [asdict(s) for s in steps], "finished": time.time()}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--token", default="")
+    parser.add_argument("--paths-file", required=True, help="one request path per line")
+    parser.add_argument("--rates", type=float, nargs="+", required=True)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--warmup-rate", type=float, default=500.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--stop-on-miss", action="store_true")
+    parser.add_argument("--p99-limit", type=float, default=10.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    result = asyncio.run(main_async(parse(sys.argv[1:] if argv is None else argv)))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

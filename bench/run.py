@@ -1,0 +1,98 @@
+"""The benchmark run: infrastructure, every scenario in turn, the table, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import report
+from bench.harness import RESULTS, ROOT, Bench
+from bench.report import Row
+from bench.scenarios import footprint, ingest
+from bench.scenarios.ingest import ConsentStage
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.decode().strip()
+
+
+def scenarios(bench: Bench) -> list[tuple[str, Callable[[], Awaitable[list[Row]]]]]:
+    stage = ConsentStage()
+    return [
+        ("footprint", lambda: footprint.run(bench)),
+        ("ingest", lambda: ingest.run(bench, stage)),
+    ]
+
+
+async def run_all(bench: Bench, only: set[str]) -> list[Row]:
+    rows: list[Row] = []
+    for name, scenario in scenarios(bench):
+        if only and name not in only:
+            continue
+        log(f"{name} …")
+        started = time.monotonic()
+        try:
+            found = await scenario()
+        except Exception as exc:  # one broken scenario must not hide the others
+            found = [Row(name, "scenario failed", None, "", note=f"{type(exc).__name__}: {exc}")]
+        for row in found:
+            row.extra["scenario_seconds"] = round(time.monotonic() - started, 1)
+            log(f"  {row.figure}: {report.number(row.value)} {row.unit} {row.note}")
+        rows.extend(found)
+    return rows
+
+
+def meta(bench: Bench, origin: str, seconds: float) -> dict[str, Any]:
+    return {
+        "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "commit": commit(),
+        "scale": bench.scale,
+        "infrastructure": origin,
+        "run": bench.run_id,
+        "wall": f"{seconds:.0f} s",
+    }
+
+
+async def main_async() -> int:
+    from tests.support.infra import provide
+
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    only = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
+    started = time.monotonic()
+    with provide() as infra:
+        bench = Bench(infra.kafka, infra.database_url, scale)
+        log(f"run {bench.run_id}: scale {scale}, {os.cpu_count()} cores, {infra.origin}")
+        try:
+            rows = await run_all(bench, only)
+        finally:
+            log("cleaning up (processes, schemas, topics)")
+            await bench.cleanup()
+        info = meta(bench, infra.origin, time.monotonic() - started)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    paths = report.write(RESULTS, rows, info, stamp)
+    print(report.markdown(rows, info))
+    log("written: " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
+    return 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(main_async()))

@@ -1,0 +1,87 @@
+"""Helpers several scenarios share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from bench.harness import Child
+
+
+def has_service(name: str) -> bool:
+    """Whether `services/<name>/app.py` exists yet (others are still writing them)."""
+    return importlib.util.find_spec(f"services.{name}.app") is not None
+
+
+class TopicWatcher:
+    """Reads a topic from the start in the background, calling `on_record` for each record."""
+
+    def __init__(self, kafka: str, topic: str, on_record: Callable[[Any], None]) -> None:
+        self.kafka, self.topic, self.on_record = kafka, topic, on_record
+        self.count = 0
+        self.last_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.kafka,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=100, max_records=5000)
+            now = time.time()
+            for part in batch.values():
+                for record in part:
+                    self.count += 1
+                    self.last_at = now
+                    self.on_record(record)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+async def wait_until(check: Callable[[], bool], within: float, every: float = 0.1) -> bool:
+    """Poll `check` until true or the timeout; returns its last value."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(every)
+    return check()
+
+
+def state_purposes(value: bytes | None) -> tuple[int, dict[str, Any]] | None:
+    """(version, purposes) of a consent.state value; None for a tombstone."""
+    if value is None:
+        return None
+    data = orjson.loads(value).get("data", {})
+    return int(data.get("version", 0)), data.get("purposes", {})
+
+
+def fail_note(exc: BaseException, child: Child | None = None) -> str:
+    text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    if child is not None and not child.alive():
+        text += f" ({child.name} exited {child.proc.returncode})"
+    return text

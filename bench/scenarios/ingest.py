@@ -1,0 +1,112 @@
+"""Scenario 1: consent ingest, end to end, against a bare aiokafka + asyncpg consumer."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import services
+from bench.harness import Bench, Child, produce_all, producer, read_json_lines
+from bench.report import Row, Target
+from bench.scenarios.common import TopicWatcher, fail_note, has_service, state_purposes, wait_until
+from bench.stats import rate
+from bench.workload import ConsentWorkload, matches
+from shared.contract.topics import Topics
+
+TARGET = Target(">=", 20_000, min_ratio=0.5)
+
+
+@dataclass
+class ConsentStage:
+    """The running consent service other scenarios reuse (decisions, replay)."""
+
+    child: Child | None = None
+    topics: Topics | None = None
+    schema: str = ""
+    events: int = 0
+    subjects: int = 0
+    latest: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    rate: float | None = None
+
+
+async def baseline(bench: Bench, workload: ConsentWorkload) -> tuple[float, dict[str, Any]]:
+    """The bare consumer in its own process, on its own topic with the same events."""
+    topics = await bench.topics("ingestbase")
+    args = {
+        "dsn": bench.database_url,
+        "kafka": bench.kafka,
+        "schema": bench.schema("ingestbase"),
+        "topic": topics.consent_changes,
+        "expect": workload.events,
+    }
+    child = bench.spawn("baseline-ingest", ["-m", "bench.baselines", "ingest", json.dumps(args)])
+    try:
+        messages = list(workload.messages())
+        await read_json_lines(child, "ready", 60)
+        async with producer(bench.kafka) as prod:
+            started = time.time()
+            await produce_all(prod, topics.consent_changes, messages)
+        produced = time.time()
+        done = await read_json_lines(child, "done", 600)
+        return rate(workload.events, done["done"] - started), {
+            "produce_rate": rate(workload.events, produced - started)
+        }
+    finally:
+        child.stop()
+
+
+async def run_service(bench: Bench, workload: ConsentWorkload, stage: ConsentStage) -> float:
+    """Produce the workload to a running consent service; time until every state is out."""
+    assert stage.topics is not None
+    expected = workload.final_state()
+    pending = set(expected)
+
+    def on_state(record: Any) -> None:
+        parsed = state_purposes(record.value)
+        subject = record.key.decode() if record.key else ""
+        if parsed is None:
+            return
+        stage.latest[subject] = parsed
+        if subject in pending and matches(expected[subject], parsed[1]):
+            pending.discard(subject)
+
+    messages = list(workload.messages())
+    watcher = TopicWatcher(bench.kafka, stage.topics.consent_state, on_state)
+    await watcher.start()
+    try:
+        async with producer(bench.kafka) as prod:
+            started = time.time()
+            await produce_all(prod, stage.topics.consent_changes, messages)
+        finished = await wait_until(lambda: not pending, within=600)
+        if not finished:
+            raise TimeoutError(f"{len(pending)} subjects never reached their final state")
+        return rate(workload.events, watcher.last_at - started)
+    finally:
+        await watcher.stop()
+
+
+async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
+    events, subjects = bench.size(200_000), bench.size(50_000)
+    workload = ConsentWorkload(events=events, subjects=subjects)
+    text = f"{events:,} changes over {subjects:,} subjects"
+    row = Row("1 consent ingest", "end to end", None, "events/s", target=TARGET, workload=text)
+    row.baseline_what = "bare aiokafka → asyncpg (inbox, ledger COPY, state upsert)"
+    try:
+        row.baseline, info = await baseline(bench, workload)
+        row.extra.update(info)
+    except Exception as exc:
+        row.note = f"baseline failed: {fail_note(exc)}"
+    if not has_service("consent"):
+        row.note = "services/consent/app.py not available yet"
+        return [row]
+    try:
+        stage.topics = await bench.topics("consent")
+        stage.schema = bench.schema("consent")
+        stage.child = await services.start(bench, "consent", "consent", stage.schema, stage.topics)
+        row.value = await run_service(bench, workload, stage)
+        stage.events, stage.subjects, stage.rate = events, subjects, row.value
+    except Exception as exc:
+        row.note = fail_note(exc, stage.child)
+    return [row]

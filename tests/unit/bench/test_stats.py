@@ -1,0 +1,58 @@
+"""The bench's pure figures: percentiles, ratios, the highest sustained rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.stats import Latency, highest_sustained, percentile, rate, ratio
+
+
+def test_percentile_interpolates_between_closest_ranks():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20, 30, 40, 50], 25) == 20
+    assert percentile([5, 1, 3], 100) == 5
+    assert percentile([5, 1, 3], 0) == 1
+
+
+def test_p99_of_a_hundred_values_sits_just_below_the_largest():
+    values = list(range(1, 101))
+    assert percentile(values, 99) == pytest.approx(99.01)
+
+
+def test_percentile_of_one_value_is_that_value():
+    assert percentile([7.5], 99) == 7.5
+
+
+def test_percentile_refuses_no_values_and_out_of_range_q():
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+    with pytest.raises(ValueError, match=r"0\.\.100"):
+        percentile([1], 101)
+
+
+def test_latency_summary_reports_p50_p99_and_max():
+    summary = Latency.of([1.0] * 98 + [50.0, 100.0])
+    assert (summary.count, summary.p50, summary.max) == (100, 1.0, 100.0)
+    assert 50.0 <= summary.p99 <= 100.0
+
+
+def test_rate_and_ratio_handle_missing_or_zero_inputs():
+    assert rate(1000, 2.0) == 500
+    assert rate(10, 0.0) == 0.0
+    assert ratio(5.0, 10.0) == 0.5
+    assert ratio(None, 10.0) is None
+    assert ratio(5.0, 0.0) is None
+
+
+def test_highest_sustained_stops_at_the_first_step_that_misses():
+    steps = [(1000, 1000, 2.0), (2000, 1995, 4.0), (3000, 2990, 12.0), (4000, 4000, 3.0)]
+    assert highest_sustained(steps, 10.0) == 2000
+
+
+def test_a_rate_not_kept_up_does_not_count_as_sustained():
+    steps = [(1000, 1000, 2.0), (2000, 1500, 3.0)]
+    assert highest_sustained(steps, 10.0) == 1000
+
+
+def test_no_sustained_rate_when_the_first_step_misses():
+    assert highest_sustained([(1000, 1000, 11.0)], 10.0) == 0.0
