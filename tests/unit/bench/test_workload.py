@@ -29,6 +29,7 @@ def test_final_state_is_the_last_change_per_subject_and_purpose():
     last: dict[tuple[str, str], str] = {}
     for _, value in workload.messages():
         event = decode(value)
+        assert isinstance(event, ConsentGranted | ConsentWithdrawn)
         state = "granted" if isinstance(event, ConsentGranted) else "withdrawn"
         last[(event.subject, event.data.purpose)] = state
     final = workload.final_state()
