@@ -7,7 +7,7 @@ The values are CloudEvents structured JSON exactly as `shared.contract.codec.enc
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -78,7 +78,7 @@ class ConsentWorkload:
         return state
 
 
-def matches(expected: dict[str, str], published: dict[str, object]) -> bool:
+def matches(expected: Mapping[str, str], published: Mapping[str, object]) -> bool:
     """Whether a published consent.state `purposes` map shows every expected state."""
     for purpose, state in expected.items():
         entry = published.get(purpose)
