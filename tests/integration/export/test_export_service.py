@@ -20,6 +20,8 @@ from services.export.settings import default_owners
 from shared.contract.codec import decode, new_event
 from shared.contract.events import (
     ExportPart,
+    ExportPartFailed,
+    ExportPartFailedData,
     RequestExtended,
     RequestExtendedData,
 )
@@ -179,11 +181,23 @@ async def test_past_the_deadline_a_silent_owner_is_named_and_bad_parts_fail_with
     await export.request_export(subject, request_id)
     jobs = await export.jobs(request_id, len(OWNERS))
     silent, bad_sum, bad_scheme, outside = "support", "analytics", "marketing", "accounts"
-    events = []
+    unable = "billing"
+    failed = new_event(
+        ExportPartFailed,
+        subject=subject,
+        source="billing-service",
+        data=ExportPartFailedData(
+            job_id=jobs[unable].data.job_id,
+            request_id=request_id,
+            owner=unable,
+            error="archive offline",
+        ),
+    )
+    events: list[ExportPart] = []
     for owner, job in sorted(jobs.items()):
         category = job.data.categories[0]
         records = records_for(owner, category, 3)
-        if owner == silent:
+        if owner in (silent, unable):
             continue
         if owner == bad_sum:
             [part] = inline_parts(job, category, records)
@@ -197,7 +211,7 @@ async def test_past_the_deadline_a_silent_owner_is_named_and_bad_parts_fail_with
                                      location="file:///etc/passwd"))  # fmt: skip
         else:
             events.extend(inline_parts(job, category, records))
-    await export.send(*events)
+    await export.send(failed, *events)
     await export.wait_status(request_id, "in_progress")
     rows = await export.poll_db(
         "SELECT count(*) AS n FROM parts WHERE request_id = $1",
@@ -221,23 +235,28 @@ async def test_past_the_deadline_a_silent_owner_is_named_and_bad_parts_fail_with
 
     done = await export.wait_status(request_id, "partially_completed")
     assert done.data.deadline == new_deadline
-    assert done.data.missing_owners == sorted([silent, bad_sum, bad_scheme, outside])
+    assert done.data.missing_owners == sorted([silent, bad_sum, bad_scheme, outside, unable])
     outcomes = {o.owner: o for o in done.data.outcomes}
     assert outcomes[silent].outcome == "missing"
     assert outcomes[bad_sum].outcome == "failed"
     assert "sha256 mismatch" in (outcomes[bad_sum].reason or "")
     assert "only file://" in (outcomes[bad_scheme].reason or "")
     assert "outside the exchange folder" in (outcomes[outside].reason or "")
+    assert outcomes[unable].outcome == "failed"
+    assert outcomes[unable].reason == "archive offline"
     assert outcomes["crm"].outcome == "exported"
 
     view = await export.export_view(request_id)
     download = await export.http.get(view["download_url"])
     _archive, manifest = open_zip(download.content)
     assert {f["owner"] for f in manifest["files"]} == set(OWNERS) - {
-        silent, bad_sum, bad_scheme, outside
+        silent, bad_sum, bad_scheme, outside, unable
     }  # fmt: skip
     named = {n["owner"]: n["outcome"] for n in manifest["not_included"]}
-    assert named == {silent: "missing", bad_sum: "failed", bad_scheme: "failed", outside: "failed"}
+    assert named == {
+        silent: "missing", bad_sum: "failed", bad_scheme: "failed", outside: "failed",
+        unable: "failed",
+    }  # fmt: skip
     assert await export.private_key(request_id) is None
 
 
