@@ -1,0 +1,107 @@
+"""The in-memory consent cache: subject → the latest `consent.state.v1` decisions.
+
+Pure (no I/O): the client feeds it records of the compacted `consent.state` topic; any
+thread-free caller asks `may_process`, which is two dict look-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from shared.contract.events import ConsentStateData
+
+CONTRACT_PURPOSES: frozenset[str] = frozenset({"transactional_email"})
+"""Purposes allowed without consent in the shipped catalogue (basis `contract`, DESIGN §4)."""
+
+
+class Outcome(StrEnum):
+    """What applying one record did to the cache."""
+
+    APPLIED = "applied"
+    STALE = "stale"
+    ERASED = "erased"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectConsent:
+    """One subject's decisions as last published."""
+
+    version: int
+    allowed: Mapping[str, bool]
+    gpc: bool
+
+
+def catalogue_defaults() -> frozenset[str]:
+    """Purposes allowed by default per the shipped catalogue (needs PyYAML: `services` extra)."""
+    try:
+        from shared.catalogue import load_purposes
+    except ImportError as exc:  # the `client` extra has no PyYAML
+        raise ImportError(
+            "catalogue_defaults() needs PyYAML (privacy-plane[services]); pass "
+            "default_allowed explicitly instead"
+        ) from exc
+    catalogue = load_purposes()
+    return frozenset(name for name, rule in catalogue.purposes.items() if rule.default)
+
+
+class ConsentCache:
+    """Latest consent decisions per subject; older versions are dropped, tombstones erase.
+
+    A subject the cache has never seen (or that was erased) gets the catalogue default:
+    allowed only for the purposes in `default_allowed` (by default the contract purposes).
+    A purpose missing from a subject's state falls back to the same default.
+    """
+
+    __slots__ = ("_default_allowed", "_erased_at", "_subjects")
+
+    def __init__(self, default_allowed: Iterable[str] = CONTRACT_PURPOSES) -> None:
+        self._default_allowed = frozenset(default_allowed)
+        self._subjects: dict[str, SubjectConsent] = {}
+        self._erased_at: dict[str, int] = {}
+
+    @property
+    def default_allowed(self) -> frozenset[str]:
+        """Purposes allowed for a subject without a state."""
+        return self._default_allowed
+
+    def __len__(self) -> int:
+        return len(self._subjects)
+
+    def __contains__(self, subject: object) -> bool:
+        return subject in self._subjects
+
+    def get(self, subject: str) -> SubjectConsent | None:
+        """The subject's cached decisions, or None."""
+        return self._subjects.get(subject)
+
+    def may_process(self, subject: str, purpose: str) -> bool:
+        """True when `purpose` may be used for `subject`'s data (no I/O)."""
+        known = self._subjects.get(subject)
+        if known is not None:
+            allowed = known.allowed.get(purpose)
+            if allowed is not None:
+                return allowed
+        return purpose in self._default_allowed
+
+    def apply(self, subject: str, state: ConsentStateData) -> Outcome:
+        """Take a published state unless an equal or newer version is already known."""
+        current = self._subjects.get(subject)
+        floor = current.version if current is not None else self._erased_at.get(subject, 0)
+        if state.version <= floor:
+            return Outcome.STALE
+        self._subjects[subject] = SubjectConsent(
+            version=state.version,
+            allowed={purpose: decision.allowed for purpose, decision in state.purposes.items()},
+            gpc=state.gpc,
+        )
+        self._erased_at.pop(subject, None)
+        return Outcome.APPLIED
+
+    def erase(self, subject: str) -> Outcome:
+        """A tombstone: forget the subject (a replayed older state will not bring it back)."""
+        current = self._subjects.pop(subject, None)
+        if current is not None:
+            self._erased_at[subject] = current.version
+        return Outcome.ERASED
