@@ -434,8 +434,8 @@ def request_status(
     """The OpenDSR status word of a request from its outcomes and its unanswered jobs."""
     if cancelled:
         return "cancelled"
-    if not outcomes:
-        return "pending"
+    if not outcomes:  # a rectification drops its outcome once done (no word for it in v1)
+        return "in_progress" if open_jobs else "completed"
     if open_jobs or any(o.outcome == "pending" for o in outcomes):
         return "in_progress"
     if all(o.outcome in ("deleted", "retained") for o in outcomes):
