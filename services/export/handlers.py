@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from services.export import domain, parts, store
 from services.export import metrics as export_metrics
@@ -19,7 +19,9 @@ from shared.contract.events import (
     ExportJob,
     ExportJobData,
     ExportPart,
+    ExportPartData,
     ExportPartFailed,
+    ExportPartFailedData,
     ExportRequested,
     RequestCancelled,
     RequestExtended,
@@ -173,10 +175,7 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
     status = await store.part_status(
         conn, data.request_id, data.owner, data.category, data.part_index
     )
-    verdict = await _verdict(
-        conn, row, event.subject, data.owner, data.job_id, data.category, data.part_count,
-        already_stored=status == "stored",
-    )  # fmt: skip
+    verdict = await _verdict(conn, row, event.subject, data, already_stored=status == "stored")
     if verdict is not PartVerdict.ACCEPT:
         export_metrics.PARTS.labels(verdict.value).inc()
     if verdict is PartVerdict.SUPPRESS:
@@ -185,17 +184,12 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
     if verdict is PartVerdict.DUPLICATE:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
         return
-    assert row.sealed_key is not None  # an open request holds its key
-    received: dict[str, Any] = {
-        "owner": data.owner, "category": data.category, "part_index": data.part_index,
-        "part_count": data.part_count, "sha256": data.sha256, "record_schema": data.record_schema,
-        "received_at": ctx.now(), "status": "stored", "record_count": 0, "error": None,
-    }  # fmt: skip
+    received = store.ReceivedPart.of(data, ctx.now())
     try:
-        received["record_count"] = await asyncio.to_thread(_store_part, ctx, row, event)
+        received = received.stored(await asyncio.to_thread(_store_part, ctx, row, event))
     except parts.PartError as failed:
-        received.update(status="failed", error=str(failed))
-    export_metrics.PARTS.labels(received["status"]).inc()
+        received = received.failed(str(failed))
+    export_metrics.PARTS.labels(received.status).inc()
     await store.save_part(conn, data.request_id, received)
     await _progress(ctx, conn, batch, row)
 
@@ -221,10 +215,7 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
 async def _part_failed(ctx: Context, conn: Conn, batch: Batch, event: ExportPartFailed) -> None:
     data = event.data
     row = await _own_request(conn, data.request_id)
-    verdict = await _verdict(
-        conn, row, event.subject, data.owner, data.job_id, data.category, None,
-        already_stored=False,
-    )  # fmt: skip
+    verdict = await _verdict(conn, row, event.subject, data, already_stored=False)
     if verdict is PartVerdict.SUPPRESS:
         batch.suppress(event)
         return
@@ -246,28 +237,26 @@ async def _verdict(
     conn: Conn,
     row: store.RequestRow,
     subject: str,
-    owner: str,
-    job_id: str,
-    category: str | None,
-    part_count: int | None,
+    data: ExportPartData | ExportPartFailedData,
     *,
     already_stored: bool,
 ) -> PartVerdict:
     request_id = row.request.request_id
-    job = (await store.jobs(conn, request_id)).get(owner)
+    job = (await store.jobs(conn, request_id)).get(data.owner)
+    part_count = data.part_count if isinstance(data, ExportPartData) else None
     known = (
-        await store.known_part_count(conn, request_id, owner, category)
-        if category is not None and part_count is not None
+        await store.known_part_count(conn, request_id, data.owner, data.category)
+        if data.category is not None and part_count is not None
         else None
     )
     return domain.check_part(
         row.request,
         subject=subject,
-        owner=owner,
-        job_id=job_id,
+        owner=data.owner,
+        job_id=data.job_id,
         expected_job_id=job.job_id if job else None,
         categories=job.categories if job else [],
-        category=category,
+        category=data.category,
         part_count=part_count,
         known_count=known,
         already_stored=already_stored,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import orjson
 
 from services.export.domain import Failure, PartSummary, Request, State
-from shared.contract.events import CategoryOutcome
+from shared.contract.events import CategoryOutcome, ExportPartData
 from shared.plumbing.db import Conn
 
 INSERT_REQUEST = """
@@ -113,6 +112,40 @@ class RequestRow:
 class Job:
     job_id: str
     categories: list[str]
+
+
+@dataclass(frozen=True)
+class ReceivedPart:
+    """A part as received: stored (its records kept) or failed (with the reason)."""
+
+    owner: str
+    category: str
+    part_index: int
+    part_count: int
+    sha256: str
+    record_schema: str | None
+    received_at: datetime
+    status: str = "stored"
+    record_count: int = 0
+    error: str | None = None
+
+    @classmethod
+    def of(cls, data: ExportPartData, now: datetime) -> ReceivedPart:
+        return cls(
+            owner=data.owner,
+            category=data.category,
+            part_index=data.part_index,
+            part_count=data.part_count,
+            sha256=data.sha256,
+            record_schema=data.record_schema,
+            received_at=now,
+        )
+
+    def stored(self, record_count: int) -> ReceivedPart:
+        return replace(self, status="stored", record_count=record_count)
+
+    def failed(self, reason: str) -> ReceivedPart:
+        return replace(self, status="failed", error=reason)
 
 
 @dataclass(frozen=True)
@@ -221,21 +254,21 @@ async def known_part_count(conn: Conn, request_id: str, owner: str, category: st
     return count
 
 
-async def save_part(conn: Conn, request_id: str, part: Mapping[str, Any]) -> None:
+async def save_part(conn: Conn, request_id: str, part: ReceivedPart) -> None:
     """Record a received part (a stored one replaces an earlier failed one)."""
     await conn.execute(
         UPSERT_PART,
         request_id,
-        part["owner"],
-        part["category"],
-        part["part_index"],
-        part["part_count"],
-        part["status"],
-        part["record_count"],
-        part["sha256"],
-        part["record_schema"],
-        part["error"],
-        part["received_at"],
+        part.owner,
+        part.category,
+        part.part_index,
+        part.part_count,
+        part.status,
+        part.record_count,
+        part.sha256,
+        part.record_schema,
+        part.error,
+        part.received_at,
     )
 
 
