@@ -1,0 +1,216 @@
+"""The export pipeline (inbox, apply, outbox) on a real PostgreSQL schema, records fed directly.
+
+No Kafka: records go straight into `Pipeline.process`, and what would be published is read
+from the outbox table. Fast checks of the rules the integration tests do not walk through.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from services.export.app import MIGRATIONS, build_runtime, spec
+from services.export.domain import deadline_for
+from shared.contract.codec import decode, encode, new_event
+from shared.contract.envelope import CloudEvent
+from shared.contract.events import (
+    ExportJob,
+    ExportRequested,
+    ExportRequestedData,
+    RequestCancelled,
+    RequestCancelledData,
+    RequestExtended,
+    RequestExtendedData,
+    RequestStatusChanged,
+)
+from shared.plumbing import db
+from shared.plumbing.clock import ManualClock
+from shared.plumbing.pipeline import Pipeline
+from tests.integration.export.harness import inline_parts, part_event, records_for, settings_for
+
+pytestmark = pytest.mark.integration  # needs PostgreSQL
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Fed:
+    pipeline: Pipeline
+    pool: asyncpg.Pool
+    clock: ManualClock
+    offsets: itertools.count[int]
+
+    async def feed(self, *events: CloudEvent[Any]) -> None:
+        records = []
+        for event in events:
+            key, value = encode(event)
+            records.append(Record("t", 0, next(self.offsets), key, value))
+        await self.pipeline.process(records)
+
+    async def published(self) -> list[tuple[str, Any]]:
+        """(kind, event or dead-letter reason) of every outbox row, in order."""
+        rows = await self.pool.fetch("SELECT topic, value, headers FROM outbox ORDER BY id")
+        found: list[tuple[str, Any]] = []
+        for row in rows:
+            if row["topic"].endswith("deadletter"):
+                found.append(("dead", orjson.loads(row["headers"])["error"]))
+            else:
+                found.append(("event", decode(row["value"])))
+        return found
+
+    async def dead(self) -> list[str]:
+        return [reason for kind, reason in await self.published() if kind == "dead"]
+
+    async def jobs(self) -> dict[str, ExportJob]:
+        return {
+            e.data.owner: e
+            for kind, e in await self.published()
+            if kind == "event" and isinstance(e, ExportJob)
+        }
+
+    async def statuses(self) -> list[RequestStatusChanged]:
+        return [
+            e
+            for kind, e in await self.published()
+            if kind == "event" and isinstance(e, RequestStatusChanged)
+        ]
+
+
+@pytest.fixture
+async def fed(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
+    settings = settings_for(infra, topics, schema, tmp_path)
+    clock = ManualClock()
+    runtime = build_runtime(settings, clock)
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await db.migrate(conn, schema, MIGRATIONS)
+    finally:
+        await conn.close()
+    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=2)
+    pipeline = Pipeline(
+        service="export",
+        schema=schema,
+        pool=pool,
+        deadletter_topic=topics.deadletter,
+        accepts=spec().accepts,
+        apply=spec().make_apply(runtime),
+        retry_for=1.0,
+    )
+    try:
+        yield Fed(pipeline, pool, clock, itertools.count())
+    finally:
+        await pool.close()
+
+
+def requested(clock: ManualClock, subject: str = "usr_1", request_id: str = "req_1") -> Any:
+    data = ExportRequestedData(request_id=request_id, verified_by="portal")
+    return new_event(ExportRequested, subject=subject, source="portal", data=data, time=clock.now())
+
+
+async def test_a_repeated_request_issues_its_jobs_once_and_a_reused_id_for_another_person_is_refused(
+    fed: Fed,
+):
+    first = requested(fed.clock)
+    again = first.model_copy(update={"id": "portal-retry"})
+    await fed.feed(first, again, requested(fed.clock, subject="usr_2"))
+    jobs = await fed.jobs()
+    assert len(jobs) == 7
+    assert {j.data.due_by for j in jobs.values()} == {deadline_for(fed.clock.now())}
+    assert await fed.dead() == ["contract: request req_1 already exists for another subject"]
+    assert [s.data.status.value for s in await fed.statuses()] == ["pending"]
+
+
+async def test_an_extension_moves_the_deadline_once_and_a_second_one_is_refused(fed: Fed):
+    await fed.feed(requested(fed.clock))
+    deadline = deadline_for(fed.clock.now())
+
+    def extend(days: int) -> RequestExtended:
+        data = RequestExtendedData(
+            request_id="req_1", reason="complex", new_deadline=deadline + timedelta(days=days)
+        )
+        return new_event(RequestExtended, subject="usr_1", source="portal", data=data)
+
+    await fed.feed(extend(30), extend(40))
+    statuses = await fed.statuses()
+    assert statuses[-1].data.deadline == deadline + timedelta(days=30)
+    assert statuses[-1].data.reason == "extended: complex"
+    assert await fed.dead() == ["contract: request was already extended once"]
+
+
+async def test_cancel_or_extend_of_an_unknown_request_is_left_to_retention(fed: Fed):
+    cancel = new_event(
+        RequestCancelled,
+        subject="usr_1",
+        source="portal",
+        data=RequestCancelledData(request_id="erasure_9"),
+    )
+    await fed.feed(cancel)
+    assert await fed.published() == []
+
+
+async def test_a_finished_request_cannot_be_cancelled_and_late_parts_are_refused(fed: Fed):
+    await fed.feed(requested(fed.clock))
+    crm = (await fed.jobs())["crm"]
+    await fed.pool.execute("UPDATE requests SET status = 'completed', sealed_key = NULL")
+    cancel = new_event(
+        RequestCancelled,
+        subject="usr_1",
+        source="portal",
+        data=RequestCancelledData(request_id="req_1"),
+    )
+    await fed.feed(cancel, *inline_parts(crm, "crm_data", records_for("crm", "crm_data", 2)))
+    assert await fed.dead() == [
+        "contract: request is already completed; too late to cancel",
+        "contract: request is completed; the part came too late",
+    ]
+
+
+async def test_parts_that_do_not_belong_to_the_job_are_refused(fed: Fed):
+    await fed.feed(requested(fed.clock))
+    jobs = await fed.jobs()
+    crm = jobs["crm"]
+    [good] = inline_parts(crm, "crm_data", records_for("crm", "crm_data", 2))
+    other_subject = good.model_copy(update={"id": "p2", "subject": "usr_2"})
+    wrong_category = part_event(crm, "billing_records", 0, 1, sha256="0" * 64, sealed="AA==")
+    wrong_job = part_event(crm, "crm_data", 0, 1, sha256="0" * 64, sealed="AA==")
+    wrong_job = wrong_job.model_copy(
+        update={"data": wrong_job.data.model_copy(update={"job_id": jobs["billing"].data.job_id})}
+    )
+    await fed.feed(other_subject, wrong_category, wrong_job)
+    assert await fed.dead() == [
+        "contract: subject differs from the request's subject",
+        "contract: category 'billing_records' was not asked of owner 'crm'",
+        f"contract: job_id {jobs['billing'].data.job_id!r} is not the job issued to 'crm'",
+    ]
+
+
+async def test_a_failed_part_can_be_resent_and_then_completes_the_category(fed: Fed):
+    await fed.feed(requested(fed.clock))
+    crm = (await fed.jobs())["crm"]
+    [good] = inline_parts(crm, "crm_data", records_for("crm", "crm_data", 2))
+    bad = good.model_copy(
+        update={"id": "bad", "data": good.data.model_copy(update={"sha256": "0" * 64})}
+    )
+    await fed.feed(bad)
+    rows = await fed.pool.fetch("SELECT status, error FROM parts")
+    assert [r["status"] for r in rows] == ["failed"]
+    assert rows[0]["error"].startswith("sha256 mismatch")
+    await fed.feed(good)
+    rows = await fed.pool.fetch("SELECT status, record_count FROM parts")
+    assert [(r["status"], r["record_count"]) for r in rows] == [("stored", 2)]
+    assert await fed.dead() == []
