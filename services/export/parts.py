@@ -106,12 +106,19 @@ def store_reference(
         raise PartError(f"location cannot be read: {os.strerror(exc.errno or 0)}") from exc
     with source, storage.writer(key) as out:
         for record in iter_array(source, hasher):
-            out.write(orjson.dumps(record) + b"\n")
+            out.write(_line(record))
             count += 1
         if hasher.hexdigest() != sha256:
             raise PartError(f"sha256 mismatch: part says {sha256}, file is {hasher.hexdigest()}")
         _check_count(count, record_count)
     return count
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record) + b"\n"
+    except orjson.JSONEncodeError as exc:  # e.g. an integer beyond 64 bits
+        raise PartError(f"a record cannot be kept as JSON: {exc}") from exc
 
 
 def _check_count(found: int, declared: int | None) -> None:

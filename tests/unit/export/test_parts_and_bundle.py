@@ -170,3 +170,18 @@ def test_storage_keys_cannot_escape_the_folder(tmp_path: Path):
         storage.exists("../outside")
     with pytest.raises(ValueError, match="bad storage key"):
         storage.exists("/etc/passwd")
+
+
+def test_a_referenced_record_json_cannot_hold_fails_the_part_instead_of_the_consumer(
+    tmp_path: Path,
+):
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    content = b'[{"id": 123456789012345678901234567890}]'
+    (exchange / "big.json").write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    location = (exchange / "big.json").as_uri()
+    with pytest.raises(PartError, match="cannot be kept as JSON"):
+        parts.store_reference(
+            FolderStorage(tmp_path), "p/0.jsonl", exchange, location, digest, None
+        )
