@@ -98,6 +98,8 @@ def store_reference(
 ) -> int:
     """Stream a referenced part into storage, verifying its sha256; returns its records."""
     path = resolve_location(exchange_dir, location)
+    if path.exists() and not path.is_file():
+        raise PartError("location is not a regular file")
     hasher = hashlib.sha256()
     count = 0
     try:

@@ -90,6 +90,7 @@ def test_a_referenced_part_is_streamed_in_and_its_sha256_verified(tmp_path: Path
         ("file:///etc/passwd", "outside the exchange folder"),
         ("EXCHANGE/../secret.json", "outside the exchange folder"),
         ("EXCHANGE/missing.json", "cannot be read"),
+        ("EXCHANGE/", "not a regular file"),
     ],
 )
 def test_a_location_outside_the_exchange_folder_or_not_file_is_refused(
