@@ -82,7 +82,7 @@ def _specification(runtime: Runtime) -> Any:
         title=f"Privacy Plane {runtime.spec.name}",
         version="1.0.0",
         description="Events this service consumes and publishes (CloudEvents 1.0, JSON).",
-    )
+    ).to_specification()  # FastStream 0.7: the factory builds the schema object
 
 
 def asyncapi_schema(runtime: Runtime) -> str:
