@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from shared.contract.events import ExportJobData, ExportPartData
+
 
 def new_keypair() -> tuple[bytes, str]:
     """A fresh (private key bytes, base64 public key) pair for one request."""
@@ -58,3 +60,37 @@ def chunk_records(
         chunks[-1].append(record)
         size += length
     return chunks
+
+
+def sealed_parts(
+    job: ExportJobData,
+    category: str,
+    records: list[dict[str, Any]],
+    *,
+    max_bytes: int = 256 * 1024,
+    record_schema: str | None = None,
+) -> list[ExportPartData]:
+    """An owner's whole answer for one category of a job: numbered, sealed parts.
+
+    No records gives one part with zero records (the owner has no data: the export still
+    knows the owner answered). Publish each as `export.part.v1` keyed by the job's subject.
+    """
+    chunks = chunk_records(records, max_bytes) if records else [[]]
+    parts = []
+    for index, chunk in enumerate(chunks):
+        sealed, digest = seal_records(job.public_key, chunk)
+        parts.append(
+            ExportPartData(
+                job_id=job.job_id,
+                request_id=job.request_id,
+                owner=job.owner,
+                category=category,
+                part_index=index,
+                part_count=len(chunks),
+                sealed=sealed,
+                sha256=digest,
+                record_count=len(chunk),
+                record_schema=record_schema,
+            )
+        )
+    return parts

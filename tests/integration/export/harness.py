@@ -31,7 +31,7 @@ from shared.contract.events import (
     RequestCancelledData,
     RequestStatusChanged,
 )
-from shared.contract.sealing import chunk_records, records_bytes, seal_records
+from shared.contract.sealing import records_bytes, sealed_parts
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.service import Runtime
@@ -184,13 +184,10 @@ def inline_parts(
     job: ExportJob, category: str, records: list[dict[str, Any]], max_bytes: int = 256 * 1024
 ) -> list[ExportPart]:
     """What an owner sends: its records sealed to the job's key, in numbered chunks."""
-    chunks = chunk_records(records, max_bytes) if records else [[]]
-    parts = []
-    for index, chunk in enumerate(chunks):
-        sealed, digest = seal_records(job.data.public_key, chunk)
-        parts.append(part_event(job, category, index, len(chunks), sha256=digest, sealed=sealed,
-                                record_count=len(chunk)))  # fmt: skip
-    return parts
+    return [
+        new_event(ExportPart, subject=job.subject, source=f"{job.data.owner}-service", data=data)
+        for data in sealed_parts(job.data, category, records, max_bytes=max_bytes)
+    ]
 
 
 def reference_part(

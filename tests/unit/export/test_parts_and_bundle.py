@@ -186,3 +186,31 @@ def test_a_referenced_record_json_cannot_hold_fails_the_part_instead_of_the_cons
         parts.store_reference(
             FolderStorage(tmp_path), "p/0.jsonl", exchange, location, digest, None
         )
+
+
+def test_the_owner_helper_seals_a_whole_answer_into_numbered_parts_the_service_opens(
+    tmp_path: Path,
+):
+    from datetime import UTC, datetime
+
+    from shared.contract.events import ExportJobData
+    from shared.contract.sealing import sealed_parts
+
+    private, public = new_keypair()
+    job = ExportJobData(job_id="j", request_id="r", owner="crm", categories=["crm_data"],
+                        due_by=datetime(2026, 12, 1, tzinfo=UTC), public_key=public)  # fmt: skip
+    records = [{"id": i, "text": "x" * 100} for i in range(50)]
+    answer = sealed_parts(job, "crm_data", records, max_bytes=1024)
+    assert len(answer) > 1
+    assert {p.part_count for p in answer} == {len(answer)}
+    assert [p.part_index for p in answer] == list(range(len(answer)))
+    storage = FolderStorage(tmp_path)
+    kept = []
+    for part in answer:
+        assert part.sealed is not None
+        key = f"p/{part.part_index}.jsonl"
+        parts.store_inline(storage, key, private, part.sealed, part.sha256, part.record_count)
+        kept.extend(lines(storage, key))
+    assert kept == records
+    [empty] = sealed_parts(job, "crm_data", [])
+    assert (empty.part_count, empty.record_count) == (1, 0)
