@@ -50,7 +50,6 @@ from shared.contract.events import (
     GpcSignal,
     ProcessingObjected,
     ProcessingRestricted,
-    PurposeState,
     RestrictionLifted,
 )
 
@@ -408,24 +407,32 @@ def _blocked(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None
 
 def state_data(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> ConsentStateData:
     """The full state of a subject as `consent.state.v1` data (every catalogue purpose)."""
+    return ConsentStateData.model_validate(state_json(state, catalogue, now))
+
+
+def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> dict[str, Any]:
+    """`consent.state.v1` data as plain JSON values (the hot path: no model building)."""
     purposes = {}
     for name, rule in catalogue.purposes.items():
         d = decide(state, name, rule, now)
-        purposes[name] = PurposeState(
-            state=d.state,  # type: ignore[arg-type]  # one of the four literals
-            allowed=d.allowed,
-            since=d.since,
-            basis=d.basis,  # type: ignore[arg-type]
-            reconsent_required=d.reconsent_required,
-            expires_at=d.expires_at,
-        )
-    return ConsentStateData(
-        version=max(state.version, 1),
-        purposes=purposes,
-        restrictions=sorted(t for t, r in state.restrictions.items() if r.active),
-        objections=sorted(t for t, r in state.objections.items() if r.active),
-        gpc=state.gpc_since is not None,
-    )
+        item: dict[str, Any] = {
+            "state": d.state,
+            "allowed": d.allowed,
+            "basis": d.basis,
+            "reconsent_required": d.reconsent_required,
+        }
+        if d.since is not None:
+            item["since"] = _ts(d.since)
+        if d.expires_at is not None:
+            item["expires_at"] = _ts(d.expires_at)
+        purposes[name] = item
+    return {
+        "version": max(state.version, 1),
+        "purposes": purposes,
+        "restrictions": sorted(t for t, r in state.restrictions.items() if r.active),
+        "objections": sorted(t for t, r in state.objections.items() if r.active),
+        "gpc": state.gpc_since is not None,
+    }
 
 
 # --- the projection document --------------------------------------------------------------
@@ -609,7 +616,11 @@ def personal_digest(salt: bytes, subject_id: str | None, evidence: Mapping[str, 
 
 def entry_hash(entry: LedgerEntry) -> str:
     """SHA-256 over the entry's non-personal fields (previous hash and personal digest included)."""
-    return hashlib.sha256(_canonical({f: getattr(entry, f) for f in HASHED_FIELDS})).hexdigest()
+    return _hash({f: getattr(entry, f) for f in HASHED_FIELDS})
+
+
+def _hash(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(_canonical(fields)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,17 +640,17 @@ def chain(
     """Ledger entries for `items`, each chained to the one before; returns them and the new head."""
     entries = []
     for f, change in items:
-        digest = personal_digest(salt, subject, f.evidence)
-        draft = LedgerEntry(
+        values = (
             principal, head.seq + 1, f.event_id, f.event_source, f.event_type,
             change.kind, change.target, change.old_state, change.new_state, change.applied,
             change.note, f.collection_method, f.consent_type, f.policy_version, f.notice_id,
-            f.jurisdiction, f.expires_at, f.occurred_at, received_at, digest, head.hash, "",
-            subject, f.evidence,
+            f.jurisdiction, f.expires_at, f.occurred_at, received_at,
+            personal_digest(salt, subject, f.evidence), head.hash,
         )  # fmt: skip
-        entry = replace(draft, hash=entry_hash(draft))
+        digest = _hash(dict(zip(HASHED_FIELDS, values, strict=True)))
+        entry = LedgerEntry(*values, digest, subject, f.evidence)
         entries.append(entry)
-        head = Head(entry.seq, entry.hash)
+        head = Head(entry.seq, digest)
     return entries, head
 
 

@@ -15,7 +15,9 @@ import os
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+
+import orjson
 
 from services.consent import domain, store
 from services.consent.domain import Change, Facts, Head, SubjectState
@@ -24,7 +26,6 @@ from shared.catalogue import PurposeCatalogue
 from shared.contract.codec import new_event
 from shared.contract.events import (
     AnyEvent,
-    ConsentState,
     ErasureRequested,
     ExportJob,
     ExportPart,
@@ -35,13 +36,14 @@ from shared.plumbing import outbox
 from shared.plumbing.clock import Clock
 from shared.plumbing.db import Conn
 from shared.plumbing.logging import get_logger
-from shared.plumbing.outbox import Outbox
+from shared.plumbing.outbox import Outbox, OutboxRow
 from shared.plumbing.pipeline import ApplyFn, Batch
 from shared.plumbing.service import Background, Runtime
 
 SOURCE = "privacy-plane.consent"
 OWNER = "consent"
 EXPORT_CATEGORY = "consent_records"
+STATE_TYPE = "consent.state.v1"
 RECORD_SCHEMA = "privacy-plane/consent-ledger-entry.v1"
 log = get_logger(__name__)
 
@@ -76,17 +78,28 @@ class Consent:
         """How the ledger and the suppression list name `subject`."""
         return domain.pseudonym(self.key, subject)
 
-    def state_event(self, state: SubjectState, now: datetime) -> ConsentState:
-        """`consent.state.v1` for a state; its id is fixed by subject and version."""
-        event = new_event(
-            ConsentState,
-            subject=state.subject,
-            data=domain.state_data(state, self.catalogue, now),
-            source=SOURCE,
-            time=now,
-        )
-        return event.model_copy(
-            update={"id": str(uuid.uuid5(IDS, f"{state.subject}/{state.version}"))}
+    def state_row(self, state: SubjectState, now: datetime) -> OutboxRow:
+        """`consent.state.v1` for a state, encoded straight to JSON (the ingest hot path).
+
+        Its id is fixed by subject and version, so a replay re-emits the same event.
+        """
+        event_id = str(uuid.uuid5(IDS, f"{state.subject}/{state.version}"))
+        event = {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": SOURCE,
+            "type": STATE_TYPE,
+            "subject": state.subject,
+            "time": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "datacontenttype": "application/json",
+            "data": domain.state_json(state, self.catalogue, now),
+        }
+        return OutboxRow(
+            self.settings.topics.consent_state,
+            state.subject.encode(),
+            orjson.dumps(event),
+            {"ce_type": STATE_TYPE},
+            event_id,
         )
 
 
@@ -118,10 +131,7 @@ class Unit:
         self.states[state.subject] = state
         self.touched.add(state.subject)
         if self.consent.settings.publish:
-            self.outbox.publish(
-                self.consent.settings.topics.consent_state,
-                self.consent.state_event(state, self.now),
-            )
+            self.outbox.raw(self.consent.state_row(state, self.now))
 
     def erase(self, subject: str) -> None:
         """Erasure: the projection goes, a tombstone follows, the ledger is scrubbed at flush."""
@@ -168,11 +178,11 @@ def make_apply(consent: Consent) -> ApplyFn:
         unit = Unit(consent, consent.clock.now(), batch.outbox)
         erased = await store.suppressed(conn, [unit.principal(s) for s in subjects])
         unit.states = await store.load_states(conn, subjects)
-        exports: list[ExportJob] = []
+        exports: list[tuple[ExportJob, bool]] = []
         for event in batch.events:
             if unit.principal(event.subject) in erased:
-                if _is_our_export(event):
-                    exports.append(event)  # type: ignore[arg-type]  # answered with no records
+                if isinstance(event, ExportJob) and _is_our_export(event):
+                    exports.append((event, False))  # answered, with no records
                 else:
                     batch.suppress(event)
             elif isinstance(event, ErasureRequested):
@@ -182,12 +192,12 @@ def make_apply(consent: Consent) -> ApplyFn:
                     await _suppress(conn, unit, event)
             elif isinstance(event, ExportJob):
                 if _is_our_export(event):
-                    exports.append(event)
+                    exports.append((event, True))
             else:
                 _apply_change(consent, unit, batch, event)
         await unit.flush(conn)
-        for job in exports:
-            await _answer_export(conn, consent, unit, job)
+        for job, with_records in exports:
+            await _answer_export(conn, consent, unit, job, with_records)
 
     return apply
 
@@ -211,8 +221,8 @@ def _erases_consent(event: ErasureRequested) -> bool:
     return scope == "all" or EXPORT_CATEGORY in scope
 
 
-def _is_our_export(event: AnyEvent) -> bool:
-    return isinstance(event, ExportJob) and event.data.owner == OWNER
+def _is_our_export(event: ExportJob) -> bool:
+    return event.data.owner == OWNER
 
 
 async def _suppress(conn: Conn, unit: Unit, event: ErasureRequested) -> None:
@@ -220,11 +230,17 @@ async def _suppress(conn: Conn, unit: Unit, event: ErasureRequested) -> None:
     await store.suppress(conn, [row])
 
 
-async def _answer_export(conn: Conn, consent: Consent, unit: Unit, job: ExportJob) -> None:
-    """Seal the subject's ledger to the job's key, in parts small enough for Kafka."""
+async def _answer_export(
+    conn: Conn, consent: Consent, unit: Unit, job: ExportJob, with_records: bool
+) -> None:
+    """Seal the subject's ledger to the job's key, in parts small enough for Kafka.
+
+    An erased subject's job is answered with an empty part: nothing is brought back, and the
+    export does not wait for an owner that will never answer.
+    """
     if not consent.settings.publish:
         return
-    entries = await store.ledger(conn, unit.principal(job.subject))
+    entries = await store.ledger(conn, unit.principal(job.subject)) if with_records else []
     records = [domain.entry_record(e) for e in entries]
     chunks = chunk_records(records, consent.settings.export_part_bytes)
     for index, chunk in enumerate(chunks):

@@ -479,6 +479,29 @@ async def test_erasure_leaves_a_tombstone_a_pseudonymised_ledger_and_late_events
     assert await service.db.fetchval(f"SELECT count(*) FROM {schema}.suppressed") >= 1
     assert (await service.decision(s, "marketing_email"))["state"] == "default"
     assert (await service.http.get(f"/v1/subjects/{s}/consent/history/verify")).json()["ok"] is True
+    _, public_key = sealing.new_keypair()
+    job = new_event(
+        ExportJob,
+        subject=s,
+        data=ExportJobData(
+            job_id="job_after_erasure",
+            request_id="req_export_after_erasure",
+            owner="consent",
+            categories=["consent_records"],
+            due_by=at(10_000),
+            public_key=public_key,
+        ),
+        source="privacy-plane.export",
+        time=at(12),
+    )
+    await service.send(service.topics.privacy_jobs, job)
+    receipts = await read_topic(
+        service.infra.kafka,
+        service.topics.privacy_receipts,
+        until=lambda rs: any(r.key == s.encode() for r in rs),
+    )
+    answered = [decode(r.value) for r in receipts if r.key == s.encode()]
+    assert [(p.data.job_id, p.data.record_count) for p in answered] == [("job_after_erasure", 0)]  # type: ignore[union-attr]
     assert len(await service.states(s, 3)) == 3  # nothing published after the tombstone
 
 
