@@ -11,7 +11,7 @@ import json
 import sys
 import time
 import zipfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -19,6 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.harness import producer, status_kb
+from bench.stats import percentile
 from bench.workload import export_records
 
 INGEST_TABLES = """
@@ -106,19 +107,26 @@ CLAIM = """
 UPDATE timers SET status = 'fired' WHERE id IN (
   SELECT id FROM timers WHERE status = 'pending' AND due_at <= now()
   ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, subject_id, category, owner
+RETURNING id, subject_id, category, owner, due_at
 """
 
 
 async def timers(args: dict[str, Any]) -> None:
-    """Raw ceiling of the timer loop: claim a batch with SKIP LOCKED, produce it, commit."""
+    """Raw ceiling of the timer loop: claim a batch with SKIP LOCKED, produce it, commit.
+
+    `steady` > 0: timers fall due at that many per second for `count / steady` seconds, the
+    loop polls every 0.1 s like the service, and the delays from due time to send are reported.
+    """
     conn = await asyncpg.connect(args["dsn"])
     await conn.execute(f'CREATE SCHEMA "{args["schema"]}"')
     await conn.execute(f'SET search_path TO "{args["schema"]}"')
     await conn.execute(TIMER_TABLE)
-    total = args["count"]
-    due = datetime.now(UTC)
-    rows = ((f"bsub_{i:07d}", "crm_data", "crm", due) for i in range(total))
+    total, steady = args["count"], args.get("steady", 0)
+    start = datetime.now(UTC) + timedelta(seconds=3 if steady else -1)
+    rows = (
+        (f"bsub_{i:07d}", "crm_data", "crm", start + timedelta(seconds=i / steady if steady else 0))
+        for i in range(total)
+    )
     await conn.copy_records_to_table(
         "timers", records=rows, columns=["subject_id", "category", "owner", "due_at"]
     )
@@ -127,29 +135,30 @@ async def timers(args: dict[str, Any]) -> None:
     started = time.perf_counter()
     claimed_s = produced_s = 0.0
     issued = 0
+    delays: list[float] = []
     async with producer(args["kafka"]) as prod:
         while issued < total:
             t0 = time.perf_counter()
             async with conn.transaction():
                 batch = await conn.fetch(CLAIM, args.get("batch", 1000))
                 t1 = time.perf_counter()
-                futures = [
-                    await prod.send(
-                        args["topic"],
-                        key=r["subject_id"].encode(),
-                        value=orjson.dumps(
-                            {"job_id": f"j{r['id']}", "owner": r["owner"], "cat": r["category"]}
-                        ),
+                futures = []
+                for r in batch:
+                    value = {"job_id": f"j{r['id']}", "owner": r["owner"], "cat": r["category"]}
+                    futures.append(
+                        await prod.send(
+                            args["topic"], key=r["subject_id"].encode(), value=orjson.dumps(value)
+                        )
                     )
-                    for r in batch
-                ]
+                    if steady:
+                        delays.append((datetime.now(UTC) - r["due_at"]).total_seconds() * 1000)
                 await asyncio.gather(*futures)
                 t2 = time.perf_counter()
             claimed_s += t1 - t0
             produced_s += t2 - t1
             issued += len(batch)
-            if not batch:
-                break
+            if len(batch) < args.get("batch", 1000):
+                await asyncio.sleep(0.1 if steady else 0)
     elapsed = time.perf_counter() - started
     say(
         done=time.time(),
@@ -157,6 +166,8 @@ async def timers(args: dict[str, Any]) -> None:
         seconds=elapsed,
         claim_rate=issued / claimed_s if claimed_s else None,
         produce_rate=issued / produced_s if produced_s else None,
+        p50_ms=percentile(delays, 50) if delays else None,
+        p99_ms=percentile(delays, 99) if delays else None,
     )
     await conn.close()
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench.profile import Entry, Profiler
 from shared.contract.topics import Topics
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
 
@@ -113,9 +114,23 @@ class Bench:
     database_url: str
     scale: float
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    profile: bool = False
     children: list[Child] = field(default_factory=list)
     schemas: list[str] = field(default_factory=list)
     topic_names: list[str] = field(default_factory=list)
+    profiles: dict[str, list[Entry]] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def profiled(self, child: Child | None, label: str) -> Iterator[None]:
+        """With BENCH_PROFILE=1, sample `child` with py-spy during the block."""
+        if not self.profile or child is None:
+            yield
+            return
+        profiler = Profiler(child.pid, RESULTS / "profiles" / f"{self.run_id}-{label}.txt")
+        try:
+            yield
+        finally:
+            self.profiles[label] = profiler.stop()
 
     def size(self, full: int, minimum: int = 1) -> int:
         """A workload size scaled by BENCH_SCALE."""

@@ -14,8 +14,9 @@ from typing import Any
 
 from bench import report
 from bench.harness import RESULTS, ROOT, Bench
+from bench.profile import render
 from bench.report import Row
-from bench.scenarios import footprint, ingest
+from bench.scenarios import decisions, export, footprint, ingest, timers
 from bench.scenarios.ingest import ConsentStage
 
 
@@ -38,6 +39,9 @@ def scenarios(bench: Bench) -> list[tuple[str, Callable[[], Awaitable[list[Row]]
     return [
         ("footprint", lambda: footprint.run(bench)),
         ("ingest", lambda: ingest.run(bench, stage)),
+        ("decisions", lambda: decisions.run(bench, stage)),
+        ("timers", lambda: timers.run(bench)),
+        ("export", lambda: export.run(bench)),
     ]
 
 
@@ -79,7 +83,8 @@ async def main_async() -> int:
     only = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
     started = time.monotonic()
     with provide() as infra:
-        bench = Bench(infra.kafka, infra.database_url, scale)
+        profile = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+        bench = Bench(infra.kafka, infra.database_url, scale, profile=profile)
         log(f"run {bench.run_id}: scale {scale}, {os.cpu_count()} cores, {infra.origin}")
         try:
             rows = await run_all(bench, only)
@@ -90,6 +95,12 @@ async def main_async() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     paths = report.write(RESULTS, rows, info, stamp)
     print(report.markdown(rows, info))
+    if bench.profiles:
+        text = "\n".join(render(label, found) for label, found in bench.profiles.items())
+        path = RESULTS / f"profiles-{stamp}.md"
+        path.write_text("# Profiles (py-spy, own and inclusive share of busy samples)\n\n" + text)
+        paths.append(path)
+        print(text)
     log("written: " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
     return 0
 
