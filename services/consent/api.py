@@ -111,8 +111,7 @@ def make_api(consent: Consent, runtime: Runtime) -> APIRouter:
         principal = consent.principal(subject_id)
         async with runtime.pool.acquire() as conn:
             entries = await store.ledger(conn, principal)
-            head = await store.head(conn, principal)
-            salt = await store.salt(conn, principal)
+            head, salt = await store.head(conn, principal)
         check = domain.verify_chain(entries, head, salt)
         return ChainOut(
             ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason

@@ -412,8 +412,20 @@ def state_data(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
 
 def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> dict[str, Any]:
     """`consent.state.v1` data as plain JSON values (the hot path: no model building)."""
-    purposes = {}
+    scoped = any(r.active for r in state.restrictions.values()) or any(
+        r.active for r in state.objections.values()
+    )
+    purposes: dict[str, Any] = {}
     for name, rule in catalogue.purposes.items():
+        if not scoped and name not in state.purposes:  # the common case, without decide()
+            allowed = rule.default or rule.basis is Basis.CONTRACT
+            purposes[name] = {
+                "state": DEFAULT,
+                "allowed": allowed,
+                "basis": rule.basis.value,
+                "reconsent_required": False,
+            }
+            continue
         d = decide(state, name, rule, now)
         item: dict[str, Any] = {
             "state": d.state,
@@ -527,35 +539,24 @@ class Facts:
 
 def facts(event: ChangeEvent) -> Facts:
     """The ledger facts of a contract event."""
-    base = Facts(event.id, event.source, event.type, event.time)
     if isinstance(event, ConsentGranted | ConsentWithdrawn):
         d = event.data
-        return replace(
-            base,
-            collection_method=d.source.value,
-            consent_type=d.consent_type.value,
-            policy_version=d.policy_version,
-            notice_id=d.notice_id,
-            jurisdiction=d.jurisdiction,
-            expires_at=d.expires_at,
-            evidence=_evidence(d.evidence),
-        )
+        return Facts(
+            event.id, event.source, event.type, event.time, d.source.value,
+            d.consent_type.value, d.policy_version, d.notice_id, d.jurisdiction, d.expires_at,
+            _evidence(d.evidence),
+        )  # fmt: skip
     if isinstance(event, AccountSignedUp):
-        return replace(
-            base,
-            collection_method="sign_up",
-            consent_type="implied",
-            policy_version=event.data.policy_version,
-            jurisdiction=event.data.jurisdiction,
-        )
+        return Facts(
+            event.id, event.source, event.type, event.time, "sign_up", "implied",
+            event.data.policy_version, None, event.data.jurisdiction,
+        )  # fmt: skip
     if isinstance(event, GpcSignal):
-        return replace(
-            base,
-            collection_method=event.data.source.value,
-            consent_type="gpc",
+        return Facts(
+            event.id, event.source, event.type, event.time, event.data.source.value, "gpc",
             evidence=_evidence(event.data.evidence),
-        )
-    return base
+        )  # fmt: skip
+    return Facts(event.id, event.source, event.type, event.time)
 
 
 def _evidence(evidence: Any) -> dict[str, Any] | None:
@@ -604,23 +605,25 @@ def pseudonym(key: bytes, subject: str) -> str:
 
 
 def _canonical(value: Any) -> bytes:
+    """Compact JSON, keys sorted, datetimes as UTC ISO 8601: the bytes that are hashed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_ts).encode()
 
 
 def personal_digest(salt: bytes, subject_id: str | None, evidence: Mapping[str, Any] | None) -> str:
     """Salted digest of an entry's personal fields (what the hash covers in their place)."""
-    return hashlib.sha256(
-        salt + _canonical({"subject_id": subject_id, "evidence": evidence})
-    ).hexdigest()
+    return hashlib.sha256(salt + _canonical([subject_id, evidence])).hexdigest()
 
 
 def entry_hash(entry: LedgerEntry) -> str:
-    """SHA-256 over the entry's non-personal fields (previous hash and personal digest included)."""
-    return _hash({f: getattr(entry, f) for f in HASHED_FIELDS})
+    """SHA-256 over the entry's non-personal fields (previous hash and personal digest included).
+
+    What is hashed is the JSON array of the HASHED_FIELDS values, in that order.
+    """
+    return _hash([getattr(entry, f) for f in HASHED_FIELDS])
 
 
-def _hash(fields: Mapping[str, Any]) -> str:
-    return hashlib.sha256(_canonical(fields)).hexdigest()
+def _hash(values: Sequence[Any]) -> str:
+    return hashlib.sha256(_canonical(values)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -647,7 +650,7 @@ def chain(
             f.jurisdiction, f.expires_at, f.occurred_at, received_at,
             personal_digest(salt, subject, f.evidence), head.hash,
         )  # fmt: skip
-        digest = _hash(dict(zip(HASHED_FIELDS, values, strict=True)))
+        digest = _hash(values)
         entry = LedgerEntry(*values, digest, subject, f.evidence)
         entries.append(entry)
         head = Head(entry.seq, digest)

@@ -1,7 +1,7 @@
 """The consent service's event side: apply a batch, expire lapsed grants, answer export jobs.
 
-A batch is applied in memory: one query each loads the states, ledger heads, salts and the
-suppression marks of all its subjects (under per-subject advisory locks, so replicas and the
+A batch is applied in memory: one query loads the states, and one the ledger heads, salts and
+suppression marks, of all its subjects (under per-subject advisory locks, so replicas and the
 expiry loop never interleave on a subject); events are decided in order; the projection rows,
 ledger entries (COPY) and heads are then written with one bulk statement each. Every applied
 change publishes the subject's full state with the next version.
@@ -83,7 +83,7 @@ class Consent:
 
         Its id is fixed by subject and version, so a replay re-emits the same event.
         """
-        event_id = str(uuid.uuid5(IDS, f"{state.subject}/{state.version}"))
+        event_id = f"consent-state:{state.subject}:{state.version}"
         event = {
             "specversion": "1.0",
             "id": event_id,
@@ -115,6 +115,7 @@ class Unit:
     erased: dict[str, str] = field(default_factory=dict)
     lines: dict[str, list[tuple[Facts, Change]]] = field(default_factory=lambda: defaultdict(list))
     principals: dict[str, str] = field(default_factory=dict)
+    context: dict[str, store.LedgerContext] = field(default_factory=dict)
 
     def principal(self, subject: str) -> str:
         found = self.principals.get(subject)
@@ -151,19 +152,18 @@ class Unit:
     async def _append_ledger(self, conn: Conn) -> None:
         if not self.lines:
             return
-        principals = {s: self.principal(s) for s in self.lines}
-        heads = await store.heads(conn, list(principals.values()))
-        salts = await store.salts(conn, list(principals.values()))
-        fresh = {p: os.urandom(16) for p in principals.values() if p not in salts}
-        await store.insert_salts(conn, fresh)
-        salts.update(fresh)
+        missing = [self.principal(s) for s in self.lines if self.principal(s) not in self.context]
+        if missing:
+            self.context.update(await store.ledger_context(conn, missing))
         entries: list[domain.LedgerEntry] = []
-        new_heads: dict[str, Head] = {}
+        new_heads: dict[str, tuple[Head, bytes]] = {}
         for subject, items in self.lines.items():
-            p = principals[subject]
-            chained, new_heads[p] = domain.chain(
-                heads.get(p, Head()), p, subject, salts[p], items, self.now
-            )
+            p = self.principal(subject)
+            context = self.context.get(p)
+            head = context.head if context else Head()
+            salt = context.salt if context and context.salt else os.urandom(16)
+            chained, new_head = domain.chain(head, p, subject, salt, items, self.now)
+            new_heads[p] = (new_head, salt)
             entries.extend(chained)
         await store.append_ledger(conn, entries)
         await store.save_heads(conn, new_heads)
@@ -176,7 +176,8 @@ def make_apply(consent: Consent) -> ApplyFn:
         subjects = sorted({e.subject for e in batch.events})
         await store.lock_subjects(conn, subjects)
         unit = Unit(consent, consent.clock.now(), batch.outbox)
-        erased = await store.suppressed(conn, [unit.principal(s) for s in subjects])
+        unit.context = await store.ledger_context(conn, [unit.principal(s) for s in subjects])
+        erased = {p for p, c in unit.context.items() if c.erased}
         unit.states = await store.load_states(conn, subjects)
         exports: list[tuple[ExportJob, bool]] = []
         for event in batch.events:

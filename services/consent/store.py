@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -34,27 +35,25 @@ ORDER BY next_expiry
 LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
-SELECT_SUPPRESSED = "SELECT principal FROM suppressed WHERE principal = ANY($1)"
+SELECT_LEDGER_CONTEXT = """
+SELECT u.p AS principal, h.seq, h.hash, h.salt, s.principal IS NOT NULL AS erased
+FROM unnest($1::text[]) AS u(p)
+LEFT JOIN ledger_heads h ON h.principal = u.p
+LEFT JOIN suppressed s ON s.principal = u.p
+"""
 INSERT_SUPPRESSED = """
 INSERT INTO suppressed (principal, erased_at, request_id, event_id)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING
 """
-SELECT_HEADS = "SELECT principal, seq, hash FROM ledger_heads WHERE principal = ANY($1)"
-SELECT_HEAD = "SELECT seq, hash FROM ledger_heads WHERE principal = $1"
+SELECT_HEAD = "SELECT seq, hash, salt FROM ledger_heads WHERE principal = $1"
 UPSERT_HEADS = """
-INSERT INTO ledger_heads (principal, seq, hash)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])
+INSERT INTO ledger_heads (principal, seq, hash, salt)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
 ON CONFLICT (principal) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash
 """
-SELECT_SALTS = "SELECT principal, salt FROM ledger_salts WHERE principal = ANY($1)"
-SELECT_SALT = "SELECT salt FROM ledger_salts WHERE principal = $1"
-INSERT_SALTS = """
-INSERT INTO ledger_salts (principal, salt)
-SELECT * FROM unnest($1::text[], $2::bytea[])
-"""
 SCRUB_LEDGER = "UPDATE ledger SET subject_id = NULL, evidence = NULL WHERE principal = ANY($1)"
-DELETE_SALTS = "DELETE FROM ledger_salts WHERE principal = ANY($1)"
+FORGET_SALTS = "UPDATE ledger_heads SET salt = NULL WHERE principal = ANY($1)"
 LEDGER_COLUMNS = (
     "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "
     "applied, note, collection_method, consent_type, policy_version, notice_id, jurisdiction, "
@@ -118,9 +117,26 @@ async def claim_expired(conn: Conn, now: datetime, limit: int) -> list[SubjectSt
     return [_state(r["subject_id"], r["version"], r["doc"]) for r in rows]
 
 
-async def suppressed(conn: Conn, principals: Sequence[str]) -> set[str]:
-    """Which of these persons were erased."""
-    return {r["principal"] for r in await conn.fetch(SELECT_SUPPRESSED, list(principals))}
+@dataclass(frozen=True, slots=True)
+class LedgerContext:
+    """A person's ledger head, digest salt, and whether they were erased."""
+
+    head: Head
+    salt: bytes | None
+    erased: bool
+
+
+async def ledger_context(conn: Conn, principals: Sequence[str]) -> dict[str, LedgerContext]:
+    """Heads, salts and erasure marks of these persons, in one query."""
+    rows = await conn.fetch(SELECT_LEDGER_CONTEXT, list(principals))
+    return {
+        r["principal"]: LedgerContext(
+            Head(r["seq"], r["hash"]) if r["seq"] is not None else Head(),
+            None if r["salt"] is None else bytes(r["salt"]),
+            r["erased"],
+        )
+        for r in rows
+    }
 
 
 async def suppress(conn: Conn, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:
@@ -129,46 +145,25 @@ async def suppress(conn: Conn, rows: Sequence[tuple[str, datetime, str | None, s
         await conn.execute(INSERT_SUPPRESSED, *map(list, zip(*rows, strict=True)))
 
 
-async def heads(conn: Conn, principals: Sequence[str]) -> dict[str, Head]:
-    """The last ledger entry of each person that has one."""
-    rows = await conn.fetch(SELECT_HEADS, list(principals))
-    return {r["principal"]: Head(r["seq"], r["hash"]) for r in rows}
-
-
-async def head(conn: Conn, principal: str) -> Head | None:
-    """One person's ledger head."""
+async def head(conn: Conn, principal: str) -> tuple[Head | None, bytes | None]:
+    """One person's ledger head and salt (the salt is None once erased)."""
     row = await conn.fetchrow(SELECT_HEAD, principal)
-    return None if row is None else Head(row["seq"], row["hash"])
+    if row is None:
+        return None, None
+    return Head(row["seq"], row["hash"]), None if row["salt"] is None else bytes(row["salt"])
 
 
-async def save_heads(conn: Conn, new_heads: dict[str, Head]) -> None:
-    """Move the ledger heads forward."""
+async def save_heads(conn: Conn, new_heads: dict[str, tuple[Head, bytes]]) -> None:
+    """Move the ledger heads forward (a new person's salt is stored with its first head)."""
     if new_heads:
         items = list(new_heads.items())
         await conn.execute(
             UPSERT_HEADS,
             [p for p, _ in items],
-            [h.seq for _, h in items],
-            [h.hash for _, h in items],
+            [h.seq for _, (h, _) in items],
+            [h.hash for _, (h, _) in items],
+            [salt for _, (_, salt) in items],
         )
-
-
-async def salts(conn: Conn, principals: Sequence[str]) -> dict[str, bytes]:
-    """The personal-digest salt of each person that has one."""
-    rows = await conn.fetch(SELECT_SALTS, list(principals))
-    return {r["principal"]: bytes(r["salt"]) for r in rows}
-
-
-async def salt(conn: Conn, principal: str) -> bytes | None:
-    """One person's salt (None once erased)."""
-    value = await conn.fetchval(SELECT_SALT, principal)
-    return None if value is None else bytes(value)
-
-
-async def insert_salts(conn: Conn, new: dict[str, bytes]) -> None:
-    """Store fresh salts."""
-    if new:
-        await conn.execute(INSERT_SALTS, list(new), list(new.values()))
 
 
 async def append_ledger(conn: Conn, entries: Sequence[LedgerEntry]) -> None:
@@ -187,7 +182,7 @@ async def scrub_ledger(conn: Conn, principals: Sequence[str]) -> None:
     """Erasure: remove the personal fields and the salts; the hashed fields stay."""
     if principals:
         await conn.execute(SCRUB_LEDGER, list(principals))
-        await conn.execute(DELETE_SALTS, list(principals))
+        await conn.execute(FORGET_SALTS, list(principals))
 
 
 def _entry(row: object) -> LedgerEntry:

@@ -251,3 +251,24 @@ def test_point_in_time_state_counts_a_late_older_grant_for_its_own_time():
         return domain.decide(state, "marketing_email", rule, at(minute)).allowed
 
     assert [allowed_at(m) for m in (1, 3, 6)] == [False, True, False]
+
+
+def test_the_published_state_says_what_decide_says_for_every_purpose():
+    restricted = new_event(
+        ProcessingRestricted,
+        subject=SUBJECT,
+        data=ProcessingRestrictedData(categories=["marketing_profile"]),
+        source="support",
+        time=at(4),
+    )
+    plain = fold(
+        signed_up(0, analytics_cookies=True), grant("personalisation", 1, expires_at=at(3))
+    )
+    scoped = fold(restricted, state=plain)
+    for state in (SubjectState(SUBJECT), plain, scoped):
+        published = domain.state_json(state, CATALOGUE, at(5))["purposes"]
+        for name, rule in CATALOGUE.purposes.items():
+            d = domain.decide(state, name, rule, at(5))
+            item = published[name]
+            assert (item["state"], item["allowed"], item["basis"]) == (d.state, d.allowed, d.basis)
+            assert item.get("since") == (d.since.isoformat() if d.since else None)
