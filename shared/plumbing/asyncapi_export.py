@@ -1,0 +1,89 @@
+"""Write each service's AsyncAPI document (as FastStream generates it) into docs/asyncapi/.
+
+    python -m shared.plumbing.asyncapi_export            # write docs/asyncapi/<service>.json
+    python -m shared.plumbing.asyncapi_export --check    # exit 1 when a file is out of date
+
+Each service's Runtime is built (not started: no broker or database is contacted) from
+placeholder settings; the servers section names the compose broker `kafka:9092`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from shared.plumbing.http import asyncapi_schema
+from shared.plumbing.settings import ServiceSettings
+
+SERVICES = ("consent", "retention", "export")
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
+PLACEHOLDERS: dict[str, Any] = {
+    "kafka_bootstrap_servers": "kafka:9092",
+    "database_url": SecretStr("postgresql://service@postgres:5432/privacy"),
+}
+
+
+def placeholder_settings(cls: type[ServiceSettings]) -> ServiceSettings:
+    """Settings with every required value filled by a placeholder, without validation."""
+    values: dict[str, Any] = {}
+    for name, field in cls.model_fields.items():
+        if field.is_required():
+            values[name] = PLACEHOLDERS.get(name, SecretStr("placeholder"))
+    return cls.model_construct(**values)
+
+
+def settings_class(module: Any) -> type[ServiceSettings]:
+    """The one ServiceSettings subclass a service's settings module defines."""
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, ServiceSettings)
+        and value is not ServiceSettings
+        and value.__module__ == module.__name__
+    ]
+    if len(found) != 1:
+        raise LookupError(f"{module.__name__}: expected one ServiceSettings subclass, got {found}")
+    return found[0]
+
+
+def document(service: str) -> str:
+    """The service's AsyncAPI document as stable, indented JSON."""
+    settings = placeholder_settings(
+        settings_class(importlib.import_module(f"services.{service}.settings"))
+    )
+    runtime = importlib.import_module(f"services.{service}.app").build_runtime(settings)
+    return json.dumps(json.loads(asyncapi_schema(runtime)), indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or check) docs/asyncapi/<service>.json for every service."""
+    parser = argparse.ArgumentParser(prog="python -m shared.plumbing.asyncapi_export")
+    parser.add_argument("--out", type=Path, default=DOCS, help="target folder")
+    parser.add_argument("--check", action="store_true", help="fail when a file is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for service in SERVICES:
+        text = document(service)
+        path: Path = args.out / f"{service}.json"
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date (run make asyncapi): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
