@@ -280,7 +280,8 @@ async def expire_due(consent: Consent, conn: Conn) -> tuple[int, list[outbox.Out
             unit.record(
                 state.subject, Facts(event_id, SOURCE, domain.EXPIRED_EVENT, lapsed), [change]
             )
-        unit.changed(outcome.state)
+        if outcome.changed:
+            unit.changed(outcome.state)
     await unit.flush(conn)
     return len(unit.touched), unit.outbox.rows
 

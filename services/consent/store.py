@@ -58,7 +58,7 @@ LEDGER_COLUMNS = (
     "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "
     "applied, note, collection_method, consent_type, policy_version, notice_id, jurisdiction, "
     "expires_at, occurred_at, received_at, personal_digest, prev_hash, hash, subject_id, "
-    "evidence::text AS evidence"
+    "evidence"
 )
 SELECT_LEDGER_PAGE = f"""
 SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND seq > $2 ORDER BY seq LIMIT $3
@@ -67,7 +67,7 @@ SELECT_LEDGER = f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 ORDER
 SELECT_LEDGER_UNTIL = f"""
 SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND occurred_at <= $2 ORDER BY seq
 """
-COPY_COLUMNS = [name.split(" ")[0].split("::")[0] for name in LEDGER_COLUMNS.split(", ")]
+COPY_COLUMNS = LEDGER_COLUMNS.split(", ")
 
 
 def _state(subject: str, version: int, doc: str) -> SubjectState:

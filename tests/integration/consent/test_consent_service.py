@@ -19,10 +19,12 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+import yaml
 
 from services.consent.app import build_runtime
 from services.consent.rebuild import rebuild
 from services.consent.settings import ConsentSettings
+from shared.catalogue import PURPOSES_FILE
 from shared.contract import sealing
 from shared.contract.codec import decode, new_event
 from shared.contract.envelope import CloudEvent
@@ -128,8 +130,12 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-async def service(infra: Infra) -> AsyncIterator[Service]:
+async def service(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
     test_id = uuid.uuid4().hex[:10]
+    catalogue = yaml.safe_load(PURPOSES_FILE.read_text())
+    catalogue["purposes"]["preference_cookies"]["reconsent_from"] = "2026-11"
+    purposes_file = tmp_path_factory.mktemp("consent") / "purposes.yaml"
+    purposes_file.write_text(yaml.safe_dump(catalogue))
     topics = Topics().with_prefix(f"t{test_id}.")
     await ensure_topics(infra.kafka, topics, TopicPolicy(partitions=3))
     settings = ConsentSettings(
@@ -142,6 +148,7 @@ async def service(infra: Infra) -> AsyncIterator[Service]:
         ledger_key="ledger-test-key",
         batch_timeout_ms=20,
         expiry_interval_s=0.1,
+        purposes_file=purposes_file,
     )
     clock = ManualClock(datetime(2026, 11, 26, 10, 0, tzinfo=UTC))
     runtime = build_runtime(settings, clock)
@@ -226,6 +233,26 @@ async def test_opt_in_withdrawal_and_regrant_publish_each_snapshot(service: Serv
     assert decision["allowed"] is True
     assert decision["basis"] == "consent"
     assert decision["reason"] == "granted"
+
+
+async def test_a_grant_under_an_older_policy_answers_reconsent_required_until_renewed(
+    service: Service,
+):
+    s = "usr_reconsent"
+    await service.send(service.topics.accounts_lifecycle, signed_up(s, 0, preference_cookies=True))
+    await service.wait_version(s, 1)
+    old = await service.decision(s, "preference_cookies")
+    assert (old["allowed"], old["state"], old["reconsent_required"]) == (False, "granted", True)
+    await service.send(
+        service.topics.consent_changes, grant(s, "preference_cookies", 1, policy_version="2026-11")
+    )
+    await service.wait_version(s, 2)
+    assert (await service.decision(s, "preference_cookies"))["allowed"] is True
+    states = await service.states(s, 2)
+    assert [st.purposes["preference_cookies"].reconsent_required for st in states if st] == [
+        True,
+        False,
+    ]
 
 
 async def test_a_restriction_overrides_a_grant_until_lifted_and_an_objection_denies(
