@@ -168,6 +168,26 @@ def check_cancel(request: Request) -> bool:
     return True
 
 
+ERASED_REASON = "subject erased"
+
+
+class ErasureEffect(StrEnum):
+    """What an erasure of the subject does to one of its export requests."""
+
+    CANCEL = "cancel"
+    DELETE_BUNDLE = "delete_bundle"
+    NONE = "none"
+
+
+def erasure_effect(request: Request, *, bundle_kept: bool) -> ErasureEffect:
+    """Open requests stop like a cancellation; a kept bundle (personal data) goes at once."""
+    if request.state.open:
+        return ErasureEffect.CANCEL
+    if request.bundle_id is not None and bundle_kept:
+        return ErasureEffect.DELETE_BUNDLE
+    return ErasureEffect.NONE
+
+
 def check_part(
     request: Request,
     *,

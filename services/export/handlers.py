@@ -12,10 +12,17 @@ from services.export import domain, parts, store
 from services.export import metrics as export_metrics
 from services.export.domain import ExportRefused, PartVerdict, Request, State
 from services.export.settings import ExportSettings
-from services.export.storage import FolderStorage, Storage, part_key, parts_prefix
+from services.export.storage import (
+    FolderStorage,
+    Storage,
+    bundle_key,
+    part_key,
+    parts_prefix,
+)
 from shared.contract.codec import new_event
 from shared.contract.events import (
     AnyEvent,
+    ErasureRequested,
     ExportJob,
     ExportJobData,
     ExportPart,
@@ -37,6 +44,7 @@ from shared.plumbing.service import Runtime
 SOURCE = "privacy-plane.export"
 ACCEPTS = {
     "export.requested.v1",
+    "erasure.requested.v1",
     "request.cancelled.v1",
     "request.extended.v1",
     "export.part.v1",
@@ -97,6 +105,8 @@ async def _handle(ctx: Context, conn: Conn, batch: Batch, event: AnyEvent) -> No
         await _requested(ctx, conn, batch, event)
     elif isinstance(event, RequestCancelled):
         await _cancelled(ctx, conn, batch, event)
+    elif isinstance(event, ErasureRequested):
+        await _erased(ctx, conn, batch, event)
     elif isinstance(event, RequestExtended):
         await _extended(ctx, conn, batch, event)
     elif isinstance(event, ExportPart):
@@ -153,10 +163,33 @@ async def _cancelled(ctx: Context, conn: Conn, batch: Batch, event: RequestCance
         raise domain.ChangeRefused("subject differs from the request's subject")
     if not domain.check_cancel(row.request):
         return
+    await _cancel(ctx, conn, batch, row, "cancelled by request")
+
+
+async def _cancel(
+    ctx: Context, conn: Conn, batch: Batch, row: store.RequestRow, reason: str
+) -> None:
+    """Stop an open request: key destroyed, partial files deleted, status cancelled."""
     await store.cancel(conn, row.request.request_id, ctx.now())
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
     cancelled = row.request.model_copy(update={"state": State.CANCELLED})
-    ctx.publish_status(batch.outbox, cancelled, reason="cancelled by request")
+    ctx.publish_status(batch.outbox, cancelled, reason=reason)
+
+
+async def _erased(ctx: Context, conn: Conn, batch: Batch, event: ErasureRequested) -> None:
+    """An erasure (any scope) cancels the subject's open exports and deletes finished bundles."""
+    deleted = []
+    for row in await store.subject_requests(conn, event.subject):
+        effect = domain.erasure_effect(row.request, bundle_kept=row.bundle_deleted_at is None)
+        if effect is domain.ErasureEffect.CANCEL:
+            await _cancel(ctx, conn, batch, row, domain.ERASED_REASON)
+        elif effect is domain.ErasureEffect.DELETE_BUNDLE:
+            bundle_id = cast(str, row.request.bundle_id)
+            await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
+            deleted.append(row.request.request_id)
+    if deleted:
+        await store.mark_bundles_deleted(conn, deleted, ctx.now())
+        export_metrics.BUNDLES_DELETED.inc(len(deleted))
 
 
 async def _extended(ctx: Context, conn: Conn, batch: Batch, event: RequestExtended) -> None:
@@ -191,6 +224,10 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
     await store.save_part(conn, data.request_id, received)
+    taken = data.location is not None and received.status == "stored"
+    if taken and ctx.settings.delete_referenced_parts:
+        path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
+        await store.queue_exchange_deletion(conn, str(path), ctx.now())
     await _progress(ctx, conn, batch, row)
 
 
@@ -209,6 +246,7 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
         cast(str, data.location),
         data.sha256,
         data.record_count,
+        ctx.settings.max_reference_bytes,
     )
 
 

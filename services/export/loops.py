@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from services.export import domain, store
 from services.export import metrics as export_metrics
@@ -126,7 +127,30 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
 
 
 async def delete_expired(ctx: Context) -> bool:
-    """Delete one batch of expired bundles; False when there were none."""
+    """Delete expired bundles and taken exchange files; False when there were none."""
+    files = await delete_exchange_files(ctx)
+    return await _delete_expired_bundles(ctx) or files
+
+
+async def delete_exchange_files(ctx: Context) -> bool:
+    """Delete one batch of exchange files whose intake committed (delete_referenced_parts)."""
+    async with ctx.runtime.pool.acquire() as conn, conn.transaction():
+        paths = await store.claim_exchange_deletions(conn)
+        if not paths:
+            return False
+        await asyncio.to_thread(_unlink_all, paths)
+        await store.forget_exchange_deletions(conn, paths)
+    log.info("export_exchange_files_deleted", count=len(paths))
+    return True
+
+
+def _unlink_all(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+
+
+async def _delete_expired_bundles(ctx: Context) -> bool:
     now = ctx.now()
     async with ctx.runtime.pool.acquire() as conn, conn.transaction():
         expired = await store.claim_expired_bundles(conn, now)

@@ -88,6 +88,28 @@ def resolve_location(exchange_dir: Path, location: str) -> Path:
     return path
 
 
+class _LimitedHasher:
+    """SHA-256 of what is read, failing the part once more than `limit` bytes came."""
+
+    def __init__(self, limit: int) -> None:
+        self._sha = hashlib.sha256()
+        self._limit = limit
+        self._seen = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._seen += len(chunk)
+        if self._seen > self._limit:
+            raise PartError(_too_big(self._seen, self._limit))
+        self._sha.update(chunk)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def _too_big(size: int, limit: int) -> str:
+    return f"referenced part is over the size limit ({size} bytes read, limit {limit} bytes)"
+
+
 def store_reference(
     storage: Storage,
     key: str,
@@ -95,12 +117,15 @@ def store_reference(
     location: str,
     sha256: str,
     record_count: int | None,
+    max_bytes: int = 512 * 1024 * 1024,
 ) -> int:
     """Stream a referenced part into storage, verifying its sha256; returns its records."""
     path = resolve_location(exchange_dir, location)
     if path.exists() and not path.is_file():
         raise PartError("location is not a regular file")
-    hasher = hashlib.sha256()
+    if path.is_file() and (size := path.stat().st_size) > max_bytes:
+        raise PartError(f"referenced part is {size} bytes, over the size limit of {max_bytes}")
+    hasher = _LimitedHasher(max_bytes)  # the file may grow while it is read
     count = 0
     try:
         source = path.open("rb")

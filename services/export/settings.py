@@ -42,6 +42,12 @@ class ExportSettings(ServiceSettings):
     )
     storage_dir: Path = Path("/var/lib/privacy-plane/export/storage")
     exchange_dir: Path = Path("/var/lib/privacy-plane/export/exchange")
+    max_reference_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="Largest file:// part taken; a bigger one fails."
+    )
+    delete_referenced_parts: bool = Field(
+        False, description="Delete an exchange file once its part is taken (default: keep)."
+    )
     link_ttl: timedelta = timedelta(hours=1)
     bundle_ttl: timedelta = timedelta(days=7)
     public_base_url: str = Field("", description="Prefix of download links, e.g. https://host")

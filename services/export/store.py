@@ -92,6 +92,16 @@ WHERE bundle_id IS NOT NULL AND bundle_deleted_at IS NULL AND bundle_expires_at 
 ORDER BY bundle_expires_at LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
+LOCK_SUBJECT_REQUESTS = """
+SELECT * FROM requests WHERE subject = $1 ORDER BY request_id FOR UPDATE
+"""
+QUEUE_EXCHANGE_DELETION = """
+INSERT INTO exchange_deletions (path, queued_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
+"""
+CLAIM_EXCHANGE_DELETIONS = """
+SELECT path FROM exchange_deletions ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+DELETE_EXCHANGE_DELETIONS = "DELETE FROM exchange_deletions WHERE path = ANY($1::text[])"
 MARK_BUNDLE_DELETED = """
 UPDATE requests SET bundle_deleted_at = $2, updated_at = now() WHERE request_id = ANY($1::text[])
 """
@@ -358,3 +368,23 @@ async def claim_expired_bundles(
 
 async def mark_bundles_deleted(conn: Conn, request_ids: Sequence[str], now: datetime) -> None:
     await conn.execute(MARK_BUNDLE_DELETED, list(request_ids), now)
+
+
+async def subject_requests(conn: Conn, subject: str) -> list[RequestRow]:
+    """Every export request of a subject, locked for this transaction."""
+    rows = await conn.fetch(LOCK_SUBJECT_REQUESTS, subject)
+    return [row for row in (_row(r) for r in rows) if row is not None]
+
+
+async def queue_exchange_deletion(conn: Conn, path: str, now: datetime) -> None:
+    """Delete an exchange file once this transaction has committed (the cleaner does it)."""
+    await conn.execute(QUEUE_EXCHANGE_DELETION, path, now)
+
+
+async def claim_exchange_deletions(conn: Conn, limit: int = 100) -> list[str]:
+    """Exchange files whose intake committed, locked for this transaction."""
+    return [r["path"] for r in await conn.fetch(CLAIM_EXCHANGE_DELETIONS, limit)]
+
+
+async def forget_exchange_deletions(conn: Conn, paths: Sequence[str]) -> None:
+    await conn.execute(DELETE_EXCHANGE_DELETIONS, list(paths))

@@ -6,12 +6,15 @@ from the outbox table. Fast checks of the rules the integration tests do not wal
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 import asyncpg
 import orjson
@@ -19,9 +22,13 @@ import pytest
 
 from services.export.app import MIGRATIONS, build_runtime, spec
 from services.export.domain import deadline_for
+from services.export.loops import delete_exchange_files
+from services.export.settings import ExportSettings
 from shared.contract.codec import decode, encode, new_event
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
+    ErasureRequested,
+    ErasureRequestedData,
     ExportJob,
     ExportRequested,
     ExportRequestedData,
@@ -34,7 +41,13 @@ from shared.contract.events import (
 from shared.plumbing import db
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.pipeline import Pipeline
-from tests.integration.export.harness import inline_parts, part_event, records_for, settings_for
+from tests.integration.export.harness import (
+    inline_parts,
+    part_event,
+    records_for,
+    reference_part,
+    settings_for,
+)
 
 pytestmark = pytest.mark.integration  # needs PostgreSQL
 
@@ -73,6 +86,13 @@ class Fed:
                 found.append(("event", decode(row["value"])))
         return found
 
+    async def published_jobs(self, owner: str) -> list[ExportJob]:
+        return [
+            e
+            for kind, e in await self.published()
+            if kind == "event" and isinstance(e, ExportJob) and e.data.owner == owner
+        ]
+
     async def dead(self) -> list[str]:
         return [reason for kind, reason in await self.published() if kind == "dead"]
 
@@ -91,22 +111,22 @@ class Fed:
         ]
 
 
-@pytest.fixture
-async def fed(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
-    settings = settings_for(infra, topics, schema, tmp_path)
+@contextlib.asynccontextmanager
+async def _fed(settings: ExportSettings) -> AsyncIterator[Fed]:
     clock = ManualClock()
     runtime = build_runtime(settings, clock)
-    conn = await asyncpg.connect(infra.database_url)
+    dsn = settings.database_url.get_secret_value()
+    conn = await asyncpg.connect(dsn)
     try:
-        await db.migrate(conn, schema, MIGRATIONS)
+        await db.migrate(conn, settings.db_schema, MIGRATIONS)
     finally:
         await conn.close()
-    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=2)
+    pool = await db.create_pool(dsn, settings.db_schema, min_size=1, max_size=2)
     pipeline = Pipeline(
         service="export",
-        schema=schema,
+        schema=settings.db_schema,
         pool=pool,
-        deadletter_topic=topics.deadletter,
+        deadletter_topic=settings.topics.deadletter,
         accepts=spec().accepts,
         apply=spec().make_apply(runtime),
         retry_for=1.0,
@@ -115,6 +135,12 @@ async def fed(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
         yield Fed(pipeline, pool, clock, itertools.count())
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def fed(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
+    async with _fed(settings_for(infra, topics, schema, tmp_path)) as fed:
+        yield fed
 
 
 def requested(clock: ManualClock, subject: str = "usr_1", request_id: str = "req_1") -> Any:
@@ -214,3 +240,93 @@ async def test_a_failed_part_can_be_resent_and_then_completes_the_category(fed: 
     rows = await fed.pool.fetch("SELECT status, record_count FROM parts")
     assert [(r["status"], r["record_count"]) for r in rows] == [("stored", 2)]
     assert await fed.dead() == []
+
+
+def erasure(subject: str, scope: Any = "all") -> ErasureRequested:
+    data = ErasureRequestedData(request_id=f"erase_{subject}", scope=scope, verified_by="portal")
+    return new_event(ErasureRequested, subject=subject, source="portal", data=data)
+
+
+async def test_an_erasure_cancels_the_open_export_and_deletes_the_finished_bundle_at_once(
+    fed: Fed, tmp_path: Path
+):
+    storage = tmp_path / "storage"
+    await fed.feed(
+        requested(fed.clock, request_id="req_open"),
+        requested(fed.clock, request_id="req_done"),
+        requested(fed.clock, subject="usr_2", request_id="req_other"),
+    )
+    crm = {j.data.request_id: j for j in await fed.published_jobs("crm")}["req_open"]
+    await fed.feed(*inline_parts(crm, "crm_data", records_for("crm", "crm_data", 2)))
+    assert list(storage.glob("parts/*/crm/crm_data/*.jsonl"))
+    expires = fed.clock.now() + timedelta(days=7)
+    await fed.pool.execute(
+        "UPDATE requests SET status = 'completed', sealed_key = NULL, bundle_id = 'b_done',"
+        " bundle_expires_at = $1 WHERE request_id = 'req_done'",
+        expires,
+    )
+    (storage / "bundles").mkdir(parents=True)
+    (storage / "bundles" / "b_done.zip").write_bytes(b"PK personal data")
+
+    await fed.feed(erasure("usr_1", scope=["marketing_profile"]))
+
+    last = {s.data.request_id: s for s in await fed.statuses()}
+    assert last["req_open"].data.status.value == "cancelled"
+    assert last["req_open"].data.reason == "subject erased"
+    assert last["req_other"].data.status.value == "pending"
+    done = [s.data.status.value for s in await fed.statuses() if s.data.request_id == "req_done"]
+    assert done == ["pending"]  # a finished request is not re-announced, only its bundle goes
+    rows = {
+        r["request_id"]: r
+        for r in await fed.pool.fetch(
+            "SELECT request_id, status, sealed_key, bundle_deleted_at FROM requests"
+        )
+    }
+    assert rows["req_open"]["status"] == "cancelled"
+    assert rows["req_open"]["sealed_key"] is None
+    assert rows["req_done"]["bundle_deleted_at"] is not None
+    assert rows["req_other"]["sealed_key"] is not None
+    assert not list(storage.glob("parts/*/crm/**/*.jsonl"))
+    assert not (storage / "bundles" / "b_done.zip").exists()
+    # a late part of the erased subject's request is dropped quietly; a repeat erasure is a no-op
+    more = inline_parts(crm, "crm_data", records_for("crm", "crm_data", 1))
+    await fed.feed(*more, erasure("usr_1").model_copy(update={"id": "again"}))
+    assert await fed.dead() == []
+    seen = [s.data.status.value for s in await fed.statuses() if s.data.request_id == "req_open"]
+    assert seen == ["pending", "in_progress", "cancelled"]
+
+
+@pytest.fixture
+async def fed_deleting(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
+    settings = settings_for(infra, topics, schema, tmp_path).model_copy(
+        update={"delete_referenced_parts": True, "max_reference_bytes": 2000}
+    )
+    async with _fed(settings) as fed:
+        yield fed
+
+
+async def test_with_the_setting_a_taken_exchange_file_is_queued_for_deletion_and_an_oversized_one_fails(
+    fed_deleting: Fed, tmp_path: Path
+):
+    fed = fed_deleting
+    await fed.feed(requested(fed.clock))
+    jobs = await fed.jobs()
+    exchange = tmp_path / "exchange"
+    small = reference_part(jobs["crm"], "crm_data", records_for("crm", "crm_data", 3), exchange)
+    big = reference_part(jobs["support"], "support_communications",
+                         records_for("support", "x", 100), exchange)  # fmt: skip
+    await fed.feed(small, big)
+    parts = {r["owner"]: r for r in await fed.pool.fetch("SELECT owner, status, error FROM parts")}
+    assert parts["crm"]["status"] == "stored"
+    assert parts["support"]["status"] == "failed"
+    assert "over the size limit of 2000" in parts["support"]["error"]
+    small_file = Path(urlsplit(small.data.location or "").path).resolve()
+    big_file = Path(urlsplit(big.data.location or "").path).resolve()
+    queued = [r["path"] for r in await fed.pool.fetch("SELECT path FROM exchange_deletions")]
+    assert queued == [str(small_file)]
+    assert small_file.exists()  # only after the intake committed, by the cleaner loop
+    ctx = cast(Any, SimpleNamespace(runtime=SimpleNamespace(pool=fed.pool)))
+    assert await delete_exchange_files(ctx)
+    assert not small_file.exists()
+    assert big_file.exists()  # a failed part's file stays for the owner to fix
+    assert await fed.pool.fetch("SELECT path FROM exchange_deletions") == []

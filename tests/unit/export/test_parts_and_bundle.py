@@ -214,3 +214,28 @@ def test_the_owner_helper_seals_a_whole_answer_into_numbered_parts_the_service_o
     assert kept == records
     [empty] = sealed_parts(job, "crm_data", [])
     assert (empty.part_count, empty.record_count) == (1, 0)
+
+
+def test_a_referenced_part_over_the_size_limit_fails_with_the_limit_named(tmp_path: Path):
+    storage = FolderStorage(tmp_path / "store")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    plaintext = records_bytes(RECORDS)
+    (exchange / "part.json").write_bytes(plaintext)
+    digest = hashlib.sha256(plaintext).hexdigest()
+    location = (exchange / "part.json").as_uri()
+    limit = len(plaintext) - 1
+    with pytest.raises(PartError, match=f"over the size limit of {limit}"):
+        parts.store_reference(storage, "p/0.jsonl", exchange, location, digest, None, limit)
+    assert not storage.exists("p/0.jsonl")
+    exact = parts.store_reference(
+        storage, "p/1.jsonl", exchange, location, digest, None, len(plaintext)
+    )
+    assert exact == 2
+
+
+def test_a_referenced_part_that_grows_while_read_is_stopped_at_the_limit(tmp_path: Path):
+    hasher = parts._LimitedHasher(10)
+    hasher.update(b"0123456789")
+    with pytest.raises(PartError, match="over the size limit"):
+        hasher.update(b"x")
