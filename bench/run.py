@@ -16,7 +16,7 @@ from bench import report
 from bench.harness import RESULTS, ROOT, Bench
 from bench.profile import render
 from bench.report import Row
-from bench.scenarios import decisions, export, footprint, ingest, timers
+from bench.scenarios import decisions, export, footprint, ingest, replay, timers
 from bench.scenarios.ingest import ConsentStage
 
 
@@ -40,6 +40,7 @@ def scenarios(bench: Bench) -> list[tuple[str, Callable[[], Awaitable[list[Row]]
         ("footprint", lambda: footprint.run(bench)),
         ("ingest", lambda: ingest.run(bench, stage)),
         ("decisions", lambda: decisions.run(bench, stage)),
+        ("replay", lambda: replay.run(bench, stage)),
         ("timers", lambda: timers.run(bench)),
         ("export", lambda: export.run(bench)),
     ]

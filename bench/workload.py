@@ -37,6 +37,7 @@ class ConsentWorkload:
     first_subject: int = 0
     seed: int = 7
     id_prefix: str = "c"
+    start: datetime = BASE_TIME
 
     def changes(self) -> Iterator[tuple[int, str, bool]]:
         """(subject index, purpose, granted) for each event, in order."""
@@ -49,7 +50,7 @@ class ConsentWorkload:
         """Kafka (key, value) pairs: consent.granted.v1 / consent.withdrawn.v1 events."""
         for i, (subject, purpose, granted) in enumerate(self.changes()):
             key = subject_id(subject)
-            at = BASE_TIME + timedelta(milliseconds=i)
+            at = self.start + timedelta(milliseconds=i)
             event = {
                 "specversion": "1.0",
                 "id": f"{self.id_prefix}{self.seed}-{i}",

@@ -8,10 +8,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.harness import API_TOKEN, RESULTS, Bench, Child, produce_all, producer, read_json_lines
+from bench.harness import API_TOKEN, RESULTS, Bench, Child, read_json_lines
 from bench.report import Row, Target
-from bench.scenarios.common import TopicWatcher, fail_note, wait_until
-from bench.scenarios.ingest import ConsentStage
+from bench.scenarios.common import fail_note
+from bench.scenarios.ingest import ConsentStage, run_service
 from bench.stats import highest_sustained
 from bench.workload import CONSENT_PURPOSES, ConsentWorkload, subject_id
 
@@ -55,28 +55,13 @@ def sustained(steps: list[dict[str, Any]]) -> float:
 
 async def seed_more_subjects(bench: Bench, stage: ConsentStage, subjects: int) -> None:
     """Bring the consent service to `subjects` subjects (one grant for each new one)."""
-    assert stage.topics is not None
     extra = subjects - stage.subjects
     if extra <= 0:
         return
     workload = ConsentWorkload(
         events=extra, subjects=extra, first_subject=stage.subjects, seed=8, id_prefix="d"
     )
-    wanted = set(workload.final_state())
-
-    def on_state(record: Any) -> None:
-        if record.key is not None:
-            wanted.discard(record.key.decode())
-
-    watcher = TopicWatcher(bench.kafka, stage.topics.consent_state, on_state)
-    await watcher.start()
-    try:
-        async with producer(bench.kafka) as prod:
-            await produce_all(prod, stage.topics.consent_changes, workload.messages())
-        if not await wait_until(lambda: not wanted, within=300):
-            raise TimeoutError(f"{len(wanted)} seeded subjects never published")
-    finally:
-        await watcher.stop()
+    await run_service(bench, workload, stage, within=300)
     stage.subjects = subjects
     stage.events += extra
 

@@ -29,6 +29,7 @@ class ConsentStage:
     subjects: int = 0
     latest: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     rate: float | None = None
+    baseline: float | None = None
 
 
 async def baseline(bench: Bench, workload: ConsentWorkload) -> tuple[float, dict[str, Any]]:
@@ -57,7 +58,9 @@ async def baseline(bench: Bench, workload: ConsentWorkload) -> tuple[float, dict
         child.stop()
 
 
-async def run_service(bench: Bench, workload: ConsentWorkload, stage: ConsentStage) -> float:
+async def run_service(
+    bench: Bench, workload: ConsentWorkload, stage: ConsentStage, within: float = 600
+) -> float:
     """Produce the workload to a running consent service; time until every state is out."""
     assert stage.topics is not None
     expected = workload.final_state()
@@ -79,7 +82,7 @@ async def run_service(bench: Bench, workload: ConsentWorkload, stage: ConsentSta
         async with producer(bench.kafka) as prod:
             started = time.time()
             await produce_all(prod, stage.topics.consent_changes, messages)
-        finished = await wait_until(lambda: not pending, within=600)
+        finished = await wait_until(lambda: not pending, within=within)
         if not finished:
             raise TimeoutError(f"{len(pending)} subjects never reached their final state")
         return rate(workload.events, watcher.last_at - started)
@@ -95,6 +98,7 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
     row.baseline_what = "bare aiokafka → asyncpg (inbox, ledger COPY, state upsert)"
     try:
         row.baseline, info = await baseline(bench, workload)
+        stage.baseline = row.baseline
         row.extra.update(info)
     except Exception as exc:
         row.note = f"baseline failed: {fail_note(exc)}"
