@@ -34,3 +34,6 @@ class RetentionSettings(ServiceSettings):
     )
     poll_interval: float = Field(0.1, gt=0, le=5, description="Seconds between timer polls.")
     claim_batch: int = Field(1000, ge=1, le=10_000, description="Timers claimed per transaction.")
+    fire_concurrency: int = Field(
+        3, ge=1, le=16, description="Transactions claiming due timers at once per replica."
+    )

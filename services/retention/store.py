@@ -179,19 +179,18 @@ CLAIM_DUE = """
 WITH due AS (
     SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1
     ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+), fired AS (
+    UPDATE timers t SET status = 'fired', fired_at = $1, blocked_by = '{}'
+    FROM due WHERE t.id = due.id
+    RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at
 )
-SELECT t.id, t.subject_id, s.account_id, t.category, t.owner, t.mode, t.reason, t.request_id,
-       t.due_at, r.deadline
-FROM timers t JOIN due ON due.id = t.id
-LEFT JOIN subjects s ON s.subject_id = t.subject_id
-LEFT JOIN requests r ON r.request_id = t.request_id
-"""
-MARK_FIRED = """
-UPDATE timers t SET status = 'fired', fired_at = $3, job_id = x.job_id, blocked_by = '{}'
-FROM unnest($1::bigint[], $2::text[]) AS x(id, job_id) WHERE t.id = x.id
+SELECT f.*, s.account_id, r.deadline
+FROM fired f
+LEFT JOIN subjects s ON s.subject_id = f.subject_id
+LEFT JOIN requests r ON r.request_id = f.request_id
 """
 MARK_BLOCKED = """
-UPDATE timers t SET status = 'blocked', blocked_by = string_to_array(x.holds, ',')
+UPDATE timers t SET status = 'blocked', fired_at = NULL, blocked_by = string_to_array(x.holds, ',')
 FROM unnest($1::bigint[], $2::text[]) AS x(id, holds) WHERE t.id = x.id
 """
 UNBLOCK = """
@@ -200,8 +199,9 @@ WHERE status = 'blocked' AND blocked_by && $1::text[]
 """
 SUBJECT_TIMERS = """
 SELECT t.id, t.subject_id, s.account_id, t.category, t.owner, t.mode, t.reason, t.cause,
-       t.request_id, t.due_at, t.status, t.blocked_by, t.job_id, t.fired_at
+       t.request_id, t.due_at, t.status, t.blocked_by, j.job_id, t.fired_at
 FROM timers t LEFT JOIN subjects s ON s.subject_id = t.subject_id
+LEFT JOIN jobs j ON j.subject_id = t.subject_id AND j.timer_id = t.id
 WHERE t.subject_id = $1 ORDER BY t.due_at, t.id
 """
 OPEN_TIMERS_PAGE = """
@@ -291,13 +291,11 @@ def _timer(row: asyncpg.Record) -> Timer:
 
 
 async def claim_due(conn: Conn, now: datetime, limit: int) -> list[tuple[Timer, datetime | None]]:
-    """Lock up to `limit` due timers (others' locks skipped), each with its request's deadline."""
+    """Claim up to `limit` due timers as fired (others' locks skipped), with request deadlines.
+
+    The ones a hold turns out to cover are then marked blocked in the same transaction.
+    """
     return [(_timer(r), r["deadline"]) for r in await conn.fetch(CLAIM_DUE, now, limit)]
-
-
-async def mark_fired(conn: Conn, ids: Sequence[int], job_ids: Sequence[str], now: datetime) -> None:
-    if ids:
-        await conn.execute(MARK_FIRED, list(ids), list(job_ids), now)
 
 
 async def mark_blocked(conn: Conn, ids: Sequence[int], holds: Sequence[Sequence[str]]) -> None:
@@ -407,12 +405,13 @@ def hold_from_row(row: asyncpg.Record) -> Hold:
 
 INSERT_JOBS = """
 INSERT INTO jobs (job_id, kind, subject_id, owner, category, mode, reason, request_id,
-                  due_by, issued_at, last_issued_at, next_action_at, fields)
+                  due_by, issued_at, last_issued_at, next_action_at, fields, timer_id)
 SELECT x.job_id, $1, x.subject_id, x.owner, x.category, x.mode, x.reason, x.request_id,
-       x.due_by, $2, $2, $3, x.fields
+       x.due_by, $2, $2, $3, x.fields, x.timer_id
 FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-            $10::text[], $11::timestamptz[], $12::jsonb[])
-     AS x(job_id, subject_id, owner, category, mode, reason, request_id, due_by, fields)
+            $10::text[], $11::timestamptz[], $12::jsonb[], $13::bigint[])
+     AS x(job_id, subject_id, owner, category, mode, reason, request_id, due_by, fields,
+          timer_id)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
 """
@@ -475,6 +474,7 @@ async def insert_jobs(
         [r.get("request_id") for r in rows],
         [r["due_by"] for r in rows],
         [orjson.dumps(r["fields"]).decode() if r.get("fields") is not None else None for r in rows],
+        [r.get("timer_id") for r in rows],
     )
     return {r["job_id"] for r in inserted}
 

@@ -68,7 +68,11 @@ def timer_loop(ctx: Context):  # type: ignore[no-untyped-def]
 async def tick(pool: asyncpg.Pool, ctx: Context, schema: str) -> bool:
     """One pass at the current time; True when a batch was full (more work waiting)."""
     now = ctx.clock.now()
-    busy = await fire_batch(pool, ctx, schema, now)
+    # several claimers at once: one builds events while another waits on the database
+    fired = await asyncio.gather(
+        *(fire_batch(pool, ctx, schema, now) for _ in range(ctx.settings.fire_concurrency))
+    )
+    busy = any(fired)
     busy = await reissue_batch(pool, ctx, schema, now) or busy
     await flag_overdue(pool, ctx, schema, now)
     return busy

@@ -120,6 +120,7 @@ async def fire(
         rows.append(
             {
                 "job_id": domain.job_id_for("timer", str(f.timer.id)),
+                "timer_id": f.timer.id,
                 "subject_id": f.timer.subject_id,
                 "owner": f.timer.owner,
                 "category": f.timer.category,
@@ -133,12 +134,6 @@ async def fire(
     for row in rows:
         if row["job_id"] in fresh:
             out.publish(ctx.settings.topics.privacy_jobs, deletion_event(row, 1, now))
-    await store.mark_fired(
-        conn,
-        [f.timer.id for f in firings if f.issues],
-        [r["job_id"] for r in rows],
-        now,
-    )
     blocked = [f for f in firings if not f.issues]
     await store.mark_blocked(conn, [f.timer.id for f in blocked], [f.blocked_by for f in blocked])
     await _report_firings(conn, ctx, out, [f for f in firings if f.timer.request_id], holds, now)

@@ -56,11 +56,10 @@ CREATE TABLE timers (
         CHECK (status IN ('pending', 'blocked', 'fired', 'cancelled', 'superseded')),
     blocked_by text[] NOT NULL DEFAULT '{}',
     superseded_by text,
-    job_id text,
     fired_at timestamptz,
     created_at timestamptz NOT NULL
 );
-CREATE INDEX timers_due ON timers (due_at) WHERE status = 'pending';
+CREATE INDEX timers_due ON timers (due_at, id) WHERE status = 'pending';
 CREATE INDEX timers_subject ON timers (subject_id);
 CREATE INDEX timers_request ON timers (request_id) WHERE request_id IS NOT NULL;
 CREATE INDEX timers_blocked ON timers USING gin (blocked_by) WHERE status = 'blocked';
@@ -69,6 +68,7 @@ CREATE INDEX timers_blocked ON timers USING gin (blocked_by) WHERE status = 'blo
 CREATE TABLE jobs (
     job_id text PRIMARY KEY,
     kind text NOT NULL CHECK (kind IN ('deletion', 'rectification')),
+    timer_id bigint,
     subject_id text NOT NULL,
     owner text NOT NULL,
     category text NOT NULL,
