@@ -100,3 +100,21 @@ def test_state_without_purposes_denies_every_consent_purpose(version: int) -> No
     cache = ConsentCache()
     cache.apply("usr_1", state(version))
     assert not cache.may_process("usr_1", "partner_marketing")
+
+
+def test_client_package_imports_without_the_services_dependencies() -> None:
+    """The `client` extra has no PyYAML, pydantic-settings, asyncpg, structlog or FastAPI."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('yaml', 'pydantic_settings', 'asyncpg', 'structlog', 'fastapi', 'uvicorn'):\n"
+        "    sys.modules[m] = None\n"
+        "import shared.consent_client as c\n"
+        "assert not c.ConsentCache().may_process('usr_1', 'marketing_email')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
