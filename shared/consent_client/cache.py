@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from types import MappingProxyType
 
 from shared.contract.events import ConsentStateData
 
@@ -54,12 +55,14 @@ class ConsentCache:
     A purpose missing from a subject's state falls back to the same default.
     """
 
-    __slots__ = ("_default_allowed", "_erased_at", "_subjects")
+    __slots__ = ("_default_allowed", "_erased_at", "_shapes", "_subjects")
 
     def __init__(self, default_allowed: Iterable[str] = CONTRACT_PURPOSES) -> None:
         self._default_allowed = frozenset(default_allowed)
         self._subjects: dict[str, SubjectConsent] = {}
         self._erased_at: dict[str, int] = {}
+        # Millions of subjects share a handful of decision maps: keep one read-only copy each.
+        self._shapes: dict[tuple[tuple[str, bool], ...], Mapping[str, bool]] = {}
 
     @property
     def default_allowed(self) -> frozenset[str]:
@@ -91,10 +94,12 @@ class ConsentCache:
         floor = current.version if current is not None else self._erased_at.get(subject, 0)
         if state.version <= floor:
             return Outcome.STALE
+        shape = tuple(sorted((p, d.allowed) for p, d in state.purposes.items()))
+        allowed = self._shapes.get(shape)
+        if allowed is None:
+            allowed = self._shapes.setdefault(shape, MappingProxyType(dict(shape)))
         self._subjects[subject] = SubjectConsent(
-            version=state.version,
-            allowed={purpose: decision.allowed for purpose, decision in state.purposes.items()},
-            gpc=state.gpc,
+            version=state.version, allowed=allowed, gpc=state.gpc
         )
         self._erased_at.pop(subject, None)
         return Outcome.APPLIED

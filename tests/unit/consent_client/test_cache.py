@@ -118,3 +118,15 @@ def test_client_package_imports_without_the_services_dependencies() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_subjects_with_the_same_decisions_share_one_read_only_map() -> None:
+    cache = ConsentCache()
+    cache.apply("usr_1", state(1, marketing_email=True, analytics_cookies=False))
+    cache.apply("usr_2", state(9, analytics_cookies=False, marketing_email=True))
+    first, second = cache.get("usr_1"), cache.get("usr_2")
+    assert first is not None
+    assert second is not None
+    assert first.allowed is second.allowed
+    with pytest.raises(TypeError):
+        first.allowed["marketing_email"] = False  # type: ignore[index]
