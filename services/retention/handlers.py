@@ -90,13 +90,13 @@ async def on_signed_up(conn: Conn, batch: Batch, ctx: Context, e: AccountSignedU
 async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) -> None:
     account_id = e.data.account_id
     await store.ensure_subject(conn, e.subject, account_id)
-    if not await store.set_lifecycle(conn, account_id, "closed", e.data.closed_at, e.time):
-        return  # a newer reopening or closure was applied already
     account = await store.account(conn, account_id)
+    if account is not None and account["status"] == "closed":
+        return  # closed already: its timers run from the first closure
+    if not await store.set_lifecycle(conn, account_id, "closed", e.data.closed_at, e.time):
+        return  # a newer reopening was applied already
     days = account["crm_retention_days"] if account else None
     plans = domain.schedule_for_closure(ctx.rules, days, e.data.closed_at)
-    members = [r["subject_id"] for r in await store.account_subjects(conn, account_id)]
-    await store.cancel_closure_timers(conn, members)  # a second closure replaces the first
     live = [
         r["subject_id"]
         for r in await store.account_subjects(conn, account_id)

@@ -110,6 +110,12 @@ async def test_erasure_deletes_what_it_may_restricts_the_rest_and_reports_why(
         assert final["account_profile"] == "deleted"
         assert final["support_communications"] == "pending"
         assert final["billing_records"] == "retained"
+        h.clock.set(datetime(2027, 2, 21, tzinfo=UTC))  # past the extended deadline
+        view = await eventually(lambda: h.get("/v1/requests/req_1"), lambda r: r["overdue"])
+        assert (view["overdue"], view["status"]) == (True, "in_progress")
+        late = await statuses(h, "req_1", 5)
+        assert late[-1].data.overdue is True
+
         subject = await h.get("/v1/subjects/usr_e/retention")
         assert [c["job_id"] for c in subject["certificates"]] == [profile["job_id"]]
         assert "records" not in str(subject["certificates"]).replace("records_deleted", "")

@@ -41,6 +41,8 @@ async def test_closure_issues_each_category_at_its_time_and_the_dry_run_agrees(
             ("usr_b", "marketing_profile"),
         }
 
+        refused = await h.http.get("/v1/jobs", headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401
         answer = await h.get("/v1/subjects/usr_a/retention", at=(T0 + 31 * DAY).date().isoformat())
         due = {a["category"]: a for a in answer["dry_run"] if a["action"] == "delete"}
         assert set(due) == {"usage_data"}
