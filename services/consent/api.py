@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
 
 from services.consent import domain, store
@@ -55,31 +56,33 @@ def make_api(consent: Consent, runtime: Runtime) -> APIRouter:
             raise HTTPException(400, {"error": f"unknown purpose {purpose!r}", "known": known})
         return rule
 
-    @router.get("/{subject_id}/decisions")
-    async def decision(
-        subject_id: str, purpose: str, at: AwareDatetime | None = None
-    ) -> DecisionOut:
-        """May we process this subject for `purpose` now (or, with `at`, at that time)?"""
+    @router.get("/{subject_id}/decisions", response_model=DecisionOut)
+    async def decision(subject_id: str, purpose: str, at: AwareDatetime | None = None) -> Response:
+        """May we process this subject for `purpose` now (or, with `at`, at that time)?
+
+        The hot path: one primary-key lookup, a pure decision, JSON written by orjson.
+        """
         rule = rule_for(purpose)
-        async with runtime.pool.acquire() as conn:
-            if at is None:
-                now = consent.clock.now()
-                state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
-            else:
-                now = at
-                entries = await store.ledger_until(conn, consent.principal(subject_id), at)
-                state = domain.state_at(subject_id, entries, at)
+        if at is None:
+            now = consent.clock.now()
+            state = await store.load_state(runtime.pool, subject_id) or SubjectState(subject_id)
+        else:
+            now = at
+            principal = consent.principal(subject_id)
+            entries = await store.ledger_until(runtime.pool, principal, at)
+            state = domain.state_at(subject_id, entries, at)
         d = domain.decide(state, purpose, rule, now)
-        return DecisionOut(
-            allowed=d.allowed,
-            state=d.state,
-            basis=d.basis,
-            reason=d.reason,
-            since=d.since,
-            reconsent_required=d.reconsent_required,
-            expires_at=d.expires_at,
-            at=at,
-        )
+        body = {
+            "allowed": d.allowed,
+            "state": d.state,
+            "basis": d.basis,
+            "reason": d.reason,
+            "since": d.since,
+            "reconsent_required": d.reconsent_required,
+            "expires_at": d.expires_at,
+            "at": at,
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @router.get("/{subject_id}/consent")
     async def current(subject_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 import orjson
 
 from services.consent.domain import Head, LedgerEntry, SubjectState, from_doc, to_doc
@@ -85,7 +86,7 @@ async def load_states(conn: Conn, subjects: Sequence[str]) -> dict[str, SubjectS
     return {r["subject_id"]: _state(r["subject_id"], r["version"], r["doc"]) for r in rows}
 
 
-async def load_state(conn: Conn, subject: str) -> SubjectState | None:
+async def load_state(conn: Conn | asyncpg.Pool, subject: str) -> SubjectState | None:
     """One subject's stored state (the decision endpoint's one query)."""
     row = await conn.fetchrow(SELECT_STATE, subject)
     return None if row is None else _state(subject, row["version"], row["doc"])
@@ -201,6 +202,8 @@ async def ledger(conn: Conn, principal: str) -> list[LedgerEntry]:
     return [_entry(r) for r in await conn.fetch(SELECT_LEDGER, principal)]
 
 
-async def ledger_until(conn: Conn, principal: str, at: datetime) -> list[LedgerEntry]:
+async def ledger_until(
+    conn: Conn | asyncpg.Pool, principal: str, at: datetime
+) -> list[LedgerEntry]:
     """Entries of events that happened at or before `at`."""
     return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_UNTIL, principal, at)]
