@@ -1,0 +1,145 @@
+"""The consent pipeline against a real PostgreSQL schema, without Kafka: batches in, rows out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.consent.app import MIGRATIONS, load_catalogue
+from services.consent.handlers import ACCEPTS, Consent, expire_due, make_apply
+from services.consent.settings import ConsentSettings
+from services.consent.store import lock_subjects
+from shared.contract.codec import decode, encode, new_event
+from shared.contract.envelope import CloudEvent
+from shared.contract.events import (
+    ConsentChangeData,
+    ConsentGranted,
+    ConsentState,
+    ConsentWithdrawn,
+    ErasureRequested,
+    ErasureRequestedData,
+)
+from shared.plumbing import db
+from shared.plumbing.clock import ManualClock
+from shared.plumbing.pipeline import Pipeline
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Setup:
+    consent: Consent
+    pipeline: Pipeline
+    pool: asyncpg.Pool
+    clock: ManualClock
+
+    async def process(self, *events: CloudEvent[Any]) -> None:
+        records = []
+        for offset, event in enumerate(events):
+            key, value = encode(event)
+            records.append(Record("consent.changes", 0, offset, key, value))
+        await self.pipeline.process(records)
+
+    async def outbox(self) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch("SELECT topic, key, value FROM outbox ORDER BY id"))
+
+
+@pytest.fixture
+async def setup(infra: Infra, schema: str) -> AsyncIterator[Setup]:
+    settings = ConsentSettings(
+        kafka_bootstrap_servers="unused:9092",
+        database_url=infra.database_url,
+        db_schema=schema,
+        api_token="t",
+        ledger_key="component-key",
+    )
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await db.migrate(conn, schema, MIGRATIONS)
+    finally:
+        await conn.close()
+    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=3)
+    clock = ManualClock(NOW)
+    consent = Consent(settings, load_catalogue(settings), clock)
+    pipeline = Pipeline(
+        service="consent",
+        schema=schema,
+        pool=pool,
+        deadletter_topic="dead",
+        accepts=ACCEPTS,
+        apply=make_apply(consent),
+    )
+    try:
+        yield Setup(consent, pipeline, pool, clock)
+    finally:
+        await pool.close()
+
+
+def change(
+    model: type[ConsentGranted | ConsentWithdrawn], subject: str, minute: int, **extra: Any
+) -> Any:
+    data = ConsentChangeData(purpose="personalisation", source="api", **extra)
+    return new_event(
+        model, subject=subject, data=data, source="crm", time=NOW + timedelta(minutes=minute)
+    )
+
+
+async def test_a_batch_with_an_erasure_in_the_middle_suppresses_what_follows(setup: Setup):
+    before, after = change(ConsentGranted, "usr_b", 1), change(ConsentGranted, "usr_b", 3)
+    erasure = new_event(
+        ErasureRequested,
+        subject="usr_b",
+        data=ErasureRequestedData(request_id="req_1", verified_by="agent"),
+        source="portal",
+        time=NOW + timedelta(minutes=2),
+    )
+    other = change(ConsentWithdrawn, "usr_c", 1)
+    await setup.process(before, erasure, after, other)
+    rows = await setup.outbox()
+    assert [(r["key"], r["value"] is None) for r in rows] == [
+        (b"usr_b", False),
+        (b"usr_b", True),
+        (b"usr_c", False),
+    ]
+    assert await setup.pool.fetchval("SELECT count(*) FROM subjects") == 1
+    ledger = await setup.pool.fetch("SELECT subject_id, event_id FROM ledger")
+    assert {r["event_id"]: r["subject_id"] for r in ledger} == {before.id: None, other.id: "usr_c"}
+    heads = await setup.pool.fetch("SELECT salt FROM ledger_heads ORDER BY salt NULLS FIRST")
+    assert [h["salt"] is None for h in heads] == [True, False]
+    assert await setup.pool.fetchval("SELECT count(*) FROM inbox") == 4
+
+
+async def test_expiry_claims_only_what_no_consumer_holds_and_bumps_the_version(setup: Setup):
+    await setup.process(change(ConsentGranted, "usr_e", 1, expires_at=NOW + timedelta(hours=1)))
+    setup.clock.advance(timedelta(hours=2))
+    async with setup.pool.acquire() as holder, holder.transaction():
+        await lock_subjects(holder, ["usr_e"])  # a consumer is busy with this subject
+        async with setup.pool.acquire() as conn, conn.transaction():
+            assert (await expire_due(setup.consent, conn))[0] == 0
+    async with setup.pool.acquire() as conn, conn.transaction():
+        count, rows = await expire_due(setup.consent, conn)
+    assert count == 1
+    state = decode(rows[0].value)
+    assert isinstance(state, ConsentState)
+    assert state.data.version == 2
+    assert state.data.purposes["personalisation"].state == "expired"
+    async with setup.pool.acquire() as conn, conn.transaction():
+        assert (await expire_due(setup.consent, conn))[0] == 0
+    assert await setup.pool.fetchval("SELECT next_expiry FROM subjects") is None
