@@ -167,7 +167,12 @@ def apply_event(state: SubjectState, event: ChangeEvent, catalogue: PurposeCatal
     else:
         outcome = _scope(state, event, catalogue)
     if outcome.changed:
-        return Outcome(replace(outcome.state, version=state.version + 1), outcome.changes)
+        new = outcome.state
+        bumped = SubjectState(
+            new.subject, state.version + 1, new.purposes, new.restrictions, new.objections,
+            new.gpc_since,
+        )  # fmt: skip
+        return Outcome(bumped, outcome.changes)
     return Outcome(state, outcome.changes)
 
 
@@ -246,9 +251,11 @@ def _set_purpose(
             state, [Change(CONSENT, purpose, old, record.state, False, GPC_BLOCKS_IMPLIED)]
         )
     purposes = {**state.purposes, purpose: record}
-    return Outcome(
-        replace(state, purposes=purposes), [Change(CONSENT, purpose, old, record.state, True)]
-    )
+    changed = SubjectState(
+        state.subject, state.version, purposes, state.restrictions, state.objections,
+        state.gpc_since,
+    )  # fmt: skip
+    return Outcome(changed, [Change(CONSENT, purpose, old, record.state, True)])
 
 
 def _gpc(state: SubjectState, event: GpcSignal, catalogue: PurposeCatalogue) -> Outcome:
