@@ -569,6 +569,11 @@ WHERE NOT overdue AND deadline < $1 AND status IN ('pending', 'in_progress')
   AND cancelled_at IS NULL
 ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED
 """
+REQUEST_COUNTS = "SELECT kind, status, overdue, count(*) AS n FROM requests GROUP BY 1, 2, 3"
+DUE_SOON = """
+SELECT kind, count(*) AS n FROM requests
+WHERE status IN ('pending', 'in_progress') AND deadline >= $1 AND deadline < $2 GROUP BY kind
+"""
 SUBJECT_REQUESTS = "SELECT * FROM requests WHERE subject_id = $1 ORDER BY requested_at"
 
 
@@ -619,6 +624,16 @@ async def outcomes(conn: Conn, request_id: str) -> list[Outcome]:
 
 async def newly_overdue(conn: Conn, now: datetime, limit: int) -> list[str]:
     return [r["request_id"] for r in await conn.fetch(NEWLY_OVERDUE, now, limit)]
+
+
+async def request_counts(conn: Conn) -> dict[tuple[str, str, bool], int]:
+    return {
+        (r["kind"], r["status"], r["overdue"]): r["n"] for r in await conn.fetch(REQUEST_COUNTS)
+    }
+
+
+async def requests_due_soon(conn: Conn, now: datetime, until: datetime) -> dict[str, int]:
+    return {r["kind"]: r["n"] for r in await conn.fetch(DUE_SOON, now, until)}
 
 
 async def subject_requests(conn: Conn, subject_id: str) -> list[asyncpg.Record]:

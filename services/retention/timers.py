@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from services.retention import domain, store, workflow
 from services.retention.workflow import Context
@@ -24,6 +24,16 @@ from shared.plumbing.service import Runtime
 
 log = get_logger(__name__)
 
+
+def _shared_gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+    """A gauge other services may register too (one process can hold several in tests)."""
+    try:
+        return Gauge(name, doc, labels)
+    except ValueError:  # registered already by another service's module
+        existing: Gauge = REGISTRY._names_to_collectors[name]  # type: ignore[assignment]
+        return existing
+
+
 JOBS_ISSUED = Counter("pp_retention_jobs_issued_total", "Jobs issued by due timers", ["service"])
 TIMERS_BLOCKED = Counter(
     "pp_retention_timers_blocked_total", "Due timers held back by a legal hold", ["service"]
@@ -34,6 +44,16 @@ JOBS_REISSUED = Counter(
     ["service"],
 )
 JOBS_OVERDUE = Gauge("pp_retention_jobs_overdue", "Issued jobs past their due-by", ["service"])
+REQUESTS = _shared_gauge(
+    "pp_requests",
+    "Privacy requests by kind, status and overdue flag",
+    ["service", "kind", "status", "overdue"],
+)
+REQUESTS_DUE_SOON = _shared_gauge(
+    "pp_requests_due_soon", "Open requests whose deadline is within 7 days", ["service", "kind"]
+)
+REQUEST_KINDS = ("erasure", "rectification")
+REQUEST_STATUSES = ("pending", "in_progress", "completed", "cancelled", "partially_completed")
 RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"
 GAUGE_EVERY = 2.0
 
@@ -49,15 +69,17 @@ def timer_loop(ctx: Context):  # type: ignore[no-untyped-def]
             try:
                 busy = await tick(runtime.pool, ctx, runtime.settings.db_schema)
                 if time.monotonic() - last_gauge > GAUGE_EVERY:
-                    async with runtime.pool.acquire() as conn:
-                        JOBS_OVERDUE.labels(ctx.settings.service_name).set(
-                            await store.count_overdue(conn)
-                        )
+                    await update_gauges(runtime.pool, ctx)
                     last_gauge = time.monotonic()
             except Exception as exc:
-                if not is_transient(exc) and not isinstance(exc, asyncpg.PostgresError):
-                    raise
-                log.warning("retention_loop_retry", error=str(exc)[:200])
+                # The loop must outlive any failure: a timer that never fires is a broken
+                # promise. Database outages retry quietly; anything else is logged loudly.
+                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                    log.warning("retention_loop_retry", error=str(exc)[:200])
+                else:
+                    log.error("retention_loop_error", error=f"{type(exc).__name__}: {exc}"[:300])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), ctx.settings.poll_interval)
@@ -116,6 +138,22 @@ async def flag_overdue(pool: asyncpg.Pool, ctx: Context, schema: str, now: datet
         for request_id in await store.newly_overdue(conn, now, ctx.settings.claim_batch):
             await workflow.publish_status(conn, ctx, out, request_id, now)
         await outbox.write(conn, out.rows, schema)
+
+
+async def update_gauges(pool: asyncpg.Pool, ctx: Context) -> None:
+    """Overdue jobs, and requests by kind, status and overdue flag (for alerts)."""
+    service = ctx.settings.service_name
+    now = ctx.clock.now()
+    async with pool.acquire() as conn:
+        JOBS_OVERDUE.labels(service).set(await store.count_overdue(conn))
+        counts = await store.request_counts(conn)
+        soon = await store.requests_due_soon(conn, now, now + timedelta(days=7))
+    for kind in REQUEST_KINDS:
+        for status in REQUEST_STATUSES:
+            for overdue in ("true", "false"):
+                value = counts.get((kind, status, overdue == "true"), 0)
+                REQUESTS.labels(service, kind, status, overdue).set(value)
+        REQUESTS_DUE_SOON.labels(service, kind).set(soon.get(kind, 0))
 
 
 async def apply_rules(pool: asyncpg.Pool, ctx: Context) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.contract.events import (
     RequestCancelled,
@@ -33,6 +34,15 @@ DELETED_AT_ONCE = {"account_profile", "crm_data", "marketing_profile", "usage_da
 def extended(subject: str, request_id: str, deadline: datetime) -> RequestExtended:
     data = RequestExtendedData(request_id=request_id, reason="many systems", new_deadline=deadline)
     return event(RequestExtended, subject, data)
+
+
+async def gauge(h: Harness, name: str, labels: dict[str, str]) -> float | None:
+    text = (await h.http.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
 
 
 async def statuses(h: Harness, request_id: str, count: int) -> list[RequestStatusChanged]:
@@ -115,6 +125,11 @@ async def test_erasure_deletes_what_it_may_restricts_the_rest_and_reports_why(
         assert (view["overdue"], view["status"]) == (True, "in_progress")
         late = await statuses(h, "req_1", 5)
         assert late[-1].data.overdue is True
+        labels = {"service": "retention", "kind": "erasure", "status": "in_progress"}
+        overdue = await eventually(
+            lambda: gauge(h, "pp_requests", {**labels, "overdue": "true"}), lambda v: v == 1.0
+        )
+        assert overdue == 1.0
 
         subject = await h.get("/v1/subjects/usr_e/retention")
         assert [c["job_id"] for c in subject["certificates"]] == [profile["job_id"]]
