@@ -211,12 +211,14 @@ def _signed_up(state: SubjectState, event: AccountSignedUp, catalogue: PurposeCa
     for consent in event.data.consents:
         rule = catalogue.get(consent.purpose)
         if rule is None or rule.basis is Basis.CONTRACT:
-            target_state = GRANTED if consent.granted else WITHDRAWN
+            target_state = GRANTED if consent.granted else DEFAULT
             note = "unknown purpose" if rule is None else "contract basis: always allowed"
             changes.append(Change(CONSENT, consent.purpose, DEFAULT, target_state, False, note))
             continue
+        # An unticked box at sign-up leaves the purpose at its default, but as of this time, so
+        # an older grant arriving late cannot override it.
         record = PurposeRecord(
-            GRANTED if consent.granted else WITHDRAWN,
+            GRANTED if consent.granted else DEFAULT,
             event.time,
             event.id,
             "implied",
@@ -385,7 +387,7 @@ def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) 
 def _consent_decision(
     record: PurposeRecord | None, rule: PurposeRule, basis: str, now: datetime
 ) -> Decision:
-    if record is None:
+    if record is None or record.state == DEFAULT:
         return Decision(rule.default, DEFAULT, basis, "default", None)
     lapsed = record.expires_at is not None and record.expires_at <= now
     if record.state == EXPIRED or (record.state == GRANTED and lapsed):

@@ -226,7 +226,7 @@ async def test_opt_in_withdrawal_and_regrant_publish_each_snapshot(service: Serv
     ]
     last = states[-1]
     assert last is not None
-    assert last.purposes["analytics_cookies"].state == "withdrawn"
+    assert last.purposes["analytics_cookies"].state == "default"  # unticked at sign-up
     assert last.purposes["transactional_email"].allowed is True
     assert last.purposes["marketing_email"].since == at(20)
     decision = await service.decision(s, "marketing_email")

@@ -140,6 +140,16 @@ def test_a_late_gpc_signal_undoes_an_implied_grant_made_after_it():
     assert decision(state, "partner_marketing").state == "withdrawn"
 
 
+def test_an_unticked_box_at_sign_up_stays_default_and_outranks_an_older_late_grant():
+    state = fold(signed_up(5, marketing_email=False), grant("marketing_email", 2))
+    d = decision(state, "marketing_email")
+    assert (d.allowed, d.state) == (False, "default")
+    assert (
+        fold(grant("marketing_email", 6), state=state).purposes["marketing_email"].state
+        == "granted"
+    )
+
+
 def test_a_restriction_overrides_a_grant_until_it_is_lifted():
     restricted = new_event(
         ProcessingRestricted,
