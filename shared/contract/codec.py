@@ -56,16 +56,27 @@ def decode(value: bytes | None) -> AnyEvent:
     """Parse and validate one Kafka value; raise DecodeError with a clear reason."""
     if value is None:
         raise DecodeError("empty value (tombstone) where an event was expected")
+    envelopes: list[Any] = []
+
+    def unmarshal(raw: bytes) -> Any:
+        envelopes.append(orjson.loads(raw))
+        return envelopes[-1]
+
     try:
         sdk_event = from_structured(
-            KafkaMessage(headers={}, key=None, value=value), envelope_unmarshaller=orjson.loads
+            KafkaMessage(headers={}, key=None, value=value), envelope_unmarshaller=unmarshal
         )
     except Exception as exc:  # the SDK raises several unrelated types for bad input
         raise DecodeError(f"not a CloudEvents structured JSON event: {_short(exc)}") from exc
+    # The SDK fills a missing id (random) and time (now): an id-less record would then be a
+    # new event at every redelivery, and a time-less one would pass for the newest.
+    missing = [name for name in ("id", "time") if envelopes[0].get(name) is None]
+    if missing:
+        raise DecodeError(f"missing required attribute(s): {', '.join(missing)}")
     attributes = dict(sdk_event.get_attributes())
     attributes["data"] = sdk_event.get_data()
     event_type = attributes.get("type")
-    if event_type not in EVENT_TYPES:
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:  # a dict is unhashable
         raise DecodeError(f"unknown event type {str(event_type)[:100]!r}")
     try:
         return ANY_EVENT.validate_python(attributes)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from shared.contract.topics import Topics
+from tests.faults.harness import drop_schema, private_space
 from tests.faults.stats import STATS
+from tests.support.infra import ROOT, Infra
 
 
 @pytest.fixture(scope="session")
-def service_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where every service process of the session writes its log (the log scan reads it)."""
-    return tmp_path_factory.mktemp("service-logs")
+def service_logs() -> Path:
+    """Where every service process of the session writes its log (the log scan reads it).
+
+    Not pytest's tmp_path: other pytest sessions on the machine rotate those folders away.
+    """
+    folder = ROOT / ".local" / "fault-logs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    folder.mkdir(parents=True)
+    return folder
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -22,3 +33,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_sep("=", "fault suite figures")
     for line in STATS.lines():
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+async def spaces(infra: Infra) -> AsyncIterator[Callable[[], Awaitable[tuple[Topics, str]]]]:
+    """A factory of extra private (topics, schema) pairs; the schemas are dropped afterwards."""
+    made: list[str] = []
+
+    async def make() -> tuple[Topics, str]:
+        topics, schema = await private_space(infra)
+        made.append(schema)
+        return topics, schema
+
+    yield make
+    for schema in made:
+        await drop_schema(infra, schema)

@@ -394,3 +394,40 @@ async def outage(component: str) -> AsyncIterator[None]:
         yield
     finally:
         await _deploy("up", component)
+
+
+# ------------------------------------------------------------- private space ----
+
+
+async def private_space(infra: Infra, partitions: int = 3) -> tuple[Topics, str]:
+    """A fresh set of prefixed topics and a schema name (the caller drops the schema)."""
+    import uuid
+
+    from shared.plumbing.kafka import TopicPolicy, ensure_topics
+
+    tid = uuid.uuid4().hex[:10]
+    topics = Topics().with_prefix(f"f{tid}.")
+    await ensure_topics(infra.kafka, topics, TopicPolicy(partitions=partitions))
+    return topics, f"f_{tid}"
+
+
+async def drop_schema(infra: Infra, schema: str) -> None:
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+async def inbox_count(infra: Infra, schema: str) -> int:
+    rows = await query(infra.database_url, f'SELECT count(*) AS n FROM "{schema}".inbox')
+    return int(rows[0]["n"])
+
+
+async def wait_inbox(infra: Infra, schema: str, count: int, timeout: float = 240) -> None:
+    """Until the service recorded `count` distinct events in its inbox."""
+
+    async def done() -> bool:
+        return await inbox_count(infra, schema) >= count
+
+    await poll(done, timeout=timeout, interval=0.5, what=f"{count} events in {schema}.inbox")
