@@ -6,6 +6,13 @@ per purpose or category, and the time of the first GPC signal. An event older th
 set the current value is recorded but changes nothing ("superseded"); equal times let the later
 arrival win, so in-order events at the same instant apply in partition order.
 
+GPC: a signal withdraws every `gpc_applies` purpose and is remembered (`gpc_since`, the earliest
+signal): afterwards implied grants (sign-up ticks included) are refused, an explicit grant
+re-grants, and a repeated signal does not undo an explicit grant given after the first one. A
+signal arriving late also undoes an implied grant later than itself (refused in time order).
+Known limit: the projection keeps only the latest value per purpose, so a late signal cannot
+revive an explicit grant that an earlier-arriving, later signal already replaced.
+
 Ledger entries follow ISO/IEC TS 27560 and the Kantara consent receipt where a field fits:
 
 | ledger field        | 27560 / Kantara                                   |
@@ -58,6 +65,7 @@ ACTIVE, LIFTED = "active", "lifted"
 CONSENT, RESTRICTION, OBJECTION, GPC = "consent", "restriction", "objection", "gpc"
 SUPERSEDED = "superseded: an event with a later time set the current value"
 GPC_BLOCKS_IMPLIED = "gpc: after a GPC signal only an explicit grant re-grants"
+EXPLICIT_STANDS = "gpc: an explicit grant given after the first signal stands"
 EXPIRED_EVENT = "consent.expired"
 GENESIS = "0" * 64
 
@@ -269,7 +277,10 @@ def _gpc(state: SubjectState, event: GpcSignal, catalogue: PurposeCatalogue) -> 
     for name in catalogue.gpc_purposes():
         current = purposes.get(name)
         old = current.state if current else DEFAULT
-        if current is None or when >= current.since:
+        if _explicit_after_gpc(current, state.gpc_since):
+            # GPC is remembered; a repeated signal does not undo an explicit opt-in given after it.
+            changes.append(Change(CONSENT, name, old, WITHDRAWN, False, EXPLICIT_STANDS))
+        elif current is None or when >= current.since:
             purposes[name] = withdrawn
             changes.append(Change(CONSENT, name, old, WITHDRAWN, True, "gpc"))
         elif current.state == GRANTED and current.consent_type != "explicit":
@@ -280,6 +291,16 @@ def _gpc(state: SubjectState, event: GpcSignal, catalogue: PurposeCatalogue) -> 
             changes.append(Change(CONSENT, name, old, WITHDRAWN, False, SUPERSEDED))
     since = when if first else state.gpc_since
     return Outcome(replace(state, purposes=purposes, gpc_since=since), changes)
+
+
+def _explicit_after_gpc(current: PurposeRecord | None, gpc_since: datetime | None) -> bool:
+    return (
+        current is not None
+        and gpc_since is not None
+        and current.state == GRANTED
+        and current.consent_type == "explicit"
+        and current.since > gpc_since
+    )
 
 
 def _targets(event: ProcessingRestricted | ProcessingObjected | RestrictionLifted) -> list[str]:

@@ -135,6 +135,12 @@ def test_gpc_withdraws_gpc_purposes_and_only_an_explicit_grant_restores_one():
     assert domain.state_data(state, CATALOGUE, at(5)).gpc is True
 
 
+def test_a_repeated_gpc_signal_does_not_undo_an_explicit_grant_given_after_the_first():
+    state = fold(gpc(1), grant("marketing_email", 2), gpc(3))
+    assert decision(state, "marketing_email").allowed is True
+    assert decision(state, "partner_marketing").state == "withdrawn"
+
+
 def test_a_late_gpc_signal_undoes_an_implied_grant_made_after_it():
     state = fold(grant("partner_marketing", 5, consent_type="implied"), gpc(3))
     assert decision(state, "partner_marketing").state == "withdrawn"
