@@ -72,6 +72,14 @@ class Child:
     def peak_mb(self) -> float | None:
         return mb(status_kb(self.pid, "VmHWM"))
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the process has used so far."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -107,6 +115,16 @@ class Child:
 
 
 @dataclass
+class Phase:
+    """What `Bench.profiled` learnt about a block: the child's CPU share (1.0 = one core)."""
+
+    cpu_share: float | None = None
+
+    def note(self, who: str) -> str:
+        return f"{who} CPU {self.cpu_share:.0%} of a core" if self.cpu_share is not None else ""
+
+
+@dataclass
 class Bench:
     """One benchmark run: its infrastructure, its private names, what it must clean up."""
 
@@ -119,18 +137,27 @@ class Bench:
     schemas: list[str] = field(default_factory=list)
     topic_names: list[str] = field(default_factory=list)
     profiles: dict[str, list[Entry]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def profiled(self, child: Child | None, label: str) -> Iterator[None]:
-        """With BENCH_PROFILE=1, sample `child` with py-spy during the block."""
-        if not self.profile or child is None:
-            yield
+    def profiled(self, child: Child | None, label: str) -> Iterator[Phase]:
+        """Measure `child`'s CPU share during the block; with BENCH_PROFILE=1 also py-spy it."""
+        phase = Phase()
+        if child is None:
+            yield phase
             return
-        profiler = Profiler(child.pid, RESULTS / "profiles" / f"{self.run_id}-{label}.txt")
+        profiler = None
+        if self.profile:
+            profiler = Profiler(child.pid, RESULTS / "profiles" / f"{self.run_id}-{label}.txt")
+        cpu0, wall0 = child.cpu_seconds(), time.monotonic()
         try:
-            yield
+            yield phase
         finally:
-            self.profiles[label] = profiler.stop()
+            cpu1, wall = child.cpu_seconds(), time.monotonic() - wall0
+            if cpu0 is not None and cpu1 is not None and wall > 0:
+                phase.cpu_share = (cpu1 - cpu0) / wall
+            if profiler is not None:
+                self.profiles[label] = profiler.stop()
 
     def size(self, full: int, minimum: int = 1) -> int:
         """A workload size scaled by BENCH_SCALE."""

@@ -33,15 +33,17 @@ def parse(collapsed: str) -> list[tuple[list[str], int]]:
 
 
 def short(frame: str) -> str:
-    """`fn (path/to/file.py:12)` → `fn (file.py:12)` for a readable table."""
+    """`fn (path/to/pkg/file.py:12)` → `fn (pkg/file.py)`: one entry per function."""
     name, _, where = frame.partition(" (")
     if not where:
         return frame
-    return f"{name} ({Path(where.rstrip(')')).name})"
+    path = Path(where.rstrip(")").rpartition(":")[0])
+    return f"{name} ({path.parent.name}/{path.name})" if path.parent.name else f"{name} ({path})"
 
 
-def top(collapsed: str, limit: int = 15, skip_idle: bool = True) -> list[Entry]:
-    """The hottest functions: share of samples in the function itself and beneath it."""
+def top(collapsed: str, limit: int = 15, skip_idle: bool = True, by: str = "own") -> list[Entry]:
+    """The hottest functions by own samples (`by="own"`) or, among the project's own
+    functions, by inclusive samples (`by="project"`); shares are of the busy samples."""
     stacks = parse(collapsed)
     if skip_idle:
         stacks = [(s, n) for s, n in stacks if not _idle(s)]
@@ -55,10 +57,25 @@ def top(collapsed: str, limit: int = 15, skip_idle: bool = True) -> list[Entry]:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+    if by == "project":
+        ranked = Counter(
+            {f: n for f, n in inclusive.items() if any(p in f"/{f}" for p in _project_dirs())}
+        )
+    else:
+        ranked = own
     return [
         Entry(frame, own[frame] / total, inclusive[frame] / total)
-        for frame, _ in own.most_common(limit)
+        for frame, _ in ranked.most_common(limit)
     ]
+
+
+def _project_dirs() -> tuple[str, ...]:
+    """Folder names the short frames keep (`consent/handlers.py`): the project's packages."""
+    root = Path(__file__).resolve().parents[1]
+    names = {
+        d.name for base in ("services", "shared") for d in (root / base).iterdir() if d.is_dir()
+    }
+    return tuple(f"({name}/" for name in names)
 
 
 def _idle(stack: list[str]) -> bool:
@@ -93,7 +110,10 @@ class Profiler:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return top(self.out.read_text()) if self.out.exists() else []
+        if not self.out.exists():
+            return []
+        text = self.out.read_text()
+        return top(text) + top(text, by="project")
 
 
 def render(name: str, entries: list[Entry]) -> str:

@@ -146,17 +146,18 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         return rows
     try:
         await seed_more_subjects(bench, stage, subjects)
-        with bench.profiled(stage.child, "consent-decisions"):
+        with bench.profiled(stage.child, "consent-decisions") as phase:
             fixed = (
                 await load(bench, stage.child, paths, [FIXED_RATE], seconds, "loadgen-consent")
             )[0]
         p50.value, p99.value = fixed["p50_ms"], fixed["p99_ms"]
+        p99.note = phase.note("consent")
         p99.extra["fixed"] = fixed
         steps = await load(bench, stage.child, paths, STEPS, step_seconds, "steps-consent")
         top.value = sustained(steps)
         top.extra["steps"] = steps
         if fixed["errors"]:
-            p99.note = f"{fixed['errors']} errors"
+            p99.note += f"; {fixed['errors']} errors"
     except Exception as exc:
         for row in rows:
             row.note = fail_note(exc, stage.child)

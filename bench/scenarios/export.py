@@ -90,7 +90,7 @@ async def service_run(bench: Bench, count: int) -> tuple[float, float | None, Ch
                     )
                     messages.append(encode(part))
             request_id = request.data.request_id
-            with bench.profiled(child, "export-assembly"):
+            with bench.profiled(child, "export-assembly") as phase:
                 started = time.time()
                 await produce_all(prod, topics.privacy_receipts, messages)
                 finished = await wait_until(
@@ -101,6 +101,7 @@ async def service_run(bench: Bench, count: int) -> tuple[float, float | None, Ch
             raise TimeoutError(f"bundle not completed; status {status.get(request_id)!r}")
         if status[request_id] != "completed":
             raise RuntimeError(f"bundle {status[request_id]} (a part failed)")
+        bench.notes["export"] = phase.note("export")
         return status_watch.last_at - started, child.peak_mb(), child
     finally:
         await job_watch.stop()
@@ -128,7 +129,9 @@ async def run(bench: Bench) -> list[Row]:
     child = None
     try:
         seconds.value, peak.value, child = await service_run(bench, count)
-        seconds.note = "first part sent → completed status (includes decrypting every part)"
+        seconds.note = "first part sent → completed status (decrypting every part); " + (
+            bench.notes.get("export", "")
+        )
     except Exception as exc:
         for row in rows:
             row.note = fail_note(exc)

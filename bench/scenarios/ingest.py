@@ -109,8 +109,9 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         stage.topics = await bench.topics("consent")
         stage.schema = bench.schema("consent")
         stage.child = await services.start(bench, "consent", "consent", stage.schema, stage.topics)
-        with bench.profiled(stage.child, "consent-ingest"):
+        with bench.profiled(stage.child, "consent-ingest") as phase:
             row.value = await run_service(bench, workload, stage)
+        row.note = phase.note("consent")
         stage.events, stage.subjects, stage.rate = events, subjects, row.value
     except Exception as exc:
         row.note = fail_note(exc, stage.child)

@@ -73,11 +73,20 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         env["CONSENT_LEDGER_KEY"] = "bench-ledger-key-" + bench.run_id
         started = time.time()
         child = bench.spawn("rebuild", ["-m", "services.consent.rebuild", schema], env)
+        cpu: list[float] = []
+
+        def finished() -> bool:
+            used = child.cpu_seconds()  # None once it has exited: keep the last reading
+            if used is not None:
+                cpu.append(used)
+            return not child.alive()
+
         with bench.profiled(child, "consent-rebuild"):
-            await wait_until(lambda: not child.alive(), within=900, every=0.2)
+            await wait_until(finished, within=900, every=0.2)
         if child.alive() or child.proc.returncode != 0:
             raise RuntimeError(f"rebuild failed or timed out:\n{child.tail(5)}")
-        row.value = rate(stage.events, time.time() - started)
+        elapsed = time.time() - started
+        row.value = rate(stage.events, elapsed)
         row.extra["log"] = child.tail(2)
         conn = await bench.connect()
         try:
@@ -86,11 +95,9 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         finally:
             await conn.close()
         same.workload = f"subjects table (id, version, state document) of {live:,} subjects"
-        row.note = "; ".join(
-            part
-            for part in (reduced, "process start to exit, incl. migrate and group join")
-            if part
-        )
+        timing = "process start to exit, incl. migrate and group join"
+        share = f"rebuild CPU {cpu[-1] / elapsed:.0%} of a core" if cpu else ""
+        row.note = "; ".join(part for part in (reduced, timing, share) if part)
     except Exception as exc:
         row.note = fail_note(exc)
     return [row, same]

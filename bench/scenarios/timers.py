@@ -106,14 +106,15 @@ async def burst(bench: Bench, count: int) -> Row:
         await watcher.start()
         try:
             now = datetime.now(UTC) - timedelta(seconds=1)
-            with bench.profiled(child, "retention-burst"):
+            with bench.profiled(child, "retention-burst") as phase:
                 started = await insert_timers(bench, schema, timer_rows(count, now, 0))
                 done = await wait_until(lambda: watcher.count >= count, within=BURST_CAP_S)
             elapsed = (watcher.last_at if done else time.time()) - started
             row.value = rate(watcher.count, elapsed)
+            row.note = phase.note("retention")
             if not done:
-                row.note = (
-                    f"stopped after {BURST_CAP_S:.0f} s with {watcher.count:,} of {count:,} "
+                row.note += (
+                    f"; stopped after {BURST_CAP_S:.0f} s with {watcher.count:,} of {count:,} "
                     "published; rate over that time"
                 )
         finally:
