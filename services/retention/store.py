@@ -176,12 +176,13 @@ WHERE s.account_id = $1 AND t.status IN ('pending', 'blocked')
   AND t.cause IN ('closure', 'obligation') AND t.category = ANY($2::text[])
 """
 CLAIM_DUE = """
-WITH due AS (
-    SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1
-    ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
-), fired AS (
+WITH fired AS (
+    -- ARRAY(...) makes the update find its rows by primary key (no join over all timers)
     UPDATE timers t SET status = 'fired', fired_at = $1, blocked_by = '{}'
-    FROM due WHERE t.id = due.id
+    WHERE t.id = ANY(ARRAY(
+        SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1
+        ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
+    ))
     RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at
 )
 SELECT f.*, s.account_id, r.deadline
