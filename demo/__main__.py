@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import httpx
+from aiokafka.errors import KafkaError
+
 from demo.config import SetupError, from_local
 from demo.narrate import Narrator, short
 from demo.scenario import DemoFailed, DemoResult, run_scenario
@@ -12,13 +15,12 @@ from demo.scenario import DemoFailed, DemoResult, run_scenario
 
 def summary(result: DemoResult) -> str:
     """The one-line summary of a successful run."""
-    files = len(result.manifest.get("files", []))
     return (
-        f"Demo passed in {result.seconds:.1f} s: person {short(result.subject)} signed up, "
-        f"opted out (deletion certified), sent GPC ({len(result.gpc_withdrawn)} purposes "
-        f"withdrawn), exported {files} files, closed the account ({len(result.schedule)} "
-        f"categories scheduled) and was erased after a hold ({len(result.released_jobs)} jobs); "
-        f"{result.jobs_answered} answers from the simulated owners."
+        f"Demo passed in {result.seconds:.1f} s: {short(result.subject)} signed up, opted out "
+        f"(deletion certified), sent GPC ({len(result.gpc_withdrawn)} purposes withdrawn), "
+        f"exported {len(result.manifest.get('files', []))} files, closed the account "
+        f"({len(result.schedule)} categories scheduled), was erased after a legal hold "
+        f"({len(result.released_jobs)} jobs); {result.jobs_answered} owner answers."
     )
 
 
@@ -33,6 +35,10 @@ def main() -> int:
     except DemoFailed as exc:
         say.failure(str(exc))
         say.summary("Demo FAILED (see above): the stack's logs are in .local/logs/", ok=False)
+        return 1
+    except (httpx.HTTPError, KafkaError) as exc:
+        say.failure(f"{type(exc).__name__}: {exc}")
+        say.summary("Demo FAILED: a service or Kafka answered with an error", ok=False)
         return 1
     except KeyboardInterrupt:
         say.failure("interrupted")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,9 @@ class Narrator:
     """Numbered steps, what was done (→) and what came of it (✓)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
+        # piped output (CI logs) gets a readable width instead of rich's 80 columns
+        wide = None if sys.stdout.isatty() else 120
+        self.console = console or Console(highlight=False, width=wide)
 
     def title(self, text: str) -> None:
         self.console.print()

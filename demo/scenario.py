@@ -442,9 +442,23 @@ class Scenario:
         def of_erasure(j: Job) -> bool:
             return isinstance(j, DeletionJob) and j.data.request_id == erasure_id
 
-        await asyncio.sleep(1.0)  # give a wrongly issued job the chance to show up
+        async def timers_blocked() -> list[dict[str, Any]] | None:
+            view = await self.api.retention_view(self.subject)
+            now = datetime.now(UTC)
+            rows = [
+                t
+                for t in view["schedule"]
+                if t["request_id"] == erasure_id and datetime.fromisoformat(t["due_at"]) <= now
+            ]
+            return rows if rows and all(t["status"] == "blocked" for t in rows) else None
+
+        # once the timer loop has held back every due timer, no job can have gone out
+        timers = await self.until("the erasure's due timers to be held back", timers_blocked)
         self.result.jobs_before_release = len([j for j in self.owners.seen if of_erasure(j)])
-        self.say.note(f"deletion jobs issued meanwhile: {self.result.jobs_before_release}")
+        self.say.note(
+            f"{len(timers)} due timers held back by the hold; "
+            f"deletion jobs issued: {self.result.jobs_before_release}"
+        )
 
         released = LegalHoldReleasedData(hold_id=hold_id, scope="account", account_id=self.account)
         await self.publish(

@@ -7,7 +7,10 @@ import asyncio
 import base64
 import contextlib
 import io
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from demo.config import DemoConfig
+from demo.config import ROOT, DemoConfig
 from demo.narrate import Narrator
-from demo.scenario import run_scenario
+from demo.scenario import Api, DemoFailed, Scenario, run_scenario
 from services.consent.app import build_runtime as consent_runtime
 from services.consent.settings import ConsentSettings
 from services.export.app import build_runtime as export_runtime
@@ -172,3 +175,28 @@ async def test_the_demo_walks_one_person_through_every_promise_with_the_outcomes
     for heading in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert heading in text
     assert "manifest.json" in text
+
+
+async def test_a_missing_outcome_fails_the_demo_naming_what_it_waited_for(tmp_path: Path):
+    config = DemoConfig("http://c", "http://r", "http://e", "t", "127.0.0.1:1", wait=0.3)
+    scenario = Scenario(config, Narrator(Console(file=io.StringIO())), Api(config), None)  # type: ignore[arg-type]
+
+    async def never() -> None:
+        return None
+
+    with pytest.raises(DemoFailed, match="waited 0 s for the thing that never comes"):
+        await scenario.until("the thing that never comes", never)
+    await scenario.api.close()
+
+
+def test_without_a_running_stack_python_m_demo_says_so_and_exits_non_zero(tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "demo"],
+        cwd=ROOT,
+        env={**os.environ, "PP_LOCAL_DIR": str(tmp_path), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "make run" in done.stdout
