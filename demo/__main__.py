@@ -1,4 +1,11 @@
-"""`python -m demo` (`make demo`): run the scenario against the stack `make run` started."""
+"""`python -m demo` (`make demo`): run the scenario against the stack `make run` started.
+
+Finds the stack as deploy/local/run leaves it: `.local/env` (Kafka), `.local/api-token`, and
+the services on 127.0.0.1:8001 (consent), 8002 (retention), 8003 (export); `PP_LOCAL_DIR` and
+`PP_CONSENT_PORT` / `PP_RETENTION_PORT` / `PP_EXPORT_PORT` move them as they move the stack.
+The simulated owners read privacy.jobs as consumer group `privacy-plane-demo-owners`.
+Exit codes: 0 passed, 1 an outcome did not show up in time (or a service failed), 2 no stack.
+"""
 
 from __future__ import annotations
 

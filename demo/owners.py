@@ -162,8 +162,11 @@ class SimulatedOwners:
                 found = [job for job in self.seen if matches(job)]
                 if len(found) >= count:
                     return found
+                if self._task is not None and self._task.done():
+                    error = self._task.exception() if not self._task.cancelled() else None
+                    raise OwnersTimeout(f"{what}: the simulated owners stopped ({error!r})")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise OwnersTimeout(f"{what} (saw {len(found)} of {count})")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), left)
+                with contextlib.suppress(TimeoutError):  # wake now and then to see a crash
+                    await asyncio.wait_for(self._changed.wait(), min(left, 1.0))
