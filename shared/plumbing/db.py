@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )"""
 SELECT_APPLIED = "SELECT name, checksum FROM schema_migrations"
 INSERT_APPLIED = "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)"
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
 LOCK = "SELECT pg_advisory_lock(hashtext($1))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
 
@@ -68,7 +69,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, *directories: Path) -> 
     lock_key = f"migrate:{schema}"
     await conn.execute(LOCK, lock_key)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        # Least privilege: a role that owns a schema a DBA created for it needs no CREATE on
+        # the database (CREATE SCHEMA IF NOT EXISTS checks that privilege even when it exists).
+        if not await conn.fetchval(SCHEMA_EXISTS, schema):
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(f'SET search_path TO "{schema}"')
         await conn.execute(CREATE_MIGRATIONS_TABLE)
         applied = {r["name"]: r["checksum"] for r in await conn.fetch(SELECT_APPLIED)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,7 +34,7 @@ def bearer(settings: ServiceSettings) -> Any:
 
 
 def ops_router(runtime: Runtime) -> APIRouter:
-    """Open endpoints (keep them on the internal network): health, readiness, metrics, docs."""
+    """Open endpoints (keep them on the internal network): health, readiness, metrics."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/healthz")
@@ -60,6 +60,17 @@ def ops_router(runtime: Runtime) -> APIRouter:
     @router.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def docs_router(runtime: Runtime, app: FastAPI) -> APIRouter:
+    """API documents: AsyncAPI and OpenAPI (behind the bearer token like the read API)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    async def openapi_json() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @router.get("/docs/asyncapi.json")
     async def asyncapi_json() -> Response:

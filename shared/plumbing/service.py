@@ -196,8 +196,17 @@ class Runtime:
             finally:
                 await self.stop()
 
-        app = FastAPI(title=f"Privacy Plane {self.spec.name}", lifespan=lifespan)
+        # Only health, readiness and metrics are open (DESIGN §5): no public Swagger/ReDoc,
+        # and the OpenAPI and AsyncAPI documents need the token like the read API.
+        app = FastAPI(
+            title=f"Privacy Plane {self.spec.name}",
+            lifespan=lifespan,
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+        )
         app.include_router(http.ops_router(self))
+        app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
         if self.spec.make_api is not None:
             app.include_router(self.spec.make_api(self), dependencies=[http.bearer(self.settings)])
         if self.spec.make_public_api is not None:
