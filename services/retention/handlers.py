@@ -218,8 +218,8 @@ async def on_cancelled(conn: Conn, batch: Batch, ctx: Context, e: RequestCancell
     now = ctx.clock.now()
     await store.cancel_request(conn, request_id, now)
     stopped = await store.cancel_request_timers(conn, request_id)
-    await store.restore_superseded(conn, request_id)
     issued = {j["category"] for j in await store.list_jobs(conn, request_id=request_id)}
+    await store.restore_superseded(conn, request_id, sorted(set(stopped) - issued))
     current = {o.category: o for o in await store.outcomes(conn, request_id)}
     cancelled = [
         domain.Outcome(

@@ -163,7 +163,7 @@ WHERE subject_id = $1 AND category = ANY($2::text[]) AND cause = 'closure'
 """
 RESTORE_SUPERSEDED = """
 UPDATE timers SET status = 'pending', superseded_by = NULL, blocked_by = '{}'
-WHERE superseded_by = $1 AND status = 'superseded'
+WHERE superseded_by = $1 AND status = 'superseded' AND category = ANY($2::text[])
 """
 CANCEL_REQUEST_TIMERS = """
 UPDATE timers SET status = 'cancelled'
@@ -262,8 +262,9 @@ async def supersede(
     await conn.execute(SUPERSEDE, subject_id, list(categories), request_id)
 
 
-async def restore_superseded(conn: Conn, request_id: str) -> None:
-    await conn.execute(RESTORE_SUPERSEDED, request_id)
+async def restore_superseded(conn: Conn, request_id: str, categories: Sequence[str]) -> None:
+    """A cancelled erasure gives the closure schedule back for what it had not issued."""
+    await conn.execute(RESTORE_SUPERSEDED, request_id, list(categories))
 
 
 async def cancel_request_timers(conn: Conn, request_id: str) -> list[str]:

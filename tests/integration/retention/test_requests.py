@@ -17,6 +17,7 @@ from shared.contract.events import (
 from tests.integration.retention.harness import (
     T0,
     Harness,
+    closed,
     completed,
     erasure,
     event,
@@ -141,16 +142,21 @@ async def test_erasure_deletes_what_it_may_restricts_the_rest_and_reports_why(
 async def test_cancelled_erasure_stops_what_was_not_issued(infra, topics, schema):
     h = await Harness.start(infra, topics, schema)
     try:
-        await h.send(topics.accounts_lifecycle, signed_up("usr_f", "acc_f"))
+        await h.send(
+            topics.accounts_lifecycle, signed_up("usr_f", "acc_f"), closed("usr_f", "acc_f")
+        )
         await h.send(
             topics.legal_holds,
             hold("hold_f", "usr_f", categories=["crm_data"], reason="subpoena"),
         )
         await eventually(lambda: h.get("/v1/holds"), lambda r: len(r["holds"]) == 1)
+        await h.jobs("category = 'marketing_profile'")  # the closure's schedule is running
         await h.send(
             topics.privacy_requests, erasure("usr_f", "req_2", scope=["crm_data", "usage_data"])
         )
         await h.jobs("request_id = 'req_2'")  # usage_data goes at once; crm_data is held
+        superseded = await h.fetch("SELECT 1 FROM timers WHERE status = 'superseded'")
+        assert len(superseded) == 2  # the erasure took over the closure's crm and usage timers
         cancel = event(RequestCancelled, "usr_f", RequestCancelledData(request_id="req_2"))
         await h.send(topics.privacy_requests, cancel)
         view = await eventually(
@@ -163,7 +169,16 @@ async def test_cancelled_erasure_stops_what_was_not_issued(infra, topics, schema
         await h.send(topics.legal_holds, release("hold_f", "usr_f"))
         await eventually(lambda: h.get("/v1/holds"), lambda r: r["holds"] == [])
         await h.quiet()
-        rows = await h.fetch("SELECT category FROM jobs")
-        assert [r["category"] for r in rows] == ["usage_data"]
+        rows = await h.fetch("SELECT category, request_id FROM jobs ORDER BY category")
+        assert [tuple(r) for r in rows] == [("marketing_profile", None), ("usage_data", "req_2")]
+        closure = await h.fetch(
+            "SELECT category, status FROM timers WHERE cause = 'closure' AND category IN"
+            " ('crm_data', 'usage_data') ORDER BY category"
+        )
+        # crm_data goes back to its closure schedule (day 30); usage_data was deleted already
+        assert [tuple(r) for r in closure] == [
+            ("crm_data", "pending"),
+            ("usage_data", "superseded"),
+        ]
     finally:
         await h.stop()
