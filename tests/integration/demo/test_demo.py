@@ -21,9 +21,10 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
+from demo.api import Api
 from demo.config import ROOT, DemoConfig
 from demo.narrate import Narrator
-from demo.scenario import Api, DemoFailed, Scenario, run_scenario
+from demo.scenario import DemoFailed, Scenario, run_scenario
 from services.consent.app import build_runtime as consent_runtime
 from services.consent.settings import ConsentSettings
 from services.export.app import build_runtime as export_runtime
