@@ -59,6 +59,11 @@ class Api:
         body: dict[str, Any] = await self._json(self.consent, f"/v1/subjects/{subject}/consent")
         return body
 
+    async def ledger_check(self, subject: str) -> dict[str, Any]:
+        path = f"/v1/subjects/{subject}/consent/history/verify"
+        body: dict[str, Any] = await self._json(self.consent, path)
+        return body
+
     async def retention_view(self, subject: str) -> dict[str, Any]:
         path = f"/v1/subjects/{subject}/retention"
         body: dict[str, Any] = await self._json(self.retention, path)

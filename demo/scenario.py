@@ -80,6 +80,7 @@ class DemoResult:
     released_jobs: list[dict[str, Any]] = field(default_factory=list)
     erasure_status: str | None = None
     bundle_after_erasure: int | None = None
+    ledger_chain_ok: bool | None = None
     jobs_answered: int = 0
     seconds: float = 0.0
 
@@ -426,6 +427,22 @@ class Scenario:
             "the export bundle to be deleted after the erasure", bundle_gone
         )
         self.say.outcome("the export bundle of step 4 was deleted too: its link now answers 410")
+
+        async def forgotten() -> dict[str, Any] | None:
+            state = await self.api.consent_state(self.subject)
+            if state.get("version"):
+                return None
+            chain: dict[str, Any] = await self.api.ledger_check(self.subject)
+            return chain
+
+        chain = await self.until("consent to forget the person's choices", forgotten)
+        self.result.ledger_chain_ok = bool(chain["ok"])
+        if not chain["ok"]:
+            raise DemoFailed(f"the consent ledger no longer verifies: {chain['reason']}")
+        self.say.outcome(
+            f"consent forgot the choices; its ledger's hash chain still verifies "
+            f"({chain['checked']} entries, personal fields scrubbed)"
+        )
 
 
 def _job_row(job: DeletionJob) -> tuple[str, ...]:

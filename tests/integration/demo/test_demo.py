@@ -172,6 +172,7 @@ async def test_the_demo_walks_one_person_through_every_promise_with_the_outcomes
     assert ("billing_records", "restrict") in released  # a legal obligation: restricted only
     assert result.erasure_status == "completed"
     assert result.bundle_after_erasure == 410
+    assert result.ledger_chain_ok is True
     text = printed.getvalue()
     for heading in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6"):
         assert heading in text
