@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import subprocess
@@ -50,7 +51,10 @@ def run_compose(
     for file in files:
         args += ["-f", str(file)]
     args += ["config", "-q"] if quiet else ["config"]
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    # Only PATH from the caller: compose interpolates from the shell environment first, and
+    # CI exports KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL for the local stack.
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT, env=clean)
 
 
 def filled_env(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
