@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.retention import domain
+from services.retention import domain, workflow
 from services.retention.domain import Certificate, Hold, Outcome, Timer
 from shared.catalogue import load_retention
 
@@ -257,3 +257,25 @@ def test_changing_the_rules_changes_their_digest():
     )
     assert domain.rules_digest(RULES) == domain.rules_digest(load_retention())
     assert domain.rules_digest(changed) != domain.rules_digest(RULES)
+
+
+def test_the_fast_deletion_job_encoding_matches_the_contract_encoding():
+    from shared.contract.codec import decode, encode
+
+    for request_id in (None, "req_1"):
+        row = {
+            "job_id": "job_1",
+            "subject_id": "usr_1",
+            "owner": "crm",
+            "category": "crm_data",
+            "mode": "restrict",
+            "reason": "erasure_request",
+            "request_id": request_id,
+            "due_by": datetime(2026, 12, 26, 10, 0, 0, 5, tzinfo=UTC),
+        }
+        now = datetime(2026, 11, 26, 10, 0, 1, 123456, tzinfo=UTC)
+        fast = workflow.deletion_row("jobs", row, 2, now)
+        key, value = encode(workflow.deletion_event(row, 2, now))
+        assert (fast.key, fast.value) == (key, value)
+        assert decode(fast.value) == workflow.deletion_event(row, 2, now)
+        assert fast.event_id == decode(value).id
