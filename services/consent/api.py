@@ -7,9 +7,12 @@ A decision is one primary-key lookup of the subject's projection row plus a pure
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
@@ -17,8 +20,9 @@ from pydantic import AwareDatetime, BaseModel
 from services.consent import domain, store
 from services.consent.domain import SubjectState
 from services.consent.handlers import Consent
+from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeRule
-from shared.plumbing.service import Runtime
+from shared.plumbing.service import Background, Runtime
 
 
 class DecisionOut(BaseModel):
@@ -45,9 +49,49 @@ class ChainOut(BaseModel):
     reason: str | None
 
 
-def make_api(consent: Consent, runtime: Runtime) -> APIRouter:
+class ReadPool:
+    """A pool for the decision endpoint, opened and closed by a background loop.
+
+    Its connections only run single read-only statements, so they skip asyncpg's reset on
+    release (a second round trip per request); until it is open the runtime's pool serves.
+    """
+
+    def __init__(self, runtime_pool: Callable[[], asyncpg.Pool]) -> None:
+        self._runtime_pool = runtime_pool
+        self.pool: asyncpg.Pool | None = None
+
+    def get(self) -> asyncpg.Pool:
+        return self.pool or self._runtime_pool()
+
+    def loop(self, settings: ConsentSettings) -> Background:
+        """The background loop owning the pool."""
+
+        async def read_pool(runtime: Runtime, stop: asyncio.Event) -> None:
+            self.pool = await asyncpg.create_pool(
+                settings.database_url.get_secret_value(),
+                min_size=1,
+                max_size=settings.read_pool_size,
+                server_settings={"search_path": settings.db_schema, "timezone": "UTC"},
+                reset=_no_reset,
+                command_timeout=10,
+            )
+            try:
+                await stop.wait()
+            finally:
+                pool, self.pool = self.pool, None
+                await pool.close()
+
+        return read_pool
+
+
+async def _no_reset(_: asyncpg.Connection) -> None:
+    """Nothing to reset: these connections never change session state."""
+
+
+def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) -> APIRouter:
     """The `/v1/subjects/...` routes."""
     router = APIRouter(prefix="/v1/subjects", tags=["consent"])
+    reads = reads or ReadPool(lambda: runtime.pool)
 
     def rule_for(purpose: str) -> PurposeRule:
         rule = consent.catalogue.get(purpose)
@@ -65,11 +109,11 @@ def make_api(consent: Consent, runtime: Runtime) -> APIRouter:
         rule = rule_for(purpose)
         if at is None:
             now = consent.clock.now()
-            state = await store.load_state(runtime.pool, subject_id) or SubjectState(subject_id)
+            state = await store.load_state(reads.get(), subject_id) or SubjectState(subject_id)
         else:
             now = at
             principal = consent.principal(subject_id)
-            entries = await store.ledger_until(runtime.pool, principal, at)
+            entries = await store.ledger_until(reads.get(), principal, at)
             state = domain.state_at(subject_id, entries, at)
         d = domain.decide(state, purpose, rule, now)
         body = {

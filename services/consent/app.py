@@ -32,16 +32,18 @@ def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runt
     """The consent service on the shared plumbing (tests pass a ManualClock)."""
     clock = clock or SystemClock()
     consent = Consent(settings, load_catalogue(settings), clock)
+    reads = api.ReadPool(lambda: runtime.pool)
     spec = ServiceSpec(
         name="consent",
         migrations=MIGRATIONS,
         topics=lambda _: consumed_topics(settings),
         accepts=handlers.ACCEPTS,
         make_apply=lambda _: handlers.make_apply(consent),
-        make_api=lambda runtime: api.make_api(consent, runtime),
-        background=[handlers.expiry_loop(consent)],
+        make_api=lambda runtime: api.make_api(consent, runtime, reads),
+        background=[handlers.expiry_loop(consent), reads.loop(settings)],
     )
-    return Runtime(settings, spec, clock)
+    runtime = Runtime(settings, spec, clock)
+    return runtime
 
 
 def create() -> FastAPI:

@@ -28,6 +28,7 @@ class ConsentSettings(ServiceSettings):
     publish: bool = Field(
         True, description="Publish consent.state and export parts; a rebuild turns it off."
     )
+    read_pool_size: int = Field(8, ge=1, le=100, description="Connections for decisions.")
     expiry_interval_s: float = Field(1.0, gt=0)
     expiry_batch: int = Field(500, ge=1, le=10_000)
     export_part_bytes: int = Field(256 * 1024, ge=1024)
