@@ -19,9 +19,6 @@ ROOT = Path(__file__).resolve().parents[3]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 SERVICES = ("consent", "retention", "export")
-# Request gauges the services are to publish (not in shared/plumbing/metrics.py):
-# pp_requests{service,kind,status,overdue} and pp_requests_due_soon{service,kind}.
-REQUEST_GAUGES = {"pp_requests", "pp_requests_due_soon"}
 
 
 def load_yaml(path: Path) -> Any:
@@ -38,7 +35,7 @@ def known_metric_names() -> set[str]:
     suffixes = ("", "_total", "_bucket", "_sum", "_count")
     for metric in REGISTRY.collect():  # labelled metrics have no samples before first use
         names.update(metric.name + suffix for suffix in suffixes)
-    return {n for n in names if n.startswith("pp_")} | REQUEST_GAUGES
+    return {n for n in names if n.startswith("pp_")}
 
 
 def pp_names(expr: str) -> set[str]:
