@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ def _row(record: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(record).items() if k != "fields"}
 
 
-def make_router(ctx: Context):  # type: ignore[no-untyped-def]
+def make_router(ctx: Context) -> Callable[[Runtime], APIRouter]:
     """The router factory for the ServiceSpec."""
 
     def build(runtime: Runtime) -> APIRouter:

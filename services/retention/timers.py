@@ -20,7 +20,7 @@ from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
 from shared.plumbing.outbox import Outbox
 from shared.plumbing.pipeline import is_transient
-from shared.plumbing.service import Runtime
+from shared.plumbing.service import Background, Runtime
 
 log = get_logger(__name__)
 
@@ -58,7 +58,7 @@ RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"
 GAUGE_EVERY = 2.0
 
 
-def timer_loop(ctx: Context):  # type: ignore[no-untyped-def]
+def timer_loop(ctx: Context) -> Background:
     """The background loop bound to `ctx` (a ServiceSpec background entry)."""
 
     async def run(runtime: Runtime, stop: asyncio.Event) -> None:
