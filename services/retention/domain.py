@@ -183,17 +183,18 @@ def marketing_categories(rules: RetentionRules, purpose_allowed: dict[str, bool]
     ]
 
 
-def withdrawal_transition(before: bool | None, now_allowed: bool, state: str | None) -> bool:
-    """True when a consent state message withdraws what was allowed (not on every message).
+def withdrawn(state: str | None, objected: bool) -> bool:
+    """Consent withdrawn or lapsed, or an objection (absolute for direct marketing).
 
-    `before` is the last allowed flag seen (None: never seen); the first message counts as a
-    withdrawal only when it says so explicitly (withdrawn or expired), not for a default-off.
+    A restriction (Art. 18) also makes a purpose not allowed, but it asks to keep the data: it
+    is not a withdrawal, and neither is a purpose that was never granted (its default).
     """
-    if now_allowed:
-        return False
-    if before is None:
-        return state in ("withdrawn", "expired")
-    return before
+    return objected or state in ("withdrawn", "expired")
+
+
+def withdrawal_transition(before: bool | None, now: bool) -> bool:
+    """True when a purpose becomes withdrawn (once, not on every state message after)."""
+    return now and not before
 
 
 # --- erasure ------------------------------------------------------------------------------

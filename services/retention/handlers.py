@@ -347,18 +347,19 @@ async def on_consent_state(conn: Conn, batch: Batch, ctx: Context, e: ConsentSta
     if seen is not None and seen[0] >= e.data.version:
         return  # an older state arriving late
     before = seen[1] if seen is not None else {}
-    allowed = {p: s.allowed for p, s in e.data.purposes.items()}
-    await store.put_consent(conn, e.subject, e.data.version, allowed)
+    objected = set(e.data.objections)
+    gone = {
+        p: domain.withdrawn(s.state if s else None, p in objected)
+        for p, s in {**dict.fromkeys(objected), **e.data.purposes}.items()
+    }
+    await store.put_consent(conn, e.subject, e.data.version, gone)
     now = ctx.clock.now()
     plans = []
     for name, rule in ctx.rules.categories.items():
         purpose = rule.also_on_withdrawal
         if purpose is None:
             continue
-        state = e.data.purposes.get(purpose)
-        if domain.withdrawal_transition(
-            before.get(purpose), allowed.get(purpose, False), state.state if state else None
-        ):
+        if domain.withdrawal_transition(before.get(purpose), gone.get(purpose, False)):
             plans.append(
                 domain.TimerPlan(
                     category=name,

@@ -119,11 +119,11 @@ CREATE TABLE request_outcomes (
     PRIMARY KEY (request_id, category)
 );
 
--- The last consent state seen per subject, for the marketing-withdrawal transition.
+-- The last consent state seen per subject ({purpose: withdrawn}), for the withdrawal transition.
 CREATE TABLE consent_seen (
     subject_id text PRIMARY KEY,
     version int NOT NULL,
-    allowed jsonb NOT NULL
+    withdrawn jsonb NOT NULL
 );
 
 -- Deletion certificates: append-only, hash-chained; ids and times only.

@@ -102,12 +102,14 @@ def failed(subject: str, job_id: str, owner: str, retryable: bool = True) -> ev.
     return event(ev.DeletionFailed, subject, data, source="owner")
 
 
-def consent_state(subject: str, version: int, marketing: str, allowed: bool) -> ev.ConsentState:
+def consent_state(
+    subject: str, version: int, marketing: str, allowed: bool, **more: Any
+) -> ev.ConsentState:
     purposes = {
         "marketing_email": ev.PurposeState(state=marketing, allowed=allowed, basis="consent"),  # type: ignore[arg-type]
         "transactional_email": ev.PurposeState(state="default", allowed=True, basis="contract"),
     }
-    data = ev.ConsentStateData(version=version, purposes=purposes)
+    data = ev.ConsentStateData(version=version, purposes=purposes, **more)
     return event(ev.ConsentState, subject, data, source="privacy-plane.consent")
 
 

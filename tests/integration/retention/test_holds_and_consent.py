@@ -90,6 +90,8 @@ async def test_marketing_withdrawal_issues_its_job_once_and_tombstones_are_skipp
             consent_state("usr_m", 1, "granted", True),
             (b"usr_m", None),
             consent_state("usr_n", 1, "default", False),
+            consent_state("usr_p", 1, "granted", True),
+            consent_state("usr_p", 2, "granted", False, restrictions=["marketing_email"]),
         )
         await h.send(topics.privacy_receipts, completed("usr_m", "job_unknown", "marketing"))
         dead = await h.published(topics.deadletter, until=lambda r: len(r) >= 1, settle=1.0)
@@ -101,5 +103,13 @@ async def test_marketing_withdrawal_issues_its_job_once_and_tombstones_are_skipp
         await h.send(state, consent_state("usr_m", 4, "granted", True))
         await h.send(state, consent_state("usr_m", 5, "withdrawn", False))
         assert len(await h.jobs("subject_id = 'usr_m'", count=2)) == 2
+        # a restriction keeps the data; an objection to direct marketing deletes it
+        await h.send(
+            state, consent_state("usr_p", 3, "granted", False, objections=["marketing_email"])
+        )
+        objected = await h.jobs("subject_id = 'usr_p'")
+        assert [(j["category"], j["reason"]) for j in objected] == [
+            ("marketing_profile", "consent_withdrawn")
+        ]
     finally:
         await h.stop()

@@ -154,11 +154,19 @@ def test_the_dry_run_reports_what_the_timers_would_do_and_what_is_kept():
 
 
 def test_consent_withdrawal_counts_only_on_the_transition():
-    assert domain.withdrawal_transition(True, False, "withdrawn")
-    assert not domain.withdrawal_transition(False, False, "withdrawn")
-    assert not domain.withdrawal_transition(None, False, "default")
-    assert domain.withdrawal_transition(None, False, "withdrawn")
-    assert not domain.withdrawal_transition(True, True, "granted")
+    assert domain.withdrawal_transition(False, True)
+    assert domain.withdrawal_transition(None, True)
+    assert not domain.withdrawal_transition(True, True)
+    assert not domain.withdrawal_transition(True, False)
+
+
+def test_withdrawal_objection_and_expiry_count_but_restriction_and_default_do_not():
+    assert domain.withdrawn("withdrawn", objected=False)
+    assert domain.withdrawn("expired", objected=False)
+    assert domain.withdrawn("granted", objected=True)
+    assert not domain.withdrawn("granted", objected=False)  # restricted: allowed is false
+    assert not domain.withdrawn("default", objected=False)
+    assert not domain.withdrawn(None, objected=False)
 
 
 def test_a_request_deadline_is_one_calendar_month_and_clamps_at_month_end():
