@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -12,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import report
+from bench import report, sqltime
 from bench.harness import RESULTS, ROOT, Bench
 from bench.profile import render
 from bench.report import Row
@@ -96,12 +97,16 @@ async def main_async() -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     paths = report.write(RESULTS, rows, info, stamp)
     print(report.markdown(rows, info))
-    if bench.profiles:
-        text = "\n".join(render(label, found) for label, found in bench.profiles.items())
+    sections = [render(label, found) for label, found in bench.profiles.items()]
+    for found in sorted((RESULTS / "profiles").glob(f"{bench.run_id}-*-sql.json")):
+        name = found.name.removeprefix(f"{bench.run_id}-").removesuffix("-sql.json")
+        sections.append(sqltime.render(name, sqltime.summary(json.loads(found.read_text()))))
+    if sections:
         path = RESULTS / f"profiles-{stamp}.md"
-        path.write_text("# Profiles (py-spy, own and inclusive share of busy samples)\n\n" + text)
+        heading = "# Profiles (py-spy: share of busy samples; SQL: wall time awaited)\n\n"
+        path.write_text(heading + "\n".join(sections))
         paths.append(path)
-        print(text)
+        print("\n".join(sections))
     log("written: " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
     return 0
 

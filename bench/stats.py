@@ -64,3 +64,16 @@ def highest_sustained(steps: Sequence[tuple[float, float, float]], p99_limit: fl
         else:
             break
     return best
+
+
+def prometheus_sum(text: str, name: str) -> float:
+    """The sum of every sample of metric `name` (all label sets) in Prometheus text format."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric = head.split("{", 1)[0]
+        if metric == name:
+            total += float(value)
+    return total

@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.harness import Child
+from bench.stats import prometheus_sum
 
 
 def has_service(name: str) -> bool:
@@ -85,3 +87,32 @@ def fail_note(exc: BaseException, child: Child | None = None) -> str:
     if child is not None and not child.alive():
         text += f" ({child.name} exited {child.proc.returncode})"
     return text
+
+
+async def metrics(child: Child) -> str:
+    """The service's Prometheus text (empty if it does not answer)."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            response = await client.get(f"http://127.0.0.1:{child.port}/metrics")
+            return response.text
+    except httpx.HTTPError:
+        return ""
+
+
+def batch_note(before: str, after: str, wall: float) -> str:
+    """How the pipeline spent a run: batches, their mean size and time, share of wall time."""
+    count = prometheus_sum(after, "pp_batch_seconds_count") - prometheus_sum(
+        before, "pp_batch_seconds_count"
+    )
+    seconds = prometheus_sum(after, "pp_batch_seconds_sum") - prometheus_sum(
+        before, "pp_batch_seconds_sum"
+    )
+    events = prometheus_sum(after, "pp_events_consumed_total") - prometheus_sum(
+        before, "pp_events_consumed_total"
+    )
+    if count <= 0 or wall <= 0:
+        return ""
+    return (
+        f"{count:,.0f} batches of {events / count:,.0f} events, {seconds / count * 1000:,.0f} ms "
+        f"each; pipeline busy {seconds / wall:.0%} of the time"
+    )

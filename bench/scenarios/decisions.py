@@ -17,7 +17,7 @@ from bench.workload import CONSENT_PURPOSES, ConsentWorkload, subject_id
 
 P99_LIMIT_MS = 10.0
 FIXED_RATE = 2_000
-STEPS = [1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000]
+STEPS = [500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000]
 
 
 def paths_file(bench: Bench, subjects: int) -> str:

@@ -10,7 +10,15 @@ from typing import Any
 from bench import services
 from bench.harness import Bench, Child, produce_all, producer, read_json_lines
 from bench.report import Row, Target
-from bench.scenarios.common import TopicWatcher, fail_note, has_service, state_purposes, wait_until
+from bench.scenarios.common import (
+    TopicWatcher,
+    batch_note,
+    fail_note,
+    has_service,
+    metrics,
+    state_purposes,
+    wait_until,
+)
 from bench.stats import rate
 from bench.workload import ConsentWorkload, matches
 from shared.contract.topics import Topics
@@ -109,9 +117,14 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         stage.topics = await bench.topics("consent")
         stage.schema = bench.schema("consent")
         stage.child = await services.start(bench, "consent", "consent", stage.schema, stage.topics)
+        before = await metrics(stage.child)
         with bench.profiled(stage.child, "consent-ingest") as phase:
             row.value = await run_service(bench, workload, stage)
-        row.note = phase.note("consent")
+        after = await metrics(stage.child)
+        wall = workload.events / row.value if row.value else 0.0
+        row.note = "; ".join(
+            part for part in (phase.note("consent"), batch_note(before, after, wall)) if part
+        )
         stage.events, stage.subjects, stage.rate = events, subjects, row.value
     except Exception as exc:
         row.note = fail_note(exc, stage.child)

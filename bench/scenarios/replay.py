@@ -19,7 +19,7 @@ from bench.stats import rate
 from bench.workload import BASE_TIME, ConsentWorkload
 
 TARGET = Target(">=", 20_000)
-TOP_UP_SECONDS = 60.0
+TOP_UP_SECONDS = 45.0
 COMPARE = """
 SELECT count(*) FROM (
     (SELECT subject_id, version, doc FROM "{a}".subjects

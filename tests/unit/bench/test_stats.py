@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.stats import Latency, highest_sustained, percentile, rate, ratio
+from bench.stats import Latency, highest_sustained, percentile, prometheus_sum, rate, ratio
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -56,3 +56,18 @@ def test_a_rate_not_kept_up_does_not_count_as_sustained():
 
 def test_no_sustained_rate_when_the_first_step_misses():
     assert highest_sustained([(1000, 1000, 11.0)], 10.0) == 0.0
+
+
+def test_prometheus_sum_adds_every_label_set_of_one_metric_only():
+    text = "\n".join(
+        [
+            "# HELP pp_batch_seconds Time to process one consumed batch",
+            'pp_batch_seconds_count{service="consent"} 40.0',
+            'pp_batch_seconds_count{service="other"} 2.0',
+            'pp_batch_seconds_sum{service="consent"} 1.5',
+            "pp_batch_seconds_count_extra 99.0",
+        ]
+    )
+    assert prometheus_sum(text, "pp_batch_seconds_count") == 42.0
+    assert prometheus_sum(text, "pp_batch_seconds_sum") == 1.5
+    assert prometheus_sum(text, "missing_metric") == 0.0
