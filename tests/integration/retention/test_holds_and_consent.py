@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.contract.codec import decode
+from shared.contract.events import DeletionCompleted
 from tests.integration.retention.harness import (
     DAY,
     Harness,
@@ -15,6 +17,7 @@ from tests.integration.retention.harness import (
     release,
     signed_up,
 )
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +97,14 @@ async def test_marketing_withdrawal_issues_its_job_once_and_tombstones_are_skipp
             consent_state("usr_p", 2, "granted", False, restrictions=["marketing_email"]),
         )
         await h.send(topics.privacy_receipts, completed("usr_m", "job_unknown", "marketing"))
-        dead = await h.published(topics.deadletter, until=lambda r: len(r) >= 1, settle=1.0)
+        dead = await read_topic(
+            infra.kafka, topics.deadletter, until=lambda r: len(r) >= 1, settle=1.0
+        )
         assert len(dead) == 1
-        assert dead[0][1].data.job_id == "job_unknown"
+        assert dict(dead[0].headers)["error"] == b"unknown job job_unknown"
+        receipt = decode(dead[0].value)
+        assert isinstance(receipt, DeletionCompleted)
+        assert receipt.data.job_id == "job_unknown"
         await h.quiet()
         assert len(await h.fetch("SELECT 1 FROM jobs")) == 1
 
