@@ -62,7 +62,14 @@ def timer_loop(ctx: Context) -> Background:
     """The background loop bound to `ctx` (a ServiceSpec background entry)."""
 
     async def run(runtime: Runtime, stop: asyncio.Event) -> None:
-        await apply_rules(runtime.pool, ctx)
+        while not stop.is_set():  # no timer fires before the rules in force are applied
+            try:
+                await apply_rules(runtime.pool, ctx)
+                break
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                log.warning("retention_rules_retry", error=str(exc)[:200])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
         last_gauge = 0.0
         while not stop.is_set():
             busy = False
