@@ -77,14 +77,21 @@ async def on_signed_up(conn: Conn, batch: Batch, ctx: Context, e: AccountSignedU
     """Map the subject to its account; a closure seen first (other partition) still counts."""
     await store.upsert_subject(conn, e.subject, e.data.account_id, e.time)
     account = await store.account(conn, e.data.account_id)
-    if account is None or account["status"] != "closed":
+    if account is not None and account["status"] == "closed":
+        await _join_closed_account(conn, ctx, e.subject, account)
+
+
+async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, account: Any) -> None:
+    """Give a subject learnt of after its account's closure the closure's timers."""
+    subject = await store.subject(conn, subject_id)
+    if subject is not None and subject["erased_at"] is not None:
         return
-    if await store.has_closure_timers(conn, e.subject):
+    if await store.has_closure_timers(conn, subject_id):
         return
     plans = domain.schedule_for_closure(
         ctx.rules, account["crm_retention_days"], account["closed_at"]
     )
-    await store.insert_timers(conn, [e.subject] * len(plans), plans, ctx.clock.now())
+    await store.insert_timers(conn, [subject_id] * len(plans), plans, ctx.clock.now())
 
 
 async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) -> None:
@@ -92,7 +99,8 @@ async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) ->
     await store.ensure_subject(conn, e.subject, account_id)
     account = await store.account(conn, account_id)
     if account is not None and account["status"] == "closed":
-        return  # closed already: its timers run from the first closure
+        await _join_closed_account(conn, ctx, e.subject, account)  # the first closure counts
+        return
     if not await store.set_lifecycle(conn, account_id, "closed", e.data.closed_at, e.time):
         return  # a newer reopening was applied already
     days = account["crm_retention_days"] if account else None

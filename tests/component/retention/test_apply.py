@@ -142,3 +142,16 @@ async def test_changed_rules_reschedule_pending_timers_once(infra, schema, pool)
     async with pool.acquire() as conn:
         stored = await conn.fetchval("SELECT rules FROM rules_state")
     assert '"days": 60' in stored
+
+
+async def test_a_second_closure_keeps_the_first_schedule_and_covers_its_own_subject(
+    infra, schema, pool
+):
+    ctx = context(infra, schema)
+    await apply(pool, ctx, closed("usr_1", "acc_1"))
+    await apply(pool, ctx, closed("usr_2", "acc_1", T0 + 5 * DAY))
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT subject_id, due_at FROM timers WHERE category = 'usage_data' ORDER BY 1"
+        )
+    assert [tuple(r) for r in rows] == [("usr_1", T0 + 30 * DAY), ("usr_2", T0 + 30 * DAY)]
