@@ -1,0 +1,319 @@
+"""Retention and export under faults: kill -9 at planned points, three replicas with one killed
+and one added (timers fire once), export parts delivered twice while the service dies."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.catalogue import load_retention
+from shared.contract.codec import decode, new_event
+from shared.contract.events import (
+    ExportJob,
+    ExportPart,
+    ExportRequested,
+    ExportRequestedData,
+)
+from shared.contract.sealing import sealed_parts
+from shared.contract.topics import Topics
+from tests.faults.harness import (
+    ServiceProcess,
+    copies,
+    poll,
+    processes,
+    query,
+    read_all,
+    send,
+    service_env,
+    wait_inbox,
+)
+from tests.faults.stats import STATS
+from tests.faults.workloads import closed, marker, signed_up
+from tests.support.infra import ROOT, Infra
+
+pytestmark = pytest.mark.faults
+
+CATEGORIES = sorted(load_retention().categories)
+
+
+def retention(infra: Infra, topics: Topics, schema: str, logs: Path, label: str) -> ServiceProcess:
+    env = service_env(
+        "RETENTION_",
+        infra,
+        topics,
+        schema,
+        extra={"RETENTION_BATCH_MAX_RECORDS": "100", "RETENTION_CLAIM_BATCH": "50"},
+    )
+    return ServiceProcess(f"{label}-{schema}", env, logs, app_module="services.retention.app")
+
+
+def lifecycles(subjects: int, tag: str) -> tuple[list[Any], list[str]]:
+    """Sign-up then closure (8 years ago: every retention timer is due at once) per subject."""
+    now = datetime.now(UTC)
+    names = [f"usr_{tag}_{n}" for n in range(subjects)]
+    events: list[Any] = []
+    for name in names:
+        events.append(signed_up(name, f"acc_{name}", now - timedelta(days=3000)))
+        events.append(
+            closed(name, f"acc_{name}", now - timedelta(days=2999), now - timedelta(days=2920))
+        )
+    return events, names
+
+
+async def assert_every_timer_fired_once(
+    infra: Infra, topics: Topics, schema: str, names: list[str]
+) -> None:
+    expected = len(names) * len(CATEGORIES)
+
+    async def all_jobs() -> bool:
+        rows = await query(infra.database_url, f'SELECT count(*) AS n FROM "{schema}".jobs')
+        return int(rows[0]["n"]) >= expected
+
+    await poll(all_jobs, timeout=120, what=f"{expected} deletion jobs")
+    records = await read_all(
+        infra.kafka,
+        topics.privacy_jobs,
+        until=lambda r: len(r) >= expected,
+        timeout=90,
+        settle=2,
+    )
+    jobs = list({j["id"]: j for j in (orjson.loads(r.value) for r in records)}.values())
+    pairs = Counter(
+        (j["subject"], j["data"]["category"]) for j in jobs if j["data"].get("attempt", 1) == 1
+    )
+    out = copies(records)
+    timers = await query(
+        infra.database_url,
+        f'SELECT status, count(*) AS n FROM "{schema}".timers GROUP BY 1',
+    )
+    table = await query(
+        infra.database_url,
+        f'SELECT count(*) AS n, count(DISTINCT (subject_id, category)) AS pairs FROM "{schema}".jobs',
+    )
+    dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+    twice = {p: n for p, n in pairs.items() if n > 1}
+    STATS.doubled += len(twice) + out.conflicts
+    STATS.lost += max(0, expected - len(pairs))
+    assert twice == {}
+    assert set(pairs) == {(s, c) for s in names for c in CATEGORIES}
+    assert out.conflicts == 0
+    assert {r["status"]: r["n"] for r in timers} == {"fired": expected}
+    assert (table[0]["n"], table[0]["pairs"]) == (expected, expected)
+    assert dead == []
+    STATS.notes.append(
+        f"retention: {expected} timers fired once each; {out.extra_copies} re-sent job copies"
+    )
+
+
+@pytest.mark.timeout(400)
+async def test_kill_9_retention_at_every_point_fires_each_timer_once(
+    infra, topics, schema, service_logs
+):
+    events, names = lifecycles(600, "rk")
+    plans = ["apply:2", "commit:2", "relay:700", "", "relay:30"]
+    rng = random.Random(6)
+    service = retention(infra, topics, schema, service_logs, "retention-kill9")
+    async with processes(service):
+        size = len(events) // (len(plans) + 1) // 2 * 2  # keep each sign-up with its closure
+        for n, plan in enumerate(plans):
+            service.start(kill_at=plan)
+            part = events[n * size : (n + 1) * size]
+            producing = asyncio.create_task(send(infra.kafka, topics.accounts_lifecycle, part))
+            if plan:
+                await service.wait_exit(120)
+            else:
+                await service.wait_ready()
+                await asyncio.sleep(rng.uniform(0.3, 1.5))
+                service.kill()
+            await producing
+        service.start()
+        await send(infra.kafka, topics.accounts_lifecycle, events[len(plans) * size :])
+        await wait_inbox(infra, schema, len(events))
+        await assert_every_timer_fired_once(infra, topics, schema, names)
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == sum(1 for p in plans if p)
+
+
+@pytest.mark.timeout(400)
+async def test_three_retention_replicas_one_killed_one_added_fire_each_timer_once(
+    infra, topics, schema, service_logs
+):
+    events, names = lifecycles(800, "rb")
+    rng = random.Random(7)
+    replicas = [
+        retention(infra, topics, schema, service_logs, f"retention-rb{n}") for n in range(4)
+    ]
+    async with processes(*replicas):
+        for r in replicas[:3]:
+            r.start()
+        for r in replicas[:3]:
+            await r.wait_ready()
+        producing = asyncio.create_task(
+            send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.1)
+        )
+        await asyncio.sleep(rng.uniform(0.8, 1.6))
+        replicas[1].kill()
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        replicas[3].start()
+        await replicas[3].wait_ready()
+        await producing
+        await wait_inbox(infra, schema, len(events))
+        await assert_every_timer_fired_once(infra, topics, schema, names)
+        for r in (replicas[0], replicas[2], replicas[3]):
+            await r.terminate()
+            assert r.stopped_cleanly()
+
+
+# ------------------------------------------------------------------------ export ----
+
+
+def export_service(
+    infra: Infra, topics: Topics, schema: str, logs: Path, label: str
+) -> ServiceProcess:
+    root = ROOT / ".local" / "fault-export" / schema
+    env = service_env(
+        "EXPORT_",
+        infra,
+        topics,
+        schema,
+        extra={
+            "EXPORT_SERVICE_KEY": base64.b64encode(bytes(range(32))).decode(),
+            "EXPORT_LINK_SECRET": "fault-suite-link-secret-0123456789",
+            "EXPORT_STORAGE_DIR": str(root / "storage"),
+            "EXPORT_EXCHANGE_DIR": str(root / "exchange"),
+            "EXPORT_LOOP_INTERVAL": "0.2",
+            "EXPORT_BATCH_MAX_RECORDS": "20",
+        },
+    )
+    return ServiceProcess(f"{label}-{schema}", env, logs, app_module="services.export.app")
+
+
+def owner_answer(job: ExportJob, rng: random.Random) -> list[ExportPart]:
+    """An owner's parts for every category of its job, with personal marker records."""
+    parts = []
+    for category in job.data.categories:
+        records = [
+            {"email": marker("email", "export"), "note": f"record {i}", "n": i}
+            for i in range(rng.randint(0, 6))
+        ]
+        parts.extend(
+            new_event(ExportPart, subject=job.subject, source=f"{job.data.owner}-svc", data=data)
+            for data in sealed_parts(job.data, category, records, max_bytes=200)
+        )
+    return parts
+
+
+@pytest.mark.timeout(400)
+async def test_kill_9_export_while_parts_arrive_twice_gives_one_bundle_per_request(
+    infra, topics, schema, service_logs
+):
+    rng = random.Random(11)
+    requests = [
+        new_event(
+            ExportRequested,
+            subject=f"usr_exp_{n}",
+            source="portal",
+            data=ExportRequestedData(request_id=f"req_{schema}_{n}", verified_by="portal:1"),
+        )
+        for n in range(12)
+    ]
+    service = export_service(infra, topics, schema, service_logs, "export-kill9")
+    async with processes(service):
+        service.start()
+        await service.wait_ready()
+        await send(infra.kafka, topics.privacy_requests, requests)
+
+        def jobs_of(records: list[Any]) -> list[ExportJob]:
+            found = [decode(r.value) for r in records]
+            return [e for e in found if isinstance(e, ExportJob)]
+
+        owners = len(_owners())
+        records = await read_all(
+            infra.kafka,
+            topics.privacy_jobs,
+            until=lambda r: len({j.data.job_id for j in jobs_of(r)}) >= owners * len(requests),
+            timeout=60,
+        )
+        jobs = {j.data.job_id: j for j in jobs_of(records)}
+        assert len(jobs) == owners * len(requests)
+        parts = [p for job in jobs.values() for p in owner_answer(job, rng)]
+        redelivered = [*parts, *rng.sample(parts, len(parts) // 2)]  # same ids again
+        retried = [
+            p.model_copy(update={"id": f"retry-{p.id}"}) for p in rng.sample(parts, len(parts) // 4)
+        ]  # an owner that answered twice: same part, new event id
+        stream = redelivered + retried
+        rng.shuffle(stream)
+        stream.sort(key=lambda p: p.subject)  # each subject's parts in one partition order
+        plans = ["apply:2", "commit:3", "relay:2", ""]
+        size = len(stream) // (len(plans) + 1)
+        await service.terminate()
+        for n, plan in enumerate(plans):
+            service.start(kill_at=plan)
+            chunk = stream[n * size : (n + 1) * size]
+            producing = asyncio.create_task(send(infra.kafka, topics.privacy_receipts, chunk))
+            if plan:
+                await service.wait_exit(120)
+            else:
+                await service.wait_ready()
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                service.kill()
+            await producing
+        service.start()
+        await send(infra.kafka, topics.privacy_receipts, stream[len(plans) * size :])
+
+        async def all_completed() -> bool:
+            rows = await query(
+                infra.database_url,
+                f"SELECT count(*) AS n FROM \"{schema}\".requests WHERE status = 'completed'",
+            )
+            return int(rows[0]["n"]) >= len(requests)
+
+        await poll(all_completed, timeout=120, what="every export completed")
+        stored = await query(
+            infra.database_url,
+            f'SELECT request_id, owner, category, count(*) AS n FROM "{schema}".parts GROUP BY 1, 2, 3, part_index',
+        )
+        statuses = await read_all(
+            infra.kafka, topics.requests_status, until=lambda r: True, timeout=15, settle=3
+        )
+        dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == sum(1 for p in plans if p)
+    assert all(r["n"] == 1 for r in stored)
+    assert len(stored) == len({(p.data.job_id, p.data.category, p.data.part_index) for p in parts})
+    out = copies(statuses)
+    completed = Counter(
+        orjson.loads(r.value)["data"]["request_id"]
+        for r in statuses
+        if orjson.loads(r.value)["data"]["status"] == "completed"
+    )
+    distinct_completed = {
+        orjson.loads(r.value)["data"]["request_id"]
+        for r in statuses
+        if orjson.loads(r.value)["data"]["status"] == "completed"
+    }
+    assert distinct_completed == {r.data.request_id for r in requests}
+    assert out.conflicts == 0
+    bundles = list((ROOT / ".local" / "fault-export" / schema / "storage").rglob("*.zip"))
+    assert len(bundles) == len(requests)
+    assert dead == []
+    STATS.notes.append(
+        f"export: {len(stream)} part deliveries ({len(parts)} distinct parts) -> "
+        f"{len(bundles)} bundles; completed status copies {sum(completed.values())}"
+    )
+
+
+def _owners() -> dict[str, list[str]]:
+    from services.export.settings import default_owners
+
+    return default_owners()
