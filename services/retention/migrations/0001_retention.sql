@@ -91,6 +91,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_next ON jobs (next_action_at) WHERE status = 'issued';
 CREATE INDEX jobs_due ON jobs (due_by) WHERE status = 'issued' AND NOT overdue;
+CREATE INDEX jobs_overdue ON jobs (issued_at) WHERE status = 'issued' AND overdue;
 CREATE INDEX jobs_subject ON jobs (subject_id);
 CREATE INDEX jobs_request ON jobs (request_id) WHERE request_id IS NOT NULL;
 
