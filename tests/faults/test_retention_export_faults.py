@@ -199,7 +199,7 @@ def export_service(
 
 def owner_answer(job: ExportJob, rng: random.Random) -> list[ExportPart]:
     """An owner's parts for every category of its job, with personal marker records."""
-    parts = []
+    parts: list[ExportPart] = []
     for category in job.data.categories:
         records = [
             {"email": marker("email", "export"), "note": f"record {i}", "n": i}
