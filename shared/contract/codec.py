@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
+from cloudevents.exceptions import DataUnmarshallerError
+from cloudevents.exceptions import GenericException as CloudEventsError
 from cloudevents.http import CloudEvent as SdkCloudEvent
 from cloudevents.kafka import KafkaMessage, from_structured, to_structured
 from pydantic import BaseModel, ValidationError
@@ -15,6 +18,7 @@ from shared.contract.envelope import CloudEvent, Data
 from shared.contract.events import ANY_EVENT, EVENT_TYPES, AnyEvent
 
 E = TypeVar("E", bound=CloudEvent[Any])
+TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,5}\.v[0-9]{1,3}")
 
 
 class DecodeError(ValueError):
@@ -77,7 +81,14 @@ def decode(value: bytes | None) -> AnyEvent:
     attributes["data"] = sdk_event.get_data()
     event_type = attributes.get("type")
     if not isinstance(event_type, str) or event_type not in EVENT_TYPES:  # a dict is unhashable
-        raise DecodeError(f"unknown event type {str(event_type)[:100]!r}")
+        named = isinstance(event_type, str) and TYPE_NAME.fullmatch(event_type)
+        # Reasons are logged: echo the type only when it looks like a type name, never
+        # whatever a producer put there (it may be personal data).
+        raise DecodeError(
+            f"unknown event type {event_type!r}"
+            if named
+            else "unknown event type (not a type name)"
+        )
     try:
         return ANY_EVENT.validate_python(attributes)
     except ValidationError as exc:
@@ -100,4 +111,7 @@ def _validation_summary(exc: ValidationError) -> str:
 
 
 def _short(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:300]
+    text = str(exc)
+    if isinstance(exc, CloudEventsError) and not isinstance(exc, DataUnmarshallerError):
+        text = text.split(":", 1)[0]  # the SDK quotes the offending value after the colon
+    return f"{type(exc).__name__}: {text}"[:300]
