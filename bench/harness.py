@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -231,8 +232,9 @@ class Bench:
         self.children.clear()
 
     async def cleanup(self) -> None:
-        """Stop every process, drop every schema, delete every topic of this run."""
+        """Stop every process, drop every schema, delete every topic and file of this run."""
         self.stop_children()
+        shutil.rmtree(RESULTS / "work" / self.run_id, ignore_errors=True)
         if self.schemas:
             conn = await self.connect()
             try:

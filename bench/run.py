@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import report, sqltime
 from bench.harness import RESULTS, ROOT, Bench
+from bench.infra import provide
 from bench.profile import render
 from bench.report import Row
 from bench.scenarios import decisions, export, footprint, ingest, replay, timers
@@ -79,8 +80,6 @@ def meta(bench: Bench, origin: str, seconds: float) -> dict[str, Any]:
 
 
 async def main_async() -> int:
-    from tests.support.infra import provide
-
     scale = float(os.environ.get("BENCH_SCALE", "1"))
     only = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
     started = time.monotonic()

@@ -1,0 +1,72 @@
+"""Kafka and PostgreSQL for the run.
+
+Default (`BENCH_INFRA=private`): a private pair started with `deploy/local/up` in its own state
+folder and ports, and purged at the end — so other work on the machine (tests, the fault suite
+restarting the shared broker) neither disturbs the figures nor is disturbed by them.
+`BENCH_INFRA=shared`: whatever the tests use (`tests.support.infra.provide()`: the environment's
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, Docker, or the shared deploy/local instance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from bench.harness import ROOT
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka: str
+    database_url: str
+    origin: str
+
+
+def _read_env(path: str) -> dict[str, str]:
+    values = {}
+    with open(path) as handle:
+        for line in handle:
+            key, _, value = line.strip().partition("=")
+            if key:
+                values[key] = value
+    return values
+
+
+@contextlib.contextmanager
+def private() -> Iterator[Infra]:
+    """A private Kafka + PostgreSQL under `.local/bench` (ports 29092/29093/25432 by default)."""
+    state = ROOT / ".local" / "bench"
+    env = {
+        **os.environ,
+        "PP_LOCAL_DIR": str(state),
+        "PP_KAFKA_PORT": os.environ.get("BENCH_KAFKA_PORT", "29092"),
+        "PP_KAFKA_CONTROLLER_PORT": os.environ.get("BENCH_KAFKA_CONTROLLER_PORT", "29093"),
+        "PP_PG_PORT": os.environ.get("BENCH_PG_PORT", "25432"),
+    }
+    scripts = ROOT / "deploy" / "local"
+    try:
+        subprocess.run([str(scripts / "up")], env=env, check=True, stdout=subprocess.DEVNULL)
+        values = _read_env(str(state / "env"))
+        yield Infra(
+            values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"], "private deploy/local"
+        )
+    finally:
+        subprocess.run(
+            [str(scripts / "down"), "--purge"], env=env, check=False, stdout=subprocess.DEVNULL
+        )
+
+
+@contextlib.contextmanager
+def provide() -> Iterator[Infra]:
+    """The infrastructure BENCH_INFRA asks for (private by default)."""
+    if os.environ.get("BENCH_INFRA", "private") == "shared":
+        from tests.support.infra import provide as shared
+
+        with shared() as found:
+            yield Infra(found.kafka, found.database_url, f"shared ({found.origin})")
+        return
+    with private() as found:
+        yield found
