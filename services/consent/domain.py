@@ -45,8 +45,10 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pydantic_core
 
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
 from shared.contract.events import (
@@ -68,6 +70,7 @@ GPC_BLOCKS_IMPLIED = "gpc: after a GPC signal only an explicit grant re-grants"
 EXPLICIT_STANDS = "gpc: an explicit grant given after the first signal stands"
 EXPIRED_EVENT = "consent.expired"
 GENESIS = "0" * 64
+_ZERO = timedelta(0)
 
 ChangeEvent = (
     AccountSignedUp
@@ -481,7 +484,11 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
 
 
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
+    if value is None:
+        return None
+    if value.utcoffset() == _ZERO:  # UTC already (any tzinfo): the same text, a lot cheaper
+        return value.isoformat()
+    return value.astimezone(UTC).isoformat()
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -635,8 +642,32 @@ def pseudonym(key: bytes, subject: str) -> str:
 
 
 def _canonical(value: Any) -> bytes:
-    """Compact JSON, keys sorted, datetimes as UTC ISO 8601: the bytes that are hashed."""
+    """Compact JSON, keys sorted, datetimes as UTC ISO 8601: the bytes that are hashed.
+
+    The bytes are those of `json.dumps(..., sort_keys=True, separators=(",", ":"))` (ASCII,
+    escapes included). A flat array of strings, integers, booleans, nulls and datetimes (every
+    chain entry) is written by pydantic-core instead when the result is plain ASCII: there the
+    two agree byte for byte (it would not escape DEL or non-ASCII, which take the slow path).
+    """
+    if type(value) is list or type(value) is tuple:
+        items: list[Any] = []
+        for item in value:
+            kind = type(item)
+            if kind is str or item is None or kind is bool or (kind is int and _fits_i64(item)):
+                items.append(item)
+            elif isinstance(item, datetime):
+                items.append(_ts(item))
+            else:
+                break
+        else:
+            fast = pydantic_core.to_json(items)
+            if fast.isascii() and b"\x7f" not in fast:
+                return fast
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_ts).encode()
+
+
+def _fits_i64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def personal_digest(salt: bytes, subject_id: str | None, evidence: Mapping[str, Any] | None) -> str:

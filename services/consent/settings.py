@@ -28,6 +28,9 @@ class ConsentSettings(ServiceSettings):
     publish: bool = Field(
         True, description="Publish consent.state and export parts; a rebuild turns it off."
     )
+    batch_max_records: int = Field(
+        2000, ge=1, le=10_000, description="Events per consumed batch (one transaction)."
+    )
     read_pool_size: int = Field(8, ge=1, le=100, description="Connections for decisions.")
     expiry_interval_s: float = Field(1.0, gt=0)
     expiry_batch: int = Field(500, ge=1, le=10_000)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -146,8 +147,9 @@ class Pipeline:
     def _decode(self, records: Sequence[RecordLike]) -> tuple[list[Delivery], list[OutboxRow]]:
         deliveries: list[Delivery] = []
         poison: list[OutboxRow] = []
+        for topic, count in Counter(record.topic for record in records).items():
+            metrics.EVENTS_CONSUMED.labels(self.service, topic).inc(count)
         for record in records:
-            metrics.EVENTS_CONSUMED.labels(self.service, record.topic).inc()
             if record.value is None and record.topic in self.tombstone_topics:
                 metrics.EVENTS_IGNORED.labels(self.service, "tombstone").inc()
                 continue  # a compacted topic's deletion marker, not an event
@@ -235,9 +237,9 @@ class Pipeline:
                 await self.apply(conn, batch)
                 if batch.suppressed:
                     metrics.EVENTS_SUPPRESSED.labels(self.service).inc(batch.suppressed)
-                for event in batch.events:
-                    if event.key not in batch.rejected:
-                        metrics.EVENTS_PROCESSED.labels(self.service, event.type).inc()
+                processed = Counter(e.type for e in batch.events if e.key not in batch.rejected)
+                for event_type, count in processed.items():
+                    metrics.EVENTS_PROCESSED.labels(self.service, event_type).inc(count)
             await outbox.write(conn, out.rows, self.schema)
 
     async def _claim(self, conn: Conn, deliveries: list[Delivery], out: Outbox) -> list[Delivery]:
