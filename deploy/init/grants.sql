@@ -13,9 +13,8 @@ SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'svc', :'svc')
 SELECT format('ALTER SCHEMA %I OWNER TO %I', :'svc', :'svc') \gexec
 SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'svc') \gexec
 
--- CONNECT to the database. CREATE on it as well because the migration runner issues
--- `CREATE SCHEMA IF NOT EXISTS <own schema>`, which PostgreSQL checks against the database
--- privilege even when the schema exists; a role can create a new, empty schema but can never
--- read or write another service's (they have no USAGE on it).
-SELECT format('GRANT CONNECT, CREATE ON DATABASE %I TO %I', :'db', :'svc') \gexec
+-- CONNECT only: no CREATE on the database (the migration runner creates a schema only when it
+-- does not exist yet, and here it does), no USAGE on any other service's schema.
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'svc') \gexec
+SELECT format('REVOKE CREATE ON DATABASE %I FROM %I', :'db', :'svc') \gexec
 SELECT format('ALTER ROLE %I IN DATABASE %I SET search_path = %I', :'svc', :'db', :'svc') \gexec

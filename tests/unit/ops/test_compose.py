@@ -217,6 +217,7 @@ def test_db_init_gives_each_service_its_own_role_and_schema(resolved: dict[str, 
     assert "for svc in consent retention export" in script
     assert "REVOKE ALL ON SCHEMA %I FROM PUBLIC" in grants
     assert "AUTHORIZATION %I" in grants
+    assert "GRANT CONNECT ON DATABASE %I TO %I" in grants  # and no CREATE on it
     for name in SERVICES:
         assert f"{name.upper()}_DB_PASSWORD" in init["environment"]
 
