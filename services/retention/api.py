@@ -60,6 +60,7 @@ def make_router(ctx: Context) -> Callable[[Runtime], APIRouter]:
                 "subject_id": subject_id,
                 "account_id": subject["account_id"] if subject else None,
                 "account_status": subject["status"] if subject else None,
+                "categories": _per_category(ctx, rows, jobs),
                 "schedule": [
                     {k: v for k, v in dict(r).items() if k not in ("subject_id", "account_id")}
                     for r in rows
@@ -182,6 +183,34 @@ async def verify_certificates(conn: Any) -> list[str]:
     missing = await store.uncertified_jobs(conn)
     problems += [f"{j}: completed without a certificate" for j in missing]
     return problems
+
+
+def _per_category(ctx: Context, timers: list[Any], jobs: list[Any]) -> list[dict[str, Any]]:
+    """Each category: its rule, the next open timer (or why none), and its jobs."""
+    result = []
+    for name, rule in ctx.rules.categories.items():
+        open_timers = [
+            t for t in timers if t["category"] == name and t["status"] in ("pending", "blocked")
+        ]
+        upcoming = min(open_timers, key=lambda t: t["due_at"], default=None)
+        result.append(
+            {
+                "category": name,
+                "owner": rule.owner,
+                "period": str(rule.period),
+                "period_from": rule.period_from,
+                "legal_obligation": rule.legal_obligation,
+                "next": None
+                if upcoming is None
+                else {k: upcoming[k] for k in ("due_at", "mode", "reason", "status", "blocked_by")},
+                "jobs": [
+                    {k: j[k] for k in ("job_id", "mode", "status", "attempt", "overdue")}
+                    for j in jobs
+                    if j["category"] == name
+                ],
+            }
+        )
+    return result
 
 
 def _json(body: Any) -> dict[str, Any]:

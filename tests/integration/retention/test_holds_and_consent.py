@@ -54,6 +54,12 @@ async def test_account_hold_blocks_due_timers_and_its_release_issues_them(infra,
         blocked = [a for a in dry["dry_run"] if a["action"] == "blocked"]
         assert [(a["category"], a["hold_ids"]) for a in blocked] == [("usage_data", ["hold_1"])]
         assert [x["hold_id"] for x in dry["holds"]] == ["hold_1"]
+        usage = next(c for c in dry["categories"] if c["category"] == "usage_data")
+        assert (usage["owner"], usage["period"], usage["next"]["status"]) == (
+            "analytics",
+            "P30D",
+            "pending",
+        )
 
         await h.advance(31 * DAY)
         timers = await eventually(
