@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -369,11 +370,12 @@ async def poll(
 # --------------------------------------------------------- infrastructure ----
 
 
-async def _deploy(*args: str) -> None:
+async def _deploy(*args: str, env: dict[str, str] | None = None) -> None:
     proc = await asyncio.create_subprocess_exec(
         str(ROOT / "deploy/local" / args[0]),
         *args[1:],
         cwd=ROOT,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -382,18 +384,51 @@ async def _deploy(*args: str) -> None:
         raise AssertionError(f"deploy/local/{' '.join(args)} failed: {out.decode()[-2000:]}")
 
 
-@contextlib.asynccontextmanager
-async def outage(component: str) -> AsyncIterator[None]:
-    """Stop `kafka` or `postgres` of deploy/local; ALWAYS start it again on the way out.
+@dataclass(frozen=True)
+class PrivateInfra:
+    """A Kafka and a PostgreSQL of this test alone (deploy/local with its own state and ports)."""
 
-    The infrastructure is shared with the rest of the machine: keep the window short.
+    infra: Infra
+    env: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def private_infra() -> AsyncIterator[PrivateInfra]:
+    """Start a private Kafka + PostgreSQL; always stop and purge them afterwards.
+
+    Restarting the machine's shared broker would stall every other test running beside the
+    suite (and a broker holding thousands of test partitions takes a minute to come back).
     """
+    state = ROOT / ".local" / f"fault-infra-{os.getpid()}-{free_port()}"
+    env = {
+        **os.environ,
+        "PP_LOCAL_DIR": str(state),
+        "PP_KAFKA_PORT": str(free_port()),
+        "PP_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PP_PG_PORT": str(free_port()),
+    }
+    try:
+        await _deploy("up", env=env)
+        values = dict(
+            line.split("=", 1) for line in (state / "env").read_text().splitlines() if "=" in line
+        )
+        yield PrivateInfra(
+            Infra(values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"], "private"), env
+        )
+    finally:
+        await _deploy("down", "--purge", env=env)
+        shutil.rmtree(state, ignore_errors=True)  # its broker and database logs
+
+
+@contextlib.asynccontextmanager
+async def outage(component: str, private: PrivateInfra) -> AsyncIterator[None]:
+    """Stop `kafka` or `postgres` of a private deploy/local; ALWAYS start it again."""
     STATS.faults_injected += 1
     try:
-        await _deploy("down", component)
+        await _deploy("down", component, env=private.env)
         yield
     finally:
-        await _deploy("up", component)
+        await _deploy("up", component, env=private.env)
 
 
 # ------------------------------------------------------------- private space ----

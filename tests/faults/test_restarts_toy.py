@@ -1,7 +1,6 @@
-"""Broker restart, database restart, rolling SIGTERM and rebalance on the plumbing (toy service).
+"""Rolling SIGTERM and rebalance on the plumbing alone (toy service, toy timers).
 
-The broker and database restarts stop the machine's shared deploy/local infrastructure for a
-few seconds; `outage` always starts it again.
+The broker and database restarts run against the real services in test_outages.py.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from shared.contract.topics import Topics
 from tests.faults.harness import (
     ServiceProcess,
     copies,
-    outage,
     poll,
     processes,
     query,
@@ -71,51 +69,6 @@ async def assert_exactly_once(
     assert out.ids == expected
     assert out.conflicts == 0
     assert [dict(r.headers).get("error") for r in dead] == []
-
-
-@pytest.mark.timeout(300)
-async def test_broker_restart_turns_readiness_red_then_green_and_loses_nothing(
-    infra, topics, schema, service_logs
-):
-    events = signups(3000)
-    service = replica(infra, topics, schema, service_logs, "toy-broker")
-    async with processes(service):
-        service.start()
-        await service.wait_ready()
-        await send(infra.kafka, topics.accounts_lifecycle, events[:1500])
-        async with outage("kafka"):
-            await service.wait_status(503, timeout=30)
-            assert service.alive
-        await service.wait_ready(timeout=90)
-        await send(infra.kafka, topics.accounts_lifecycle, events[1500:])
-        await assert_exactly_once(infra, topics, schema, events)
-        await service.terminate()
-    assert service.stopped_cleanly()
-
-
-@pytest.mark.timeout(300)
-async def test_database_restart_turns_readiness_red_then_green_and_loses_nothing(
-    infra, topics, schema, service_logs
-):
-    events = signups(3000)
-    service = replica(infra, topics, schema, service_logs, "toy-db")
-    async with processes(service):
-        service.start()
-        await service.wait_ready()
-        producing = asyncio.create_task(
-            send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.05)
-        )
-        await asyncio.sleep(0.5)  # the database goes while batches are in flight
-        async with outage("postgres"):
-            await service.wait_status(503, timeout=30)
-            assert service.alive
-        await service.wait_ready(timeout=90)
-        await producing
-        await assert_exactly_once(infra, topics, schema, events)
-        retries = await query(infra.database_url, f'SELECT count(*) AS n FROM "{schema}".inbox')
-        assert retries[0]["n"] == len(events)
-        await service.terminate()
-    assert service.stopped_cleanly()
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,209 @@
+"""The real services through a broker restart, a database restart and a rolling SIGTERM.
+
+Consent (consent changes) and retention (closures whose timers are all due) run side by side.
+The broker and database restarts happen on a private Kafka and PostgreSQL (deploy/local with
+its own state folder and ports), so nothing else on the machine stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shared.contract.topics import Topics
+from tests.faults.harness import (
+    PrivateInfra,
+    ServiceProcess,
+    copies,
+    outage,
+    private_infra,
+    private_space,
+    processes,
+    query,
+    read_all,
+    send,
+    wait_inbox,
+)
+from tests.faults.stats import STATS
+from tests.faults.test_consent_faults import consent
+from tests.faults.test_retention_export_faults import (
+    assert_every_timer_fired_once,
+    lifecycles,
+    retention,
+)
+from tests.faults.workloads import consent_stream
+from tests.support.infra import Infra
+
+pytestmark = pytest.mark.faults
+
+Spaces = Callable[[], Awaitable[tuple[Topics, str]]]
+
+
+class Pair:
+    """A consent and a retention service in their own topics and schemas, with their load."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.changes = consent_stream(3000, 150, seed=len(tag), tag=tag)
+        self.lifecycle, self.names = lifecycles(300, tag)
+        self.consents: list[ServiceProcess] = []
+        self.retentions: list[ServiceProcess] = []
+
+    async def make(self, infra: Infra, spaces: Spaces, logs: Path, replicas: int = 1) -> None:
+        self.infra = infra
+        self.c_topics, self.c_schema = await spaces()
+        self.r_topics, self.r_schema = await spaces()
+        self.consents = [
+            consent(infra, self.c_topics, self.c_schema, logs, f"consent-{self.tag}{n}")
+            for n in range(replicas)
+        ]
+        self.retentions = [
+            retention(infra, self.r_topics, self.r_schema, logs, f"retention-{self.tag}{n}")
+            for n in range(replicas)
+        ]
+
+    @property
+    def all(self) -> list[ServiceProcess]:
+        return [*self.consents, *self.retentions]
+
+    async def start(self) -> None:
+        for p in self.all:
+            p.start()
+        for p in self.all:
+            await p.wait_ready()
+
+    async def load(self, part: slice, pace: float = 0.0) -> None:
+        await asyncio.gather(
+            send(
+                self.infra.kafka,
+                self.c_topics.consent_changes,
+                self.changes[part],
+                pace=pace,
+                chunk=100,
+            ),
+            send(
+                self.infra.kafka,
+                self.r_topics.accounts_lifecycle,
+                self.lifecycle[part],
+                pace=pace,
+                chunk=100,
+            ),
+        )
+
+    async def check(self) -> None:
+        """Nothing lost, doubled or dead-lettered in either service."""
+        infra = self.infra
+        await wait_inbox(infra, self.c_schema, len(self.changes))
+        await assert_every_timer_fired_once(infra, self.r_topics, self.r_schema, self.names)
+        rows = await query(
+            infra.database_url, f'SELECT sum(version) AS n FROM "{self.c_schema}".subjects'
+        )
+        published = int(rows[0]["n"])
+        states = await read_all(
+            infra.kafka,
+            self.c_topics.consent_state,
+            until=lambda r: len({orjson.loads(x.value)["id"] for x in r}) >= published,
+            timeout=90,
+        )
+        out = copies(states)
+        dead = await read_all(
+            infra.kafka, self.c_topics.deadletter, until=lambda r: True, timeout=3
+        )
+        STATS.lost += max(0, published - out.unique)
+        STATS.doubled += out.conflicts + max(0, out.unique - published)
+        assert out.unique == published
+        assert out.conflicts == 0
+        assert dead == []
+
+    async def outbox_backlog(self) -> int:
+        total = 0
+        for schema in (self.c_schema, self.r_schema):
+            rows = await query(
+                self.infra.database_url, f'SELECT count(*) AS n FROM "{schema}".outbox'
+            )
+            total += int(rows[0]["n"])
+        return total
+
+
+@pytest.fixture(scope="module")
+async def private() -> AsyncIterator[PrivateInfra]:
+    async with private_infra() as running:
+        yield running
+
+
+async def red_then_green(services: list[ServiceProcess]) -> None:
+    await asyncio.gather(*(p.wait_status(503, timeout=40) for p in services))
+    assert all(p.alive for p in services)
+
+
+@pytest.mark.timeout(400)
+async def test_broker_restart_readiness_red_then_green_nothing_lost_or_dead_lettered(
+    private, service_logs
+):
+    pair = Pair("kb")
+    await pair.make(private.infra, lambda: private_space(private.infra), service_logs)
+    async with processes(*pair.all):
+        await pair.start()
+        await pair.load(slice(0, len(pair.changes) // 2))
+        async with outage("kafka", private):
+            await red_then_green(pair.all)
+        for p in pair.all:
+            await p.wait_ready(timeout=120)
+        await pair.load(slice(len(pair.changes) // 2, None))
+        await pair.check()
+        for p in pair.all:
+            await p.terminate()
+            assert p.stopped_cleanly()
+
+
+@pytest.mark.timeout(400)
+async def test_database_restart_readiness_red_then_green_nothing_lost_or_dead_lettered(
+    private, service_logs
+):
+    pair = Pair("db")
+    await pair.make(private.infra, lambda: private_space(private.infra), service_logs)
+    async with processes(*pair.all):
+        await pair.start()
+        loading = asyncio.create_task(pair.load(slice(None), pace=0.2))
+        await asyncio.sleep(1.0)  # batches in flight when the database goes
+        async with outage("postgres", private):
+            await red_then_green(pair.all)
+        for p in pair.all:
+            await p.wait_ready(timeout=120)
+        await loading
+        await pair.check()
+        for p in pair.all:
+            await p.terminate()
+            assert p.stopped_cleanly()
+
+
+@pytest.mark.timeout(400)
+async def test_rolling_sigterm_of_every_replica_commits_flushes_and_exits_in_time(
+    infra, spaces, service_logs
+):
+    pair = Pair("roll")
+    await pair.make(infra, spaces, service_logs, replicas=2)
+    took: list[float] = []
+    async with processes(*pair.all):
+        await pair.start()
+        loading = asyncio.create_task(pair.load(slice(None), pace=0.15))
+        for replica in pair.all:
+            await asyncio.sleep(0.7)
+            code, seconds = await replica.terminate(timeout=45)
+            assert code in (0, -15)
+            assert replica.stopped_cleanly()
+            took.append(seconds)
+            replica.start()
+            await replica.wait_ready()
+        await loading
+        await pair.check()
+        for replica in pair.all:
+            await replica.terminate(timeout=45)
+            assert replica.stopped_cleanly()
+    assert await pair.outbox_backlog() == 0  # the last ones out flushed their outbox
+    assert max(took) < 45
+    STATS.notes.append(f"rolling SIGTERM: {len(took)} replicas, slowest exit {max(took):.1f}s")
