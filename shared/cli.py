@@ -380,11 +380,37 @@ def subject(subject_id: str) -> None:
 
 
 @app.command()
-def overdue() -> None:
-    """Overdue jobs and requests near their deadline."""
-    jobs = call(api, "retention", "/v1/jobs", overdue="true")
-    out.rule("overdue jobs")
-    out.print_json(json.dumps(jobs, default=str))
+def overdue(
+    days: int = typer.Option(7, help="Requests whose deadline is within this many days"),
+) -> None:
+    """Overdue jobs, and requests past or near their deadline."""
+    jobs = call(api, "retention", "/v1/jobs", overdue="true")["jobs"]
+    requests = call(api, "retention", "/v1/requests", due_within_days=days)["requests"]
+    table = Table(
+        "job", "subject", "owner", "category", "mode", "status", "due by", title="overdue jobs"
+    )
+    for j in jobs:
+        table.add_row(
+            str(j.get("job_id")), str(j.get("subject_id")), str(j.get("owner")),
+            str(j.get("category")), str(j.get("mode")), str(j.get("status")), str(j.get("due_by")),
+        )  # fmt: skip
+    out.print(table)
+    near = Table(
+        "request",
+        "subject",
+        "kind",
+        "status",
+        "deadline",
+        "overdue",
+        title=f"requests due within {days} days",
+    )
+    for r in requests:
+        near.add_row(
+            str(r["request_id"]), str(r["subject_id"]), str(r["kind"]), str(r["status"]),
+            str(r["deadline"]), "yes" if r["overdue"] else "",
+        )  # fmt: skip
+    out.print(near)
+    out.print(f"{len(jobs)} overdue job(s), {len(requests)} request(s) due within {days} days")
 
 
 @app.command("dry-run")

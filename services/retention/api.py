@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -130,6 +130,23 @@ def make_router(ctx: Context) -> Callable[[Runtime], APIRouter]:
                     limit=limit,
                 )
             return {"jobs": [_row(r) for r in rows]}
+
+        @router.get("/requests")
+        async def requests_due(
+            due_within_days: int = Query(7, ge=0, le=366),
+            limit: int = Query(1000, ge=1, le=10_000),
+        ) -> dict[str, Any]:
+            """Open requests whose deadline is within N days (or already past), soonest first."""
+            now = ctx.clock.now()
+            async with runtime.pool.acquire() as conn:
+                rows = await store.open_requests_due_before(
+                    conn, now + timedelta(days=due_within_days), limit
+                )
+            return {
+                "requests": [
+                    {**dict(r), "overdue": r["overdue"] or r["deadline"] < now} for r in rows
+                ]
+            }
 
         @router.get("/requests/{request_id}")
         async def request(request_id: str) -> dict[str, Any]:

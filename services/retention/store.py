@@ -582,6 +582,11 @@ SELECT kind, count(*) AS n FROM requests
 WHERE status IN ('pending', 'in_progress') AND deadline >= $1 AND deadline < $2 GROUP BY kind
 """
 SUBJECT_REQUESTS = "SELECT * FROM requests WHERE subject_id = $1 ORDER BY requested_at"
+OPEN_REQUESTS_DUE_BEFORE = """
+SELECT * FROM requests
+WHERE status IN ('pending', 'in_progress') AND cancelled_at IS NULL AND deadline < $1
+ORDER BY deadline LIMIT $2
+"""
 
 
 async def insert_request(
@@ -637,6 +642,11 @@ async def request_counts(conn: Conn) -> dict[tuple[str, str, bool], int]:
     return {
         (r["kind"], r["status"], r["overdue"]): r["n"] for r in await conn.fetch(REQUEST_COUNTS)
     }
+
+
+async def open_requests_due_before(conn: Conn, until: datetime, limit: int) -> list[asyncpg.Record]:
+    """Open requests whose deadline falls before `until` (overdue ones included), soonest first."""
+    return list(await conn.fetch(OPEN_REQUESTS_DUE_BEFORE, until, limit))
 
 
 async def requests_due_soon(conn: Conn, now: datetime, until: datetime) -> dict[str, int]:

@@ -104,6 +104,7 @@ async def test_erasure_deletes_what_it_may_restricts_the_rest_and_reports_why(
         assert [e.type for _, e in dead] == ["request.extended.v1"]
         view = await h.get("/v1/requests/req_1")
         assert view["deadline"] == "2027-02-20T00:00:00Z"
+        assert (await h.get("/v1/requests?due_within_days=7"))["requests"] == []
         assert view["extended"] is True
         assert view["reason"] == "extended: many systems"
 
@@ -124,6 +125,8 @@ async def test_erasure_deletes_what_it_may_restricts_the_rest_and_reports_why(
         h.clock.set(datetime(2027, 2, 21, tzinfo=UTC))  # past the extended deadline
         view = await eventually(lambda: h.get("/v1/requests/req_1"), lambda r: r["overdue"])
         assert (view["overdue"], view["status"]) == (True, "in_progress")
+        near = (await h.get("/v1/requests?due_within_days=7"))["requests"]
+        assert [(r["request_id"], r["overdue"]) for r in near] == [("req_1", True)]
         late = await statuses(h, "req_1", 5)
         assert late[-1].data.overdue is True
         labels = {"service": "retention", "kind": "erasure", "status": "in_progress"}
