@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.contract.topics import Topics
-from tests.faults.harness import drop_schema, private_space
-from tests.faults.stats import STATS
+from tests.faults.harness import delete_topics, drop_schema, private_space
+from tests.faults.stats import STATS, TOPICS_USED
 from tests.support.infra import ROOT, Infra
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_topics_at_the_end() -> Iterator[None]:
+    """The suite's private topics go when it ends (a broker with thousands restarts slowly)."""
+    yield
+    for bootstrap, names in TOPICS_USED.items():
+        with contextlib.suppress(Exception):  # a private broker may be gone already
+            asyncio.run(delete_topics(bootstrap, names))
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
 from shared.contract.topics import Topics
 from tests.faults.chaos_app import KILL_MARK
-from tests.faults.stats import STATS
+from tests.faults.stats import STATS, TOPICS_USED
 from tests.support.infra import ROOT, Infra
 
 CHAOS_APP = "tests.faults.chaos_app:create"
@@ -66,6 +66,7 @@ def service_env(
     }
     for field, name in topics.model_dump().items():
         env[f"{prefix}TOPICS__{field.upper()}"] = name
+    TOPICS_USED.setdefault(infra.kafka, set()).update(topics.all())
     env.update(extra or {})
     return env
 
@@ -443,7 +444,23 @@ async def private_space(infra: Infra, partitions: int = 3) -> tuple[Topics, str]
     tid = uuid.uuid4().hex[:10]
     topics = Topics().with_prefix(f"f{tid}.")
     await ensure_topics(infra.kafka, topics, TopicPolicy(partitions=partitions))
+    TOPICS_USED.setdefault(infra.kafka, set()).update(topics.all())
     return topics, f"f_{tid}"
+
+
+async def delete_topics(bootstrap: str, names: set[str]) -> int:
+    """Delete the topics among `names` that exist (keeps the shared broker small)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = sorted(set(await admin.list_topics()) & names)
+        for start in range(0, len(existing), 100):
+            await admin.delete_topics(existing[start : start + 100])
+        return len(existing)
+    finally:
+        await admin.close()
 
 
 async def drop_schema(infra: Infra, schema: str) -> None:

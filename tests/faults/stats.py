@@ -37,3 +37,6 @@ STATS = Stats()
 
 PERSONAL_VALUES: set[str] = set()
 """Personal values the scenarios put into events: no log may contain any of them."""
+
+TOPICS_USED: dict[str, set[str]] = {}
+"""Topics the scenarios created or used, per bootstrap address: deleted at the end."""

@@ -16,6 +16,7 @@ import pytest
 
 from shared.catalogue import load_retention
 from shared.contract.codec import decode, new_event
+from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
     ExportJob,
     ExportPart,
@@ -317,3 +318,118 @@ def _owners() -> dict[str, list[str]]:
     from services.export.settings import default_owners
 
     return default_owners()
+
+
+# -------------------------------------------------------------------- resurrection ----
+
+
+@pytest.mark.timeout(300)
+async def test_after_erasure_late_lifecycle_events_and_export_parts_bring_nothing_back(
+    infra, spaces, service_logs
+):
+    from shared.contract.events import (
+        SubscriptionChanged,
+        SubscriptionChangedData,
+    )
+    from tests.faults.workloads import erasure
+
+    now = datetime.now(UTC)
+    victim, account = "usr_lazarus", "acc_lazarus"
+    r_topics, r_schema = await spaces()
+    e_topics, e_schema = await spaces()
+    keeper = retention(infra, r_topics, r_schema, service_logs, "retention-resurrect")
+    exporter = export_service(infra, e_topics, e_schema, service_logs, "export-resurrect")
+    async with processes(keeper, exporter):
+        keeper.start()
+        exporter.start()
+        await keeper.wait_ready()
+        await exporter.wait_ready()
+        # retention: a closed account, then an erasure of everything
+        await send(
+            infra.kafka,
+            r_topics.accounts_lifecycle,
+            [
+                signed_up(victim, account, now - timedelta(days=400)),
+                closed(victim, account, now - timedelta(days=2), now - timedelta(days=2)),
+            ],
+        )
+        await send(infra.kafka, r_topics.privacy_requests, [erasure(victim, now, "req_erase")])
+        await wait_inbox(infra, r_schema, 3)
+        settled = await _retention_footprint(infra, r_schema, victim)
+        # export: an open request, then the erasure, then the owners' (late) parts
+        request = new_event(
+            ExportRequested,
+            subject=victim,
+            source="portal",
+            data=ExportRequestedData(request_id="req_lazarus_export", verified_by="portal:1"),
+        )
+        await send(infra.kafka, e_topics.privacy_requests, [request])
+        jobs = await read_all(
+            infra.kafka,
+            e_topics.privacy_jobs,
+            until=lambda r: len(r) >= len(_owners()),
+            timeout=60,
+        )
+        export_jobs = [e for e in (decode(r.value) for r in jobs) if isinstance(e, ExportJob)]
+        await send(infra.kafka, e_topics.privacy_requests, [erasure(victim, now, "req_erase")])
+        await wait_inbox(infra, e_schema, 2)
+        rng = random.Random(2)
+        late_parts = [p for job in export_jobs for p in owner_answer(job, rng)]
+        late_lifecycle: list[CloudEvent[Any]] = [
+            signed_up(victim, account, now + timedelta(minutes=1)),
+            closed(victim, account, now + timedelta(minutes=2), now + timedelta(minutes=2)),
+            new_event(
+                SubscriptionChanged,
+                subject=victim,
+                source="accounts-service",
+                data=SubscriptionChangedData(account_id=account, plan="pro", crm_retention_days=3),
+            ),
+        ]
+        await send(infra.kafka, e_topics.privacy_receipts, late_parts)
+        await send(infra.kafka, r_topics.accounts_lifecycle, late_lifecycle)
+        await wait_inbox(infra, e_schema, 2 + len(late_parts))
+        await wait_inbox(infra, r_schema, 3 + len(late_lifecycle))
+        after = await _retention_footprint(infra, r_schema, victim)
+        parts = await query(
+            infra.database_url,
+            f'SELECT count(*) AS n FROM "{e_schema}".parts WHERE request_id = $1',
+            "req_lazarus_export",
+        )
+        request_row = await query(
+            infra.database_url,
+            f'SELECT status, sealed_key IS NULL AS shredded FROM "{e_schema}".requests WHERE request_id = $1',
+            "req_lazarus_export",
+        )
+        await keeper.terminate()
+        await exporter.terminate()
+    bundles = list((ROOT / ".local" / "fault-export" / e_schema / "storage").rglob("*.zip"))
+    back = (after != settled) + parts[0]["n"] + len(bundles)
+    STATS.leaked += int(back)
+    assert after == settled
+    assert parts[0]["n"] == 0
+    assert bundles == []
+    assert dict(request_row[0]) == {"status": "cancelled", "shredded": True}
+
+
+async def _retention_footprint(infra: Infra, schema: str, subject: str) -> dict[str, Any]:
+    """What retention holds of `subject`: erasure mark, live timers, jobs."""
+    subject_row = await query(
+        infra.database_url,
+        f'SELECT erased_at IS NOT NULL AS erased FROM "{schema}".subjects WHERE subject_id = $1',
+        subject,
+    )
+    timers = await query(
+        infra.database_url,
+        f"SELECT category, status FROM \"{schema}\".timers WHERE subject_id = $1 AND status IN ('pending', 'blocked') ORDER BY 1, 2",
+        subject,
+    )
+    jobs = await query(
+        infra.database_url,
+        f'SELECT job_id FROM "{schema}".jobs WHERE subject_id = $1 ORDER BY 1',
+        subject,
+    )
+    return {
+        "erased": [r["erased"] for r in subject_row],
+        "timers": [tuple(r) for r in timers],
+        "jobs": [r["job_id"] for r in jobs],
+    }
