@@ -1,7 +1,7 @@
 """The consent service's event side: apply a batch, expire lapsed grants, answer export jobs.
 
-A batch is applied in memory: one query loads the states, and one the ledger heads, salts and
-suppression marks, of all its subjects (under per-subject advisory locks, so replicas and the
+A batch is applied in memory: one query loads the states, ledger heads, salts and suppression
+marks of all its subjects (under per-subject advisory locks, so replicas and the
 expiry loop never interleave on a subject); events are decided in order; the projection rows,
 ledger entries (COPY) and heads are then written with one bulk statement each. Every applied
 change publishes the subject's full state with the next version.
@@ -176,9 +176,9 @@ def make_apply(consent: Consent) -> ApplyFn:
         subjects = sorted({e.subject for e in batch.events})
         await store.lock_subjects(conn, subjects)
         unit = Unit(consent, consent.clock.now(), batch.outbox)
-        unit.context = await store.ledger_context(conn, [unit.principal(s) for s in subjects])
+        principals = [unit.principal(s) for s in subjects]
+        unit.states, unit.context = await store.load_batch(conn, subjects, principals)
         erased = {p for p, c in unit.context.items() if c.erased}
-        unit.states = await store.load_states(conn, subjects)
         exports: list[tuple[ExportJob, bool]] = []
         for event in batch.events:
             if unit.principal(event.subject) in erased:

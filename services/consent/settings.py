@@ -31,6 +31,7 @@ class ConsentSettings(ServiceSettings):
     batch_max_records: int = Field(
         2000, ge=1, le=10_000, description="Events per consumed batch (one transaction)."
     )
+    relay_batch_size: int = Field(2000, ge=1, description="Outbox rows per relay round.")
     read_pool_size: int = Field(8, ge=1, le=100, description="Connections for decisions.")
     expiry_interval_s: float = Field(1.0, gt=0)
     expiry_batch: int = Field(500, ge=1, le=10_000)

@@ -42,6 +42,14 @@ FROM unnest($1::text[]) AS u(p)
 LEFT JOIN ledger_heads h ON h.principal = u.p
 LEFT JOIN suppressed s ON s.principal = u.p
 """
+SELECT_BATCH_CONTEXT = """
+SELECT u.s AS subject_id, u.p AS principal, st.version, st.doc::text AS doc,
+       h.seq, h.hash, h.salt, sp.principal IS NOT NULL AS erased
+FROM unnest($1::text[], $2::text[]) AS u(s, p)
+LEFT JOIN subjects st ON st.subject_id = u.s
+LEFT JOIN ledger_heads h ON h.principal = u.p
+LEFT JOIN suppressed sp ON sp.principal = u.p
+"""
 INSERT_SUPPRESSED = """
 INSERT INTO suppressed (principal, erased_at, request_id, event_id)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
@@ -138,6 +146,24 @@ async def ledger_context(conn: Conn, principals: Sequence[str]) -> dict[str, Led
         )
         for r in rows
     }
+
+
+async def load_batch(
+    conn: Conn, subjects: Sequence[str], principals: Sequence[str]
+) -> tuple[dict[str, SubjectState], dict[str, LedgerContext]]:
+    """States and ledger contexts of a batch's subjects (`principals` in the same order), in
+    one query: what `load_states` and `ledger_context` return."""
+    states: dict[str, SubjectState] = {}
+    contexts: dict[str, LedgerContext] = {}
+    for r in await conn.fetch(SELECT_BATCH_CONTEXT, list(subjects), list(principals)):
+        if r["doc"] is not None:
+            states[r["subject_id"]] = _state(r["subject_id"], r["version"], r["doc"])
+        contexts[r["principal"]] = LedgerContext(
+            Head(r["seq"], r["hash"]) if r["seq"] is not None else Head(),
+            None if r["salt"] is None else bytes(r["salt"]),
+            r["erased"],
+        )
+    return states, contexts
 
 
 async def suppress(conn: Conn, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +26,16 @@ from shared.plumbing.logging import get_logger
 log = get_logger(__name__)
 
 INSERT_ROWS = """
-INSERT INTO outbox (topic, key, value, headers, event_id)
-SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::text[])
+WITH inserted AS (
+    INSERT INTO outbox (topic, key, value, headers, event_id)
+    SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::text[])
+)
+SELECT pg_notify($6, '')
 """
 SELECT_BATCH = "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1"
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 COUNT_BACKLOG = "SELECT count(*) FROM outbox"
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
-NOTIFY = "SELECT pg_notify($1, '')"
 
 
 def channel(schema: str) -> str:
@@ -70,7 +73,7 @@ class Outbox:
 
 
 async def write(conn: Conn, rows: list[OutboxRow], schema: str) -> None:
-    """Insert `rows` in the caller's transaction and wake the relay at commit."""
+    """Insert `rows` in the caller's transaction and wake the relay at commit (one statement)."""
     if not rows:
         return
     await conn.execute(
@@ -80,8 +83,8 @@ async def write(conn: Conn, rows: list[OutboxRow], schema: str) -> None:
         [r.value for r in rows],
         [orjson.dumps(r.headers).decode() for r in rows],
         [r.event_id for r in rows],
+        channel(schema),
     )
-    await conn.execute(NOTIFY, channel(schema))
 
 
 class Relay:
@@ -96,6 +99,7 @@ class Relay:
         service: str,
         batch_size: int = 1000,
         idle_wait: float = 0.5,
+        backlog_every: float = 5.0,
     ) -> None:
         self._dsn = dsn
         self._schema = schema
@@ -103,6 +107,8 @@ class Relay:
         self._service = service
         self._batch_size = batch_size
         self._idle_wait = idle_wait
+        self._backlog_every = backlog_every
+        self._backlog_at = 0.0
         self._wake = asyncio.Event()
         self.leader = False
 
@@ -171,6 +177,9 @@ class Relay:
                 await asyncio.sleep(1.0)
         await conn.execute(DELETE_SENT, [r["id"] for r in rows])
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
-        if len(rows) == self._batch_size:
+        now = time.monotonic()
+        if len(rows) == self._batch_size and now - self._backlog_at >= self._backlog_every:
+            # count(*) scans the whole backlog: refreshed now and then, not after every batch
+            self._backlog_at = now
             metrics.OUTBOX_BACKLOG.labels(self._service).set(await conn.fetchval(COUNT_BACKLOG))
         return len(rows)
