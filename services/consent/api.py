@@ -8,14 +8,17 @@ A decision is one primary-key lookup of the subject's projection row plus a pure
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.consent import domain, store
 from services.consent.domain import SubjectState
@@ -88,6 +91,85 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     """Nothing to reset: these connections never change session state."""
 
 
+def decision_body(decision: domain.Decision, at: datetime | None) -> bytes:
+    """The decision endpoint's JSON."""
+    return orjson.dumps(
+        {
+            "allowed": decision.allowed,
+            "state": decision.state,
+            "basis": decision.basis,
+            "reason": decision.reason,
+            "since": decision.since,
+            "reconsent_required": decision.reconsent_required,
+            "expires_at": decision.expires_at,
+            "at": at,
+        }
+    )
+
+
+DECISIONS_PREFIX, DECISIONS_SUFFIX = "/v1/subjects/", "/decisions"
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class FastDecisions:
+    """A plain ASGI front for the hot call, `GET /v1/subjects/{id}/decisions?purpose=P`.
+
+    It answers only the ordinary case (valid bearer token, `purpose` the one query parameter and
+    a known one) with the same body as the FastAPI route, skipping routing, dependency solving
+    and query validation; anything else (a bad token, `at`, an unknown purpose, other
+    parameters) goes on to the FastAPI app unchanged, which answers it as before.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, consent: Consent, reads: ReadPool, settings: ConsentSettings
+    ) -> None:
+        self.app = app
+        self.consent = consent
+        self.reads = reads
+        self.expected = settings.api_token.get_secret_value().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            path: str = scope["path"]
+            if path.startswith(DECISIONS_PREFIX) and path.endswith(DECISIONS_SUFFIX):
+                subject = path[len(DECISIONS_PREFIX) : -len(DECISIONS_SUFFIX)]
+                purpose = self._ordinary(scope, subject)
+                if purpose is not None:
+                    await self._decide(subject, purpose, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _ordinary(self, scope: Scope, subject: str) -> str | None:
+        """The purpose of an authorised ordinary request, else None."""
+        if not subject or "/" in subject:
+            return None
+        query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        if len(query) != 1 or query[0][0] != "purpose":
+            return None
+        purpose: str = query[0][1]
+        if self.consent.catalogue.get(purpose) is None:
+            return None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and hmac.compare_digest(
+                    token.encode(), self.expected
+                ):
+                    return purpose
+                return None
+        return None
+
+    async def _decide(self, subject: str, purpose: str, send: Send) -> None:
+        rule = self.consent.catalogue.get(purpose)
+        assert rule is not None
+        now = self.consent.clock.now()
+        state = await store.load_state(self.reads.get(), subject) or SubjectState(subject)
+        body = decision_body(domain.decide(state, purpose, rule, now), None)
+        headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) -> APIRouter:
     """The `/v1/subjects/...` routes."""
     router = APIRouter(prefix="/v1/subjects", tags=["consent"])
@@ -115,18 +197,8 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
             principal = consent.principal(subject_id)
             entries = await store.ledger_until(reads.get(), principal, at)
             state = domain.state_at(subject_id, entries, at)
-        d = domain.decide(state, purpose, rule, now)
-        body = {
-            "allowed": d.allowed,
-            "state": d.state,
-            "basis": d.basis,
-            "reason": d.reason,
-            "since": d.since,
-            "reconsent_required": d.reconsent_required,
-            "expires_at": d.expires_at,
-            "at": at,
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        body = decision_body(domain.decide(state, purpose, rule, now), at)
+        return Response(body, media_type="application/json")
 
     @router.get("/{subject_id}/consent")
     async def current(subject_id: str) -> dict[str, Any]:

@@ -42,8 +42,23 @@ def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runt
         make_api=lambda runtime: api.make_api(consent, runtime, reads),
         background=[handlers.expiry_loop(consent), reads.loop(settings)],
     )
-    runtime = Runtime(settings, spec, clock)
+    runtime = ConsentRuntime(settings, spec, clock)
+    runtime.fast_decisions = (consent, reads)
     return runtime
+
+
+class ConsentRuntime(Runtime):
+    """The shared runtime, with the decision hot path in front of its HTTP app."""
+
+    fast_decisions: tuple[Consent, api.ReadPool]
+
+    def asgi(self) -> FastAPI:
+        app = super().asgi()
+        consent, reads = self.fast_decisions
+        app.add_middleware(
+            api.FastDecisions, consent=consent, reads=reads, settings=consent.settings
+        )
+        return app
 
 
 def create() -> FastAPI:

@@ -412,6 +412,35 @@ async def test_the_api_answers_defaults_refuses_unknown_purposes_and_pages_histo
     assert (await service.http.get("/readyz")).status_code == 200
 
 
+async def test_the_decision_hot_path_answers_exactly_as_the_full_route(service: Service):
+    s = "usr_hot_path"
+    await service.send(
+        service.topics.consent_changes,
+        grant(s, "marketing_email", 1, expires_at=at(10_000)),
+        withdraw(s, "personalisation", 2),
+    )
+    await service.wait_version(s, 2)
+    path = f"/v1/subjects/{s}/decisions"
+    for purpose in ("marketing_email", "personalisation", "analytics_cookies"):
+        fast = await service.http.get(path, params={"purpose": purpose})
+        # An extra parameter sends the request past the hot path to the FastAPI route.
+        full = await service.http.get(path, params={"purpose": purpose, "via": "route"})
+        assert (
+            (fast.status_code, fast.content)
+            == (full.status_code, full.content)
+            == (
+                200,
+                fast.content,
+            )
+        )
+        assert fast.headers["content-type"] == full.headers["content-type"]
+    refused = await service.http.get(
+        path, params={"purpose": "marketing_email"}, headers={"Authorization": "Bearer nope"}
+    )
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+
+
 async def test_the_ledger_verifies_and_catches_a_changed_or_deleted_row(service: Service):
     s = "usr_ledger"
     await service.send(
