@@ -71,6 +71,8 @@ EXPLICIT_STANDS = "gpc: an explicit grant given after the first signal stands"
 EXPIRED_EVENT = "consent.expired"
 GENESIS = "0" * 64
 _ZERO = timedelta(0)
+_CONTRACT = Basis.CONTRACT
+_BASIS = {b: b.value for b in Basis}  # enum `.value` is a slow property on the hot path
 
 ChangeEvent = (
     AccountSignedUp
@@ -159,7 +161,10 @@ class Outcome:
 
     @property
     def changed(self) -> bool:
-        return any(c.applied for c in self.changes)
+        for change in self.changes:  # noqa: SIM110  # a loop: any() over a generator costs more
+            if change.applied:
+                return True
+        return False
 
 
 # --- applying events ----------------------------------------------------------------------
@@ -221,7 +226,7 @@ def _signed_up(state: SubjectState, event: AccountSignedUp, catalogue: PurposeCa
     changes: list[Change] = []
     for consent in event.data.consents:
         rule = catalogue.get(consent.purpose)
-        if rule is None or rule.basis is Basis.CONTRACT:
+        if rule is None or rule.basis is _CONTRACT:
             target_state = GRANTED if consent.granted else DEFAULT
             note = "unknown purpose" if rule is None else "contract basis: always allowed"
             changes.append(Change(CONSENT, consent.purpose, DEFAULT, target_state, False, note))
@@ -247,7 +252,7 @@ def _set_purpose(
 ) -> Outcome:
     current = state.purposes.get(purpose)
     old = current.state if current else DEFAULT
-    if rule.basis is Basis.CONTRACT:
+    if rule.basis is _CONTRACT:
         note = "contract basis: always allowed"
         return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, note)])
     if current is not None and record.since < current.since:
@@ -397,9 +402,9 @@ def needs_reconsent(rule: PurposeRule, policy_version: str | None) -> bool:
 
 def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) -> Decision:
     """May we process this subject for `purpose` at `now`? (restrictions and objections applied)"""
-    basis = rule.basis.value
+    basis = _BASIS[rule.basis]
     record = state.purposes.get(purpose)
-    if rule.basis is Basis.CONTRACT:
+    if rule.basis is _CONTRACT:
         return Decision(True, DEFAULT, basis, "contract necessity", None)
     decision = _consent_decision(record, rule, basis, now)
     blocked = _blocked(state, purpose, rule) if decision.allowed else None
@@ -451,11 +456,11 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
     purposes: dict[str, Any] = {}
     for name, rule in catalogue.purposes.items():
         if not scoped and name not in state.purposes:  # the common case, without decide()
-            allowed = rule.default or rule.basis is Basis.CONTRACT
+            allowed = rule.default or rule.basis is _CONTRACT
             purposes[name] = {
                 "state": DEFAULT,
                 "allowed": allowed,
-                "basis": rule.basis.value,
+                "basis": _BASIS[rule.basis],
                 "reconsent_required": False,
             }
             continue
@@ -506,7 +511,7 @@ def to_doc(state: SubjectState) -> dict[str, Any]:
                 "consent_type": r.consent_type,
                 "source": r.source,
                 "policy_version": r.policy_version,
-                "expires_at": _ts(r.expires_at),
+                "expires_at": None if r.expires_at is None else _ts(r.expires_at),
             }
             for name, r in sorted(state.purposes.items())
         },
@@ -603,7 +608,7 @@ def _evidence(evidence: Any) -> dict[str, Any] | None:
     return dumped or None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field (24)
 class LedgerEntry:
     principal: str
     seq: int

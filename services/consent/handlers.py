@@ -125,7 +125,9 @@ class Unit:
 
     def record(self, subject: str, facts: Facts, changes: list[Change]) -> None:
         """Queue ledger lines for `subject`."""
-        self.lines[subject].extend((facts, change) for change in changes)
+        lines = self.lines[subject]
+        for change in changes:
+            lines.append((facts, change))
 
     def changed(self, state: SubjectState) -> None:
         """Keep the new state and publish it."""
