@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from bench.harness import ROOT
+from bench.harness import RESULTS, ROOT
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Infra:
     kafka: str
     database_url: str
     origin: str
+    restart: Callable[[], None] = lambda: None
+    """Start again whatever is down (private mode; `deploy/local/up` is idempotent)."""
 
 
 def _read_env(path: str) -> dict[str, str]:
@@ -37,8 +39,8 @@ def _read_env(path: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def private() -> Iterator[Infra]:
-    """A private Kafka + PostgreSQL under `.local/bench` (ports 29092/29093/25432 by default)."""
-    state = ROOT / ".local" / "bench"
+    """A private Kafka + PostgreSQL under `bench/results/infra` (ports 29092/29093/25432)."""
+    state = RESULTS / "infra"
     env = {
         **os.environ,
         "PP_LOCAL_DIR": str(state),
@@ -47,11 +49,18 @@ def private() -> Iterator[Infra]:
         "PP_PG_PORT": os.environ.get("BENCH_PG_PORT", "25432"),
     }
     scripts = ROOT / "deploy" / "local"
-    try:
+
+    def up() -> None:
         subprocess.run([str(scripts / "up")], env=env, check=True, stdout=subprocess.DEVNULL)
+
+    try:
+        up()
         values = _read_env(str(state / "env"))
         yield Infra(
-            values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"], "private deploy/local"
+            values["KAFKA_BOOTSTRAP_SERVERS"],
+            values["DATABASE_URL"],
+            "private deploy/local",
+            restart=up,
         )
     finally:
         subprocess.run(

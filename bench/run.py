@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 from bench import report, sqltime
 from bench.harness import RESULTS, ROOT, Bench
 from bench.infra import provide
@@ -48,11 +50,28 @@ def scenarios(bench: Bench) -> list[tuple[str, Callable[[], Awaitable[list[Row]]
     ]
 
 
-async def run_all(bench: Bench, only: set[str]) -> list[Row]:
+async def reachable(bench: Bench) -> bool:
+    """Both Kafka and PostgreSQL answer."""
+    try:
+        conn = await bench.connect()
+        await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=bench.kafka, request_timeout_ms=5000)
+        await admin.start()
+        await admin.close()
+    except Exception:
+        return False
+    return True
+
+
+async def run_all(bench: Bench, only: set[str], restart: Callable[[], None]) -> list[Row]:
     rows: list[Row] = []
     for name, scenario in scenarios(bench):
         if only and name not in only:
             continue
+        if not await reachable(bench):
+            log("Kafka or PostgreSQL went away (stopped from outside the bench?): starting again")
+            await asyncio.to_thread(restart)
+            bench.notes["infra"] = f"infrastructure restarted before {name}"
         log(f"{name} …")
         started = time.monotonic()
         try:
@@ -76,6 +95,7 @@ def meta(bench: Bench, origin: str, seconds: float) -> dict[str, Any]:
         "infrastructure": origin,
         "run": bench.run_id,
         "wall": f"{seconds:.0f} s",
+        **({"warning": bench.notes["infra"]} if "infra" in bench.notes else {}),
     }
 
 
@@ -88,7 +108,7 @@ async def main_async() -> int:
         bench = Bench(infra.kafka, infra.database_url, scale, profile=profile)
         log(f"run {bench.run_id}: scale {scale}, {os.cpu_count()} cores, {infra.origin}")
         try:
-            rows = await run_all(bench, only)
+            rows = await run_all(bench, only, infra.restart)
         finally:
             log("cleaning up (processes, schemas, topics)")
             await bench.cleanup()
