@@ -1,7 +1,7 @@
 """Kafka and PostgreSQL for the run.
 
 Default (`BENCH_INFRA=private`): a private pair started with `deploy/local/up` in its own state
-folder and ports, and purged at the end — so other work on the machine (tests, the fault suite
+folder and free ports, and purged at the end — so other work on the machine (tests, the fault suite
 restarting the shared broker) neither disturbs the figures nor is disturbed by them.
 `BENCH_INFRA=shared`: whatever the tests use (`tests.support.infra.provide()`: the environment's
 KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, Docker, or the shared deploy/local instance).
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from bench.harness import RESULTS, ROOT
+from bench.harness import RESULTS, ROOT, free_port
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Infra:
     kafka: str
     database_url: str
     origin: str
-    restart: Callable[[], None] = lambda: None
+    restart: Callable[[], tuple[str, str]] | None = None
     """Start again whatever is down (private mode; `deploy/local/up` is idempotent)."""
 
 
@@ -39,33 +40,30 @@ def _read_env(path: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def private() -> Iterator[Infra]:
-    """A private Kafka + PostgreSQL under `bench/results/infra` (ports 29092/29093/25432)."""
-    state = RESULTS / "infra"
+    """A private Kafka + PostgreSQL under `bench/results/infra/<id>` on free ports."""
+    state = RESULTS / "infra" / f"{os.getpid()}-{free_port()}"
     env = {
         **os.environ,
         "PP_LOCAL_DIR": str(state),
-        "PP_KAFKA_PORT": os.environ.get("BENCH_KAFKA_PORT", "29092"),
-        "PP_KAFKA_CONTROLLER_PORT": os.environ.get("BENCH_KAFKA_CONTROLLER_PORT", "29093"),
-        "PP_PG_PORT": os.environ.get("BENCH_PG_PORT", "25432"),
+        "PP_KAFKA_PORT": str(free_port()),
+        "PP_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PP_PG_PORT": str(free_port()),
     }
     scripts = ROOT / "deploy" / "local"
 
-    def up() -> None:
+    def up() -> tuple[str, str]:
         subprocess.run([str(scripts / "up")], env=env, check=True, stdout=subprocess.DEVNULL)
+        values = _read_env(str(state / "env"))
+        return values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"]
 
     try:
-        up()
-        values = _read_env(str(state / "env"))
-        yield Infra(
-            values["KAFKA_BOOTSTRAP_SERVERS"],
-            values["DATABASE_URL"],
-            "private deploy/local",
-            restart=up,
-        )
+        kafka, database_url = up()
+        yield Infra(kafka, database_url, "private deploy/local", restart=up)
     finally:
         subprocess.run(
             [str(scripts / "down"), "--purge"], env=env, check=False, stdout=subprocess.DEVNULL
         )
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @contextlib.contextmanager

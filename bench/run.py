@@ -63,14 +63,16 @@ async def reachable(bench: Bench) -> bool:
     return True
 
 
-async def run_all(bench: Bench, only: set[str], restart: Callable[[], None]) -> list[Row]:
+async def run_all(
+    bench: Bench, only: set[str], restart: Callable[[], tuple[str, str]] | None
+) -> list[Row]:
     rows: list[Row] = []
     for name, scenario in scenarios(bench):
         if only and name not in only:
             continue
-        if not await reachable(bench):
+        if restart is not None and not await reachable(bench):
             log("Kafka or PostgreSQL went away (stopped from outside the bench?): starting again")
-            await asyncio.to_thread(restart)
+            bench.kafka, bench.database_url = await asyncio.to_thread(restart)
             bench.notes["infra"] = f"infrastructure restarted before {name}"
         log(f"{name} …")
         started = time.monotonic()
