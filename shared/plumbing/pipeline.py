@@ -54,6 +54,11 @@ TRANSIENT_PG = (
 )
 
 
+DEADLETTER_MAX_VALUE = 1_000_000
+"""Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
+DEADLETTER_MAX_KEY = 1_000
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
     return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
@@ -186,7 +191,18 @@ class Pipeline:
             "service": self.service,
             "error": reason[:1000],
         }
-        return OutboxRow(self.deadletter_topic, record.key, record.value, headers)
+        key, value = record.key, record.value
+        # A record at the broker's size limit plus these headers would not fit: the relay
+        # would retry it forever and hold up every later outbound event. Cut it and say so.
+        if key is not None and len(key) > DEADLETTER_MAX_KEY:
+            headers["original_key_size"] = str(len(key))
+            key = key[:DEADLETTER_MAX_KEY]
+        if value is not None and len(value) > DEADLETTER_MAX_VALUE:
+            headers["value_truncated"] = "true"
+            headers["original_size"] = str(len(value))
+            headers["original_sha256"] = hashlib.sha256(value).hexdigest()
+            value = value[:DEADLETTER_MAX_VALUE]
+        return OutboxRow(self.deadletter_topic, key, value, headers)
 
     async def _commit(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
         try:

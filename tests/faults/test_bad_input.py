@@ -246,7 +246,7 @@ def oracle(case: Case, accepts: set[str]) -> str:
 async def produce_cases(bootstrap: str, topic: str, cases: list[Case]) -> list[tuple[int, int]]:
     """Produce in order; the (partition, offset) of each case."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, max_request_size=1_048_000
+        bootstrap_servers=bootstrap, enable_idempotence=True, max_request_size=1_200_000
     )
     await producer.start()
     try:
@@ -367,3 +367,40 @@ async def test_over_the_broker_limit_the_producer_error_surfaces(infra, topics):
         path.unlink()
     assert proc.returncode == 2
     assert "larger than the broker accepts" in stderr.decode()
+
+
+@pytest.mark.timeout(180)
+async def test_poison_at_the_broker_limit_is_dead_lettered_without_blocking_the_outbox(
+    infra, topics, schema, service_logs
+):
+    """The dead letter adds headers to the original bytes: it must still fit, or be cut."""
+    good = consent_stream(1, 1, seed=98, tag="after-limit")[0]
+    service = consent(infra, topics, schema, service_logs, "consent-limit")
+    async with processes(service):
+        service.start()
+        await service.wait_ready()
+        biggest = await largest_accepted(infra.kafka, topics.consent_changes)
+        await produce_cases(infra.kafka, topics.consent_changes, [Case("good", *encode(good))])
+        STATS.malformed_inputs += 1
+        states = await read_all(
+            infra.kafka, topics.consent_state, until=lambda r: len(r) >= 1, timeout=60, settle=0
+        )
+        dead = await read_all(
+            infra.kafka, topics.deadletter, until=lambda r: len(r) >= 1, timeout=30, settle=0
+        )
+        await service.terminate()
+    assert [orjson.loads(r.value)["subject"] for r in states] == [good.subject]
+    assert len(dead) == 1
+    assert dead[0].value == biggest or dict(dead[0].headers).get("value_truncated") == b"true"
+
+
+async def largest_accepted(bootstrap: str, topic: str) -> bytes:
+    """Produce the biggest malformed value the broker takes (searching down from its limit)."""
+    size = 1_048_576
+    while True:
+        value = b"{" + b"x" * (size - 1)
+        try:
+            await produce_cases(bootstrap, topic, [Case("at the limit", b"usr_limit", value)])
+            return value
+        except MessageSizeTooLargeError:
+            size -= 64
