@@ -315,18 +315,27 @@ class Scenario:
         await self.publish(self.topics.accounts_lifecycle, self.event(AccountClosed, data))
         self.say.action(f"account.closed.v1: account {short(self.account)} closed")
 
-        async def scheduled() -> list[dict[str, Any]] | None:
+        async def scheduled() -> dict[str, Any] | None:
             view = await self.api.retention_view(self.subject)
             rows = [t for t in view["schedule"] if t["cause"] == "closure"]
-            return rows if view["account_status"] == "closed" and rows else None
+            return view if view["account_status"] == "closed" and rows else None
 
-        rows = await self.until("retention to schedule the closure timers", scheduled)
+        view = await self.until("retention to schedule the closure timers", scheduled)
+        rows = [t for t in view["schedule"] if t["cause"] == "closure"]
+        rules = {c["category"]: _rule(c) for c in view.get("categories", [])}
         self.result.schedule = rows
         self.say.outcome("retention's schedule (GET /v1/subjects/{id}/retention):")
         self.say.table(
-            ("category", "owner", "action", "due", "status"),
+            ("category", "owner", "rule", "action", "due", "status"),
             [
-                (r["category"], r["owner"], r["mode"], day(r["due_at"]), _timer(r))
+                (
+                    r["category"],
+                    r["owner"],
+                    rules.get(r["category"], ""),
+                    r["mode"],
+                    day(r["due_at"]),
+                    _timer(r),
+                )
                 for r in sorted(rows, key=lambda r: (str(r["due_at"]), r["category"]))
             ],
         )
@@ -452,6 +461,14 @@ def _job_row(job: DeletionJob) -> tuple[str, ...]:
 
 def _yes(allowed: Any) -> str:
     return "[green]yes[/]" if allowed else "[red]no[/]"
+
+
+def _rule(category: dict[str, Any]) -> str:
+    """A category's retention rule in a few words, e.g. `P7Y after closure (tax)`."""
+    start = "subscription terms" if category.get("period_from") else "closure"
+    text = f"{category.get('period', '?')} after {start}"
+    obligation = category.get("legal_obligation")
+    return f"{text} (legal obligation: {obligation})" if obligation else text
 
 
 def _timer(row: dict[str, Any]) -> str:
