@@ -431,3 +431,43 @@ async def _retention_footprint(infra: Infra, schema: str, subject: str) -> dict[
         "timers": [tuple(r) for r in timers],
         "jobs": [r["job_id"] for r in jobs],
     }
+
+
+@pytest.mark.timeout(300)
+async def test_retention_streams_replayed_twice_and_shuffled_give_the_same_timers_and_jobs(
+    infra, spaces, service_logs
+):
+    from tests.faults.test_consent_faults import replayed_and_shuffled
+
+    events, names = lifecycles(300, "rr")
+    rng = random.Random(12)
+    clean_topics, clean_schema = await spaces()
+    topics, schema = await spaces()
+    shuffled = replayed_and_shuffled(events, rng)
+    shuffled += rng.sample(events, len(events) // 3)  # and stragglers at the very end
+    for topics_, schema_, stream in (
+        (clean_topics, clean_schema, events),
+        (topics, schema, shuffled),
+    ):
+        service = retention(infra, topics_, schema_, service_logs, "retention-replay")
+        async with processes(service):
+            service.start()
+            await service.wait_ready()
+            await send(infra.kafka, topics_.accounts_lifecycle, stream)
+            await wait_inbox(infra, schema_, len(events))
+            await assert_every_timer_fired_once(infra, topics_, schema_, names)
+            await service.terminate()
+    assert await _decisions(infra, schema) == await _decisions(infra, clean_schema)
+
+
+async def _decisions(infra: Infra, schema: str) -> list[tuple[Any, ...]]:
+    """Retention's decisions, without the times of issue: timers and jobs per subject."""
+    timers = await query(
+        infra.database_url,
+        f'SELECT subject_id, category, owner, mode, reason, due_at, status FROM "{schema}".timers ORDER BY 1, 2, 6',
+    )
+    jobs = await query(
+        infra.database_url,
+        f'SELECT subject_id, category, owner, mode, reason, status FROM "{schema}".jobs ORDER BY 1, 2',
+    )
+    return [tuple(r) for r in timers] + [tuple(r) for r in jobs]
