@@ -346,3 +346,45 @@ async def test_after_erasure_late_events_bring_nothing_back(infra, topics, schem
             assert not after_tombstone, "a consent.state for the erased subject after its tombstone"
     assert after_tombstone
     assert len(rows) == len({e.subject for e in subject_events}) - 1
+
+
+@pytest.mark.timeout(400)
+async def test_three_consent_replicas_one_killed_one_added_end_like_an_undisturbed_run(
+    infra, spaces, service_logs
+):
+    events = consent_stream(6_000, 600, seed=31, tag="rebalance")
+    clean_topics, clean_schema = await spaces()
+    await undisturbed(
+        infra,
+        clean_topics,
+        clean_schema,
+        service_logs,
+        [(clean_topics.consent_changes, events)],
+        len(events),
+    )
+    topics, schema = await spaces()
+    rng = random.Random(13)
+    replicas = [consent(infra, topics, schema, service_logs, f"consent-rb{n}") for n in range(4)]
+    async with processes(*replicas):
+        for r in replicas[:3]:
+            r.start()
+        for r in replicas[:3]:
+            await r.wait_ready()
+        producing = asyncio.create_task(
+            send(infra.kafka, topics.consent_changes, events, chunk=200, pace=0.1)
+        )
+        await asyncio.sleep(rng.uniform(0.5, 1.5))
+        replicas[1].kill()
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        replicas[3].start()
+        await replicas[3].wait_ready()
+        await producing
+        await wait_inbox(infra, schema, len(events))
+        for r in (replicas[0], replicas[2], replicas[3]):
+            await r.terminate()
+            assert r.stopped_cleanly()
+    published = await expected_state_count(infra, clean_schema)
+    compare_runs(
+        await outcome(infra, clean_topics, clean_schema, published),
+        await outcome(infra, topics, schema, published),
+    )
