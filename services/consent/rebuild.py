@@ -16,7 +16,13 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.consent.app import MIGRATIONS, build_runtime, consumed_topics, load_catalogue
+from services.consent.app import (
+    MIGRATIONS,
+    build_runtime,
+    consumed_topics,
+    load_catalogue,
+    tune_gc,
+)
 from services.consent.handlers import Consent, expire_due
 from services.consent.settings import ConsentSettings
 from shared.plumbing import db
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
     settings = ConsentSettings()  # type: ignore[call-arg]  # required values come from env
+    tune_gc()
     count = asyncio.run(rebuild(settings, args.schema, within_s=args.timeout))
     print(f"rebuilt {count} subjects into schema {args.schema}")
 
