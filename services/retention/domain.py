@@ -396,6 +396,20 @@ def job_id_for(*parts: str) -> str:
     return "job_" + uuid.uuid5(JOB_NAMESPACE, "\x1f".join(parts)).hex
 
 
+def timer_job_id(timer: Timer) -> str:
+    """The job of a timer: its cause in full, so a reset database's serials cannot collide."""
+    return job_id_for(
+        "timer",
+        str(timer.id),
+        timer.subject_id,
+        timer.category,
+        timer.mode,
+        timer.reason,
+        timer.request_id or "",
+        timer.due_at.isoformat(),
+    )
+
+
 def event_id_for(job_id: str, attempt: int) -> str:
     """The event id of one issue of a job (a replayed issue keeps its id)."""
     return str(uuid.uuid5(JOB_NAMESPACE, f"{job_id}\x1f{attempt}"))

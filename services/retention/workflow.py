@@ -158,7 +158,7 @@ async def fire(
         deadline = deadlines.get(f.timer.id)
         rows.append(
             {
-                "job_id": domain.job_id_for("timer", str(f.timer.id)),
+                "job_id": domain.timer_job_id(f.timer),
                 "timer_id": f.timer.id,
                 "subject_id": f.timer.subject_id,
                 "owner": f.timer.owner,

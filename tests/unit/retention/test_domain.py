@@ -287,3 +287,15 @@ def test_the_fast_deletion_job_encoding_matches_the_contract_encoding():
         assert (fast.key, fast.value) == (key, value)
         assert decode(fast.value) == workflow.deletion_event(row, 2, now)
         assert fast.event_id == decode(value).id
+
+
+def test_timer_job_ids_are_stable_and_differ_for_other_subjects_with_the_same_serial():
+    base = {
+        "id": 7, "subject_id": "usr_a", "account_id": "acc", "category": "crm_data",
+        "owner": "crm", "mode": "delete", "reason": "retention_expired", "request_id": None,
+        "due_at": datetime(2027, 1, 1, tzinfo=UTC),
+    }  # fmt: skip
+    first = Timer.model_validate(base)
+    assert domain.timer_job_id(first) == domain.timer_job_id(Timer.model_validate(base))
+    other = Timer.model_validate({**base, "subject_id": "usr_b"})
+    assert domain.timer_job_id(first) != domain.timer_job_id(other)
