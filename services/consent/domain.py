@@ -95,6 +95,12 @@ CHANGE_EVENTS = (
 )
 
 
+HOT_PATH_RECORDS = ("PurposeRecord", "Decision", "Facts", "LedgerEntry")
+"""Records built several times per event: plain slots dataclasses, not frozen (a frozen
+dataclass's __init__ makes one object.__setattr__ call per field, the top own-time entry of the
+ingest profile). Nothing assigns to them after creation; `dataclasses.replace` makes copies."""
+
+
 class ConsentRuleViolation(ValueError):
     """An event the contract forbids (dead-lettered with this message, never applied)."""
 
@@ -107,7 +113,7 @@ class ContractPurposeNotWithdrawable(ConsentRuleViolation):
     """A purpose with a contract basis cannot be withdrawn."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
 class PurposeRecord:
     state: str
     since: datetime
@@ -371,7 +377,7 @@ def expire(state: SubjectState, now: datetime) -> Outcome:
 # --- decisions ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
 class Decision:
     allowed: bool
     state: str
@@ -488,12 +494,25 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
 # --- the projection document --------------------------------------------------------------
 
 
+_TS_MEMO: dict[datetime, str] = {}
+_TS_MEMO_SIZE = 20_000
+
+
 def _ts(value: datetime | None) -> str | None:
+    """UTC ISO 8601. Memoised: a state's times are written again at every change of it (the
+    document, the published state, the ledger); equal instants give the same UTC text."""
     if value is None:
         return None
-    if value.utcoffset() == _ZERO:  # UTC already (any tzinfo): the same text, a lot cheaper
-        return value.isoformat()
-    return value.astimezone(UTC).isoformat()
+    text = _TS_MEMO.get(value)
+    if text is None:
+        if value.utcoffset() == _ZERO:  # UTC already (any tzinfo): the same text, cheaper
+            text = value.isoformat()
+        else:
+            text = value.astimezone(UTC).isoformat()
+        if len(_TS_MEMO) >= _TS_MEMO_SIZE:
+            _TS_MEMO.clear()
+        _TS_MEMO[value] = text
+    return text
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -562,7 +581,7 @@ def _scopes_from(doc: Mapping[str, Any]) -> dict[str, ScopeRecord]:
 # --- the ledger ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
 class Facts:
     """What an event says about itself, copied into each of its ledger entries."""
 
@@ -608,7 +627,7 @@ def _evidence(evidence: Any) -> dict[str, Any] | None:
     return dumped or None
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field (24)
+@dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
 class LedgerEntry:
     principal: str
     seq: int
