@@ -112,6 +112,11 @@ async def run_step(
     )
 
 
+def kept_up(step: Step, p99_limit: float) -> bool:
+    """The step's rate was sustained: p99 under the limit and at least 95% achieved."""
+    return highest_sustained([(step.offered, step.achieved, step.p99_ms)], p99_limit) > 0
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     with open(args.paths_file) as handle:
         paths = [line.strip() for line in handle if line.strip()]

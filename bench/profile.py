@@ -79,8 +79,11 @@ def _project_dirs() -> tuple[str, ...]:
 
 
 def _idle(stack: list[str]) -> bool:
-    """The event loop waiting in epoll: not work."""
-    return bool(stack) and "selectors.py" in stack[-1] and ".select (" in stack[-1]
+    """The event loop waiting: asyncio's selector, or uvloop's C loop (seen as Runner.run)."""
+    if not stack:
+        return False
+    last = stack[-1]
+    return ("selectors.py" in last and ".select (" in last) or last.startswith("Runner.run (")
 
 
 class Profiler:
