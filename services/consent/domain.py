@@ -462,13 +462,7 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
     purposes: dict[str, Any] = {}
     for name, rule in catalogue.purposes.items():
         if not scoped and name not in state.purposes:  # the common case, without decide()
-            allowed = rule.default or rule.basis is _CONTRACT
-            purposes[name] = {
-                "state": DEFAULT,
-                "allowed": allowed,
-                "basis": _BASIS[rule.basis],
-                "reconsent_required": False,
-            }
+            purposes[name] = _default_item(rule)
             continue
         d = decide(state, name, rule, now)
         item: dict[str, Any] = {
@@ -489,6 +483,23 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
         "objections": sorted(t for t, r in state.objections.items() if r.active),
         "gpc": state.gpc_since is not None,
     }
+
+
+_DEFAULT_ITEMS: dict[int, tuple[PurposeRule, dict[str, Any]]] = {}
+
+
+def _default_item(rule: PurposeRule) -> dict[str, Any]:
+    """A fresh copy of the state item of a purpose the subject never touched (built once)."""
+    found = _DEFAULT_ITEMS.get(id(rule))
+    if found is None or found[0] is not rule:
+        item = {
+            "state": DEFAULT,
+            "allowed": rule.default or rule.basis is _CONTRACT,
+            "basis": _BASIS[rule.basis],
+            "reconsent_required": False,
+        }
+        found = _DEFAULT_ITEMS[id(rule)] = (rule, item)
+    return found[1].copy()
 
 
 # --- the projection document --------------------------------------------------------------

@@ -70,6 +70,7 @@ class Consent:
     catalogue: PurposeCatalogue
     clock: Clock
     key: bytes = field(init=False)
+    _last_time: tuple[datetime | None, str] = field(init=False, default=(None, ""))
 
     def __post_init__(self) -> None:
         self.key = self.settings.ledger_key.get_secret_value().encode()
@@ -77,6 +78,12 @@ class Consent:
     def principal(self, subject: str) -> str:
         """How the ledger and the suppression list name `subject`."""
         return domain.pseudonym(self.key, subject)
+
+    def _event_time(self, now: datetime) -> str:
+        """`now` as a CloudEvents time; a batch formats its one `now` once."""
+        if self._last_time[0] != now:
+            self._last_time = (now, now.astimezone(UTC).isoformat().replace("+00:00", "Z"))
+        return self._last_time[1]
 
     def state_row(self, state: SubjectState, now: datetime) -> OutboxRow:
         """`consent.state.v1` for a state, encoded straight to JSON (the ingest hot path).
@@ -90,7 +97,7 @@ class Consent:
             "source": SOURCE,
             "type": STATE_TYPE,
             "subject": state.subject,
-            "time": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "time": self._event_time(now),
             "datacontenttype": "application/json",
             "data": domain.state_json(state, self.catalogue, now),
         }
