@@ -193,6 +193,8 @@ def export_service(
             "EXPORT_EXCHANGE_DIR": str(root / "exchange"),
             "EXPORT_LOOP_INTERVAL": "0.2",
             "EXPORT_BATCH_MAX_RECORDS": "20",
+            "EXPORT_LINK_TTL": "PT3S",
+            "EXPORT_ASSEMBLY_LEASE": "PT5S",  # a replica killed mid-assembly: retried soon
         },
     )
     return ServiceProcess(f"{label}-{schema}", env, logs, app_module="services.export.app")
@@ -283,6 +285,7 @@ async def test_kill_9_export_while_parts_arrive_twice_gives_one_bundle_per_reque
             infra.database_url,
             f'SELECT request_id, owner, category, count(*) AS n FROM "{schema}".parts GROUP BY 1, 2, 3, part_index',
         )
+        await check_download_links(service, [r.data.request_id for r in requests[:2]])
         statuses = await read_all(
             infra.kafka, topics.requests_status, until=lambda r: True, timeout=15, settle=3
         )
@@ -471,3 +474,33 @@ async def _decisions(infra: Infra, schema: str) -> list[tuple[Any, ...]]:
         f'SELECT subject_id, category, owner, mode, reason, status FROM "{schema}".jobs ORDER BY 1, 2',
     )
     return [tuple(r) for r in timers] + [tuple(r) for r in jobs]
+
+
+async def check_download_links(service: ServiceProcess, request_ids: list[str]) -> None:
+    """A link downloads once fetched; not for another request, not tampered, not expired."""
+    import httpx
+
+    token = {"Authorization": "Bearer fault-token"}
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+        views = [(await client.get(f"/v1/exports/{r}", headers=token)).json() for r in request_ids]
+        urls = [httpx.URL(v["download_url"]) for v in views]
+        first = await client.get(urls[0].path, params=urls[0].params)
+        assert first.status_code == 200
+        assert first.content[:2] == b"PK"  # a zip
+        assert (await client.get(f"/v1/exports/{request_ids[0]}")).status_code == 401
+        other_bundle = urls[1].path.rsplit("/", 1)[1]
+        swapped = urls[0].path.rsplit("/", 1)[0] + "/" + other_bundle
+        answers = [
+            await client.get(swapped, params=urls[0].params),  # another request's bundle
+            await client.get(urls[0].path, params=urls[0].params.set("sig", "A" * 43)),
+            await client.get(urls[0].path, params=urls[0].params.set("expires", "9999999999")),
+            await client.get("/v1/downloads/guessed", params={"expires": "9999999999", "sig": "x"}),
+        ]
+        assert [a.status_code for a in answers] == [403, 403, 403, 403]
+
+        async def expired() -> bool:
+            again = await client.get(urls[0].path, params=urls[0].params)
+            assert again.status_code in (200, 410)
+            return again.status_code == 410
+
+        await poll(expired, timeout=15, interval=0.5, what="the download link to expire")
