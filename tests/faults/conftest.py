@@ -23,7 +23,7 @@ def _delete_topics_at_the_end() -> Iterator[None]:
     yield
     for bootstrap, names in TOPICS_USED.items():
         with contextlib.suppress(Exception):  # a private broker may be gone already
-            asyncio.run(delete_topics(bootstrap, names))
+            asyncio.run(asyncio.wait_for(delete_topics(bootstrap, names), 30))
 
 
 @pytest.fixture(scope="session")

@@ -419,6 +419,7 @@ async def private_infra() -> AsyncIterator[PrivateInfra]:
     finally:
         await _deploy("down", "--purge", env=env)
         shutil.rmtree(state, ignore_errors=True)  # its broker and database logs
+        TOPICS_USED.pop(f"127.0.0.1:{env['PP_KAFKA_PORT']}", None)  # gone with its broker
 
 
 @contextlib.asynccontextmanager
