@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.contract.topics import Topics
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
@@ -25,11 +26,17 @@ def test_id() -> str:
 
 
 @pytest.fixture
-async def topics(infra: Infra, test_id: str) -> Topics:
-    """A private set of contract topics for this test (3 partitions each)."""
+async def topics(infra: Infra, test_id: str) -> AsyncIterator[Topics]:
+    """A private set of contract topics for this test (3 partitions each), deleted afterwards."""
     own = Topics().with_prefix(f"t{test_id}.")
     await ensure_topics(infra.kafka, own, TopicPolicy(partitions=3))
-    return own
+    yield own
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka)
+    await admin.start()
+    try:
+        await admin.delete_topics(own.all())
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
