@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck test test-faults bench run stop demo up down schemas compose-check clean
+.PHONY: help install lint typecheck test test-faults bench run stop demo up down schemas compose-check asyncapi clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ lint: install ## ruff (lint and format check)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install ## mypy --strict
-	$(VENV)/bin/mypy shared services tests
+	$(VENV)/bin/mypy shared services tests bench demo
 
 test: lint typecheck ## ruff, mypy and the whole test suite on real Kafka and PostgreSQL
 	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)
@@ -50,6 +50,12 @@ demo: install ## a scripted scenario against the running stack
 
 schemas: install ## regenerate the checked-in JSON Schemas from the contract models
 	$(PY) -m shared.contract.schemas
+
+compose-check: install ## validate deploy/docker-compose.yml offline (Debian's docker-compose)
+	$(PY) -m pytest -q tests/unit/ops/test_compose.py
+
+asyncapi: install ## export each service's AsyncAPI document into docs/asyncapi/
+	$(PY) -m shared.plumbing.asyncapi_export
 
 clean: ## remove caches (not the data folders: `deploy/local/down --purge` does that)
 	rm -rf .mypy_cache .ruff_cache .pytest_cache
