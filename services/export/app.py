@@ -29,7 +29,7 @@ def spec() -> ServiceSpec:
         make_apply=handlers.make_apply,
         make_api=api.make_api,
         make_public_api=api.make_public_api,
-        background=(loops.assembler, loops.bundle_cleaner),
+        background=(loops.assembler, loops.bundle_cleaner, loops.request_gauges),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from services.export import domain, store
@@ -21,6 +22,7 @@ from services.export.storage import bundle_key, parts_prefix
 from shared.catalogue import load_purposes, load_retention
 from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
+from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
 from shared.plumbing.service import Runtime
 
@@ -46,6 +48,26 @@ async def bundle_cleaner(runtime: Runtime, stop: asyncio.Event) -> None:
         return await delete_expired(ctx)
 
     await _every(ctx, stop, step, "bundle_cleaner")
+
+
+async def request_gauges(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Export requests by status, overdue flag and near deadline (the deadline alerts use them)."""
+    ctx = Context.of(runtime)
+    service = ctx.settings.service_name
+
+    async def step() -> bool:
+        now = runtime.clock.now()
+        async with runtime.pool.acquire() as conn:
+            counts = await store.request_counts(conn, now)
+            soon = await store.due_soon(conn, now, now + timedelta(days=7))
+        for status in ("pending", "in_progress", "completed", "partially_completed", "cancelled"):
+            for overdue in (False, True):
+                value = counts.get((status, overdue), 0)
+                REQUESTS.labels(service, "export", status, str(overdue).lower()).set(value)
+        REQUESTS_DUE_SOON.labels(service, "export").set(soon)
+        return False
+
+    await _every(ctx, stop, step, "request_gauges")
 
 
 async def _every(

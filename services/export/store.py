@@ -92,6 +92,17 @@ WHERE bundle_id IS NOT NULL AND bundle_deleted_at IS NULL AND bundle_expires_at 
 ORDER BY bundle_expires_at LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
+REQUEST_COUNTS = """
+SELECT CASE WHEN status IN ('ready', 'assembling') THEN 'in_progress' ELSE status END AS status,
+       status IN ('pending', 'in_progress', 'ready', 'assembling') AND deadline < $1 AS overdue,
+       count(*) AS n
+FROM requests GROUP BY 1, 2
+"""
+DUE_SOON = """
+SELECT count(*) FROM requests
+WHERE status IN ('pending', 'in_progress', 'ready', 'assembling')
+  AND deadline >= $1 AND deadline < $2
+"""
 LOCK_SUBJECT_REQUESTS = """
 SELECT * FROM requests WHERE subject = $1 ORDER BY request_id FOR UPDATE
 """
@@ -388,3 +399,14 @@ async def claim_exchange_deletions(conn: Conn, limit: int = 100) -> list[str]:
 
 async def forget_exchange_deletions(conn: Conn, paths: Sequence[str]) -> None:
     await conn.execute(DELETE_EXCHANGE_DELETIONS, list(paths))
+
+
+async def request_counts(conn: Conn, now: datetime) -> dict[tuple[str, bool], int]:
+    """Requests by OpenDSR status word and overdue flag (for the deadline alerts)."""
+    return {(r["status"], r["overdue"]): r["n"] for r in await conn.fetch(REQUEST_COUNTS, now)}
+
+
+async def due_soon(conn: Conn, now: datetime, until: datetime) -> int:
+    """Open requests whose deadline falls between `now` and `until`."""
+    count: int = await conn.fetchval(DUE_SOON, now, until)
+    return count

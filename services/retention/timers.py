@@ -12,26 +12,18 @@ import time
 from datetime import datetime, timedelta
 
 import asyncpg
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import Counter, Gauge
 
 from services.retention import domain, store, workflow
 from services.retention.workflow import Context
 from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
+from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
 from shared.plumbing.pipeline import is_transient
 from shared.plumbing.service import Background, Runtime
 
 log = get_logger(__name__)
-
-
-def _shared_gauge(name: str, doc: str, labels: list[str]) -> Gauge:
-    """A gauge other services may register too (one process can hold several in tests)."""
-    try:
-        return Gauge(name, doc, labels)
-    except ValueError:  # registered already by another service's module
-        existing: Gauge = REGISTRY._names_to_collectors[name]  # type: ignore[assignment]
-        return existing
 
 
 JOBS_ISSUED = Counter("pp_retention_jobs_issued_total", "Jobs issued by due timers", ["service"])
@@ -44,14 +36,6 @@ JOBS_REISSUED = Counter(
     ["service"],
 )
 JOBS_OVERDUE = Gauge("pp_retention_jobs_overdue", "Issued jobs past their due-by", ["service"])
-REQUESTS = _shared_gauge(
-    "pp_requests",
-    "Privacy requests by kind, status and overdue flag",
-    ["service", "kind", "status", "overdue"],
-)
-REQUESTS_DUE_SOON = _shared_gauge(
-    "pp_requests_due_soon", "Open requests whose deadline is within 7 days", ["service", "kind"]
-)
 REQUEST_KINDS = ("erasure", "rectification")
 REQUEST_STATUSES = ("pending", "in_progress", "completed", "cancelled", "partially_completed")
 RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"

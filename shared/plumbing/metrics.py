@@ -33,6 +33,14 @@ BATCH_SECONDS = Histogram(
 )
 OUTBOX_PUBLISHED = Counter("pp_outbox_published_total", "Outbox rows published", ["service"])
 OUTBOX_BACKLOG = Gauge("pp_outbox_backlog", "Outbox rows not yet published", ["service"])
+REQUESTS = Gauge(
+    "pp_requests",
+    "Privacy requests by kind, status and overdue flag",
+    ["service", "kind", "status", "overdue"],
+)
+REQUESTS_DUE_SOON = Gauge(
+    "pp_requests_due_soon", "Open requests whose deadline is within 7 days", ["service", "kind"]
+)
 CONSUMER_LAG = Gauge(
     "pp_consumer_lag", "Records behind the end of each partition", ["service", "topic", "partition"]
 )

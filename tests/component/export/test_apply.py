@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 import pytest
 
+from services.export import store as export_store
 from services.export.app import MIGRATIONS, build_runtime, spec
 from services.export.domain import deadline_for
 from services.export.loops import delete_exchange_files
@@ -330,3 +331,21 @@ async def test_with_the_setting_a_taken_exchange_file_is_queued_for_deletion_and
     assert not small_file.exists()
     assert big_file.exists()  # a failed part's file stays for the owner to fix
     assert await fed.pool.fetch("SELECT path FROM exchange_deletions") == []
+
+
+async def test_export_requests_are_counted_by_status_overdue_and_near_deadline(fed: Fed):
+    await fed.feed(requested(fed.clock), requested(fed.clock, subject="usr_2", request_id="req_2"))
+    await fed.pool.execute("UPDATE requests SET status = 'ready' WHERE request_id = 'req_2'")
+
+    async def figures() -> tuple[dict[tuple[str, bool], int], int]:
+        now = fed.clock.now()
+        async with fed.pool.acquire() as conn:
+            counts = await export_store.request_counts(conn, now)
+            soon = await export_store.due_soon(conn, now, now + timedelta(days=7))
+        return counts, soon
+
+    assert await figures() == ({("pending", False): 1, ("in_progress", False): 1}, 0)
+    fed.clock.advance(timedelta(days=25))
+    assert await figures() == ({("pending", False): 1, ("in_progress", False): 1}, 2)
+    fed.clock.advance(timedelta(days=15))
+    assert await figures() == ({("pending", True): 1, ("in_progress", True): 1}, 0)
