@@ -11,6 +11,7 @@ from services.consent import api, handlers
 from services.consent.handlers import Consent
 from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeCatalogue, load_purposes
+from shared.contract.events import ConsentState, ExportPart
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.logging import configure_logging
 from shared.plumbing.service import Runtime, ServiceSpec
@@ -42,6 +43,10 @@ def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runt
         make_apply=lambda _: handlers.make_apply(consent),
         make_api=lambda runtime: api.make_api(consent, runtime, reads),
         background=[handlers.expiry_loop(consent), reads.loop(settings)],
+        publishes=lambda s: {
+            s.topics.consent_state: ConsentState,
+            s.topics.privacy_receipts: ExportPart,
+        },
     )
     runtime = ConsentRuntime(settings, spec, clock)
     runtime.fast_decisions = (consent, reads)

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.export import api, handlers, loops
 from services.export.settings import ExportSettings
+from shared.contract.events import ExportJob, RequestStatusChanged
 from shared.plumbing.clock import Clock
 from shared.plumbing.service import Runtime, ServiceSpec, create_app
 from shared.plumbing.settings import ServiceSettings
@@ -30,6 +31,10 @@ def spec() -> ServiceSpec:
         make_api=api.make_api,
         make_public_api=api.make_public_api,
         background=(loops.assembler, loops.bundle_cleaner, loops.request_gauges),
+        publishes=lambda s: {
+            s.topics.privacy_jobs: ExportJob,
+            s.topics.requests_status: RequestStatusChanged,
+        },
     )
 
 

@@ -12,6 +12,7 @@ from services.retention.settings import RetentionSettings
 from services.retention.timers import timer_loop
 from services.retention.workflow import Context
 from shared.catalogue import load_retention
+from shared.contract.events import DeletionJob, RectificationJob, RequestStatusChanged
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.logging import configure_logging
 from shared.plumbing.service import Runtime, ServiceSpec
@@ -35,6 +36,10 @@ def spec(ctx: Context) -> ServiceSpec:
         make_apply=lambda _runtime: handlers.make_apply(ctx),
         make_api=make_router(ctx),
         background=[timer_loop(ctx)],
+        publishes=lambda s: {
+            s.topics.privacy_jobs: DeletionJob | RectificationJob,
+            s.topics.requests_status: RequestStatusChanged,
+        },
     )
 
 

@@ -46,6 +46,8 @@ class ServiceSpec:
     make_public_api: Callable[[Runtime], APIRouter] | None = None
     """Routes NOT behind the bearer token (e.g. signed download links carry their own auth)."""
     background: Sequence[Background] = field(default_factory=tuple)
+    publishes: Callable[[ServiceSettings], dict[str, Any]] | None = None
+    """Topic -> contract model (or union) this service publishes, for the AsyncAPI document."""
 
 
 def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter:
@@ -99,12 +101,30 @@ class Runtime:
             allow_auto_create_topics=False,
         )
         self.broker.include_router(consumer_router(settings, spec.topics(settings)))
+        self._document_publications()
         self._pool: asyncpg.Pool | None = None
         self.pipeline: Pipeline | None = None
         self.relay: Relay | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    def _document_publications(self) -> None:
+        """Doc-only FastStream publishers: the outbox relay publishes, AsyncAPI describes."""
+        published = self.spec.publishes(self.settings) if self.spec.publishes else {}
+        deadletter = self.settings.topics.deadletter
+        for topic, schema in {**published, deadletter: bytes}.items():
+            self.broker.publisher(
+                topic,
+                schema=schema,
+                title=f"{self.spec.name}:{topic}",
+                description=(
+                    "Original bytes of poison input; headers original_topic, original_partition, "
+                    "original_offset, service, error."
+                    if topic == deadletter
+                    else "CloudEvents 1.0 (structured JSON), key = subject, via the outbox."
+                ),
+            )
 
     @property
     def pool(self) -> asyncpg.Pool:

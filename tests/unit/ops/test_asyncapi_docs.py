@@ -26,3 +26,22 @@ def test_check_mode_reports_a_stale_file(tmp_path) -> None:
     assert main(["--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "consent.json").write_text("{}\n")
     assert main(["--out", str(tmp_path), "--check"]) == 1
+
+
+def test_each_document_describes_what_the_service_publishes_with_the_contract_schemas() -> None:
+    import json
+
+    expected = {
+        "consent": {"consent.state": "ConsentState", "privacy.receipts": "ExportPart"},
+        "retention": {
+            "privacy.jobs": "DeletionJob",
+            "privacy.requests.status": "RequestStatusChanged",
+        },
+        "export": {"privacy.jobs": "ExportJob", "privacy.requests.status": "RequestStatusChanged"},
+    }
+    for service, topics in expected.items():
+        doc = json.loads((DOCS / f"{service}.json").read_text())
+        for topic, model in topics.items():
+            assert f"{service}:{topic}" in doc["channels"], (service, topic)
+            assert model in doc["components"]["schemas"], (service, model)
+        assert f"{service}:privacy.deadletter" in doc["channels"]
