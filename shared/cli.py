@@ -420,11 +420,18 @@ def dry_run(
 ) -> None:
     """What retention would delete or restrict on a date, and why (no side effects)."""
     when = (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
-    if subject_id:
-        result = call(api, "retention", f"/v1/subjects/{subject_id}/retention", at=when)
-    else:
+    if not subject_id:
         result = call(api, "retention", "/v1/retention/dry-run", at=when)
-    out.print_json(json.dumps(result, default=str))
+        out.print_json(json.dumps(result, default=str))
+        return
+    result = call(api, "retention", f"/v1/subjects/{subject_id}/retention", at=when)
+    table = Table("category", "owner", "on " + when[:10], "why", "due", "held by")
+    for row in result.get("dry_run", []):
+        table.add_row(
+            row["category"], row["owner"], row["action"], row["reason"],
+            str(row.get("due_at") or ""), ", ".join(row.get("hold_ids") or []),
+        )  # fmt: skip
+    out.print(table)
 
 
 @app.command("verify-ledger")
