@@ -51,6 +51,14 @@ TRANSIENT_PG = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.InsufficientResourcesError,
+    # The service's own schema or grants are wrong (a migration not applied, a role without
+    # rights, a read-only replica): an operator fixes it and the events must then apply —
+    # dead-lettering them would empty the topic into the dead-letter queue.
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.ReadOnlySQLTransactionError,
 )
 
 

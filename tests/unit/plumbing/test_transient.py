@@ -1,0 +1,37 @@
+"""Which failures are the infrastructure's (retry) and which the input's (dead-letter)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from shared.plumbing.pipeline import is_transient
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(),
+        TimeoutError(),
+        asyncpg.CannotConnectNowError("starting up"),
+        asyncpg.SerializationError("could not serialize"),
+        asyncpg.UndefinedTableError('relation "subjects" does not exist'),
+        asyncpg.InsufficientPrivilegeError("permission denied for schema consent"),
+        asyncpg.ReadOnlySQLTransactionError("read-only transaction"),
+    ],
+)
+def test_outages_and_a_broken_deployment_are_retried_not_dead_lettered(exc):
+    assert is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad input"),
+        asyncpg.DataError("value too long"),
+        asyncpg.UniqueViolationError("duplicate key"),
+        asyncpg.CharacterNotInRepertoireError("invalid byte sequence"),
+    ],
+)
+def test_errors_an_event_causes_are_not_retried(exc):
+    assert not is_transient(exc)
