@@ -237,6 +237,27 @@ async def processes(*procs: ServiceProcess) -> AsyncIterator[None]:
             proc.stop_now()
 
 
+async def rebalance_under_load(
+    replicas: Sequence[ServiceProcess],
+    load: Callable[[], Any],
+    rng: Any,
+    kill_after: tuple[float, float] = (0.5, 1.5),
+    add_after: tuple[float, float] = (0.3, 1.0),
+) -> None:
+    """Three replicas take `load`; one is killed and a fourth added while it flows."""
+    for r in replicas[:3]:
+        r.start()
+    for r in replicas[:3]:
+        await r.wait_ready()
+    producing = asyncio.create_task(load())
+    await asyncio.sleep(rng.uniform(*kill_after))
+    replicas[1].kill()
+    await asyncio.sleep(rng.uniform(*add_after))
+    replicas[3].start()
+    await replicas[3].wait_ready()
+    await producing
+
+
 # ---------------------------------------------------------------- load ----
 
 

@@ -26,6 +26,7 @@ from tests.faults.harness import (
     processes,
     query,
     read_all,
+    rebalance_under_load,
     send,
     service_env,
     wait_inbox,
@@ -366,19 +367,11 @@ async def test_three_consent_replicas_one_killed_one_added_end_like_an_undisturb
     rng = random.Random(13)
     replicas = [consent(infra, topics, schema, service_logs, f"consent-rb{n}") for n in range(4)]
     async with processes(*replicas):
-        for r in replicas[:3]:
-            r.start()
-        for r in replicas[:3]:
-            await r.wait_ready()
-        producing = asyncio.create_task(
-            send(infra.kafka, topics.consent_changes, events, chunk=200, pace=0.1)
+        await rebalance_under_load(
+            replicas,
+            lambda: send(infra.kafka, topics.consent_changes, events, chunk=200, pace=0.1),
+            rng,
         )
-        await asyncio.sleep(rng.uniform(0.5, 1.5))
-        replicas[1].kill()
-        await asyncio.sleep(rng.uniform(0.3, 1.0))
-        replicas[3].start()
-        await replicas[3].wait_ready()
-        await producing
         await wait_inbox(infra, schema, len(events))
         for r in (replicas[0], replicas[2], replicas[3]):
             await r.terminate()

@@ -25,6 +25,7 @@ from tests.faults.harness import (
     processes,
     query,
     read_all,
+    rebalance_under_load,
     send,
     service_env,
 )
@@ -124,19 +125,12 @@ async def test_rebalance_three_replicas_one_killed_one_added_timers_fire_once(
     rng.shuffle(events)
     replicas = [replica(infra, topics, schema, service_logs, f"toy-rb{n}") for n in range(4)]
     async with processes(*replicas):
-        for r in replicas[:3]:
-            r.start()
-        for r in replicas[:3]:
-            await r.wait_ready()
-        producing = asyncio.create_task(
-            send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.1)
+        await rebalance_under_load(
+            replicas,
+            lambda: send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.1),
+            rng,
+            add_after=(0.5, 1.5),
         )
-        await asyncio.sleep(rng.uniform(0.5, 1.5))
-        replicas[1].kill()
-        await asyncio.sleep(rng.uniform(0.5, 1.5))
-        replicas[3].start()
-        await replicas[3].wait_ready()
-        await producing
         await assert_exactly_once(infra, topics, schema, events)
         closed = [e for e in events if isinstance(e, AccountClosed)]
 

@@ -32,6 +32,7 @@ from tests.faults.harness import (
     processes,
     query,
     read_all,
+    rebalance_under_load,
     send,
     service_env,
     wait_inbox,
@@ -154,19 +155,12 @@ async def test_three_retention_replicas_one_killed_one_added_fire_each_timer_onc
         retention(infra, topics, schema, service_logs, f"retention-rb{n}") for n in range(4)
     ]
     async with processes(*replicas):
-        for r in replicas[:3]:
-            r.start()
-        for r in replicas[:3]:
-            await r.wait_ready()
-        producing = asyncio.create_task(
-            send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.1)
+        await rebalance_under_load(
+            replicas,
+            lambda: send(infra.kafka, topics.accounts_lifecycle, events, chunk=100, pace=0.1),
+            rng,
+            kill_after=(0.8, 1.6),
         )
-        await asyncio.sleep(rng.uniform(0.8, 1.6))
-        replicas[1].kill()
-        await asyncio.sleep(rng.uniform(0.3, 1.0))
-        replicas[3].start()
-        await replicas[3].wait_ready()
-        await producing
         await wait_inbox(infra, schema, len(events))
         await assert_every_timer_fired_once(infra, topics, schema, names)
         for r in (replicas[0], replicas[2], replicas[3]):
