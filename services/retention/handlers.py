@@ -76,7 +76,7 @@ def make_apply(ctx: Context) -> ApplyFn:
 async def on_signed_up(conn: Conn, batch: Batch, ctx: Context, e: AccountSignedUp) -> None:
     """Map the subject to its account; a closure seen first (other partition) still counts."""
     await store.upsert_subject(conn, e.subject, e.data.account_id, e.time)
-    account = await store.account(conn, e.data.account_id)
+    account = await store.lock_account(conn, e.data.account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(conn, ctx, e.subject, account)
 
@@ -97,7 +97,7 @@ async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, accoun
 async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) -> None:
     account_id = e.data.account_id
     await store.ensure_subject(conn, e.subject, account_id)
-    account = await store.account(conn, account_id)
+    account = await store.lock_account(conn, account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(conn, ctx, e.subject, account)  # the first closure counts
         return
@@ -121,6 +121,7 @@ async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) ->
 async def on_reopened(conn: Conn, batch: Batch, ctx: Context, e: AccountReopened) -> None:
     account_id = e.data.account_id
     await store.ensure_subject(conn, e.subject, account_id)
+    await store.lock_account(conn, account_id)
     if not await store.set_lifecycle(conn, account_id, "open", None, e.time):
         return
     members = [r["subject_id"] for r in await store.account_subjects(conn, account_id)]

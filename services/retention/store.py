@@ -78,6 +78,7 @@ INSERT INTO subjects (subject_id, account_id) VALUES ($1, $2) ON CONFLICT (subje
 """
 ENSURE_ACCOUNT = "INSERT INTO accounts (account_id) VALUES ($1) ON CONFLICT DO NOTHING"
 ACCOUNT = "SELECT * FROM accounts WHERE account_id = $1"
+LOCK_ACCOUNT = "SELECT * FROM accounts WHERE account_id = $1 FOR UPDATE"
 SUBJECT = """
 SELECT s.subject_id, s.account_id, s.erased_at, a.status, a.closed_at, a.crm_retention_days
 FROM subjects s LEFT JOIN accounts a ON a.account_id = s.account_id WHERE s.subject_id = $1
@@ -107,6 +108,12 @@ async def ensure_subject(conn: Conn, subject_id: str, account_id: str) -> None:
 
 async def account(conn: Conn, account_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(ACCOUNT, account_id)
+
+
+async def lock_account(conn: Conn, account_id: str) -> asyncpg.Record | None:
+    """The account row, locked until commit: a sign-up and its account's closure handled at
+    once (other partitions, other replicas) must see each other, or a subject gets no timers."""
+    return await conn.fetchrow(LOCK_ACCOUNT, account_id)
 
 
 async def subject(conn: Conn, subject_id: str) -> asyncpg.Record | None:
