@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ class Profiler:
     def __init__(self, pid: int, out: Path) -> None:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
-        exe = shutil.which("py-spy")
+        exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if exe is None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
