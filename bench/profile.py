@@ -93,7 +93,9 @@ class Profiler:
     def __init__(self, pid: int, out: Path) -> None:
         self.out = out
         self.proc: subprocess.Popen[bytes] | None = None
-        exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        exe = shutil.which("py-spy") or shutil.which(
+            "py-spy", path=str(Path(sys.executable).parent)
+        )
         if exe is None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)

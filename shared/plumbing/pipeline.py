@@ -138,7 +138,7 @@ class Pipeline:
     async def process(self, records: Sequence[RecordLike]) -> None:
         """Process one batch; returns only when it is committed (then offsets may commit)."""
         started = time.perf_counter()
-        deliveries, poison = self._decode(records)
+        deliveries, poison = self.decode_batch(records)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
@@ -157,7 +157,7 @@ class Pipeline:
             "transient_failure_retrying", error=str(error)[:200], attempt=state.attempt_number
         )
 
-    def _decode(self, records: Sequence[RecordLike]) -> tuple[list[Delivery], list[OutboxRow]]:
+    def decode_batch(self, records: Sequence[RecordLike]) -> tuple[list[Delivery], list[OutboxRow]]:
         deliveries: list[Delivery] = []
         poison: list[OutboxRow] = []
         for topic, count in Counter(record.topic for record in records).items():
@@ -250,7 +250,7 @@ class Pipeline:
     async def _commit_together(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
         out = Outbox(rows=list(poison))
         async with self.pool.acquire() as conn, conn.transaction():
-            fresh = await self._claim(conn, deliveries, out)
+            fresh = await self.claim(conn, deliveries, out)
             if fresh:
                 batch = Batch(
                     events=[d.event for d in fresh],
@@ -266,7 +266,7 @@ class Pipeline:
                     metrics.EVENTS_PROCESSED.labels(self.service, event_type).inc(count)
             await outbox.write(conn, out.rows, self.schema)
 
-    async def _claim(self, conn: Conn, deliveries: list[Delivery], out: Outbox) -> list[Delivery]:
+    async def claim(self, conn: Conn, deliveries: list[Delivery], out: Outbox) -> list[Delivery]:
         """Record the batch in the inbox; returns the deliveries seen for the first time."""
         unique: dict[tuple[str, str], Delivery] = {}
         for d in deliveries:
