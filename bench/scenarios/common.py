@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Child
 from bench.stats import prometheus_sum
@@ -116,3 +117,20 @@ def batch_note(before: str, after: str, wall: float) -> str:
         f"{count:,.0f} batches of {events / count:,.0f} events, {seconds / count * 1000:,.0f} ms "
         f"each; pipeline busy {seconds / wall:.0%} of the time"
     )
+
+
+async def wait_group(kafka: str, group: str, members: int, within: float = 60) -> None:
+    """Until consumer group `group` is stable with `members` members (before load starts, so a
+    rebalance does not pause the measured run)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            described = (await admin.describe_consumer_groups([group]))[0].groups[0]
+            if described[2] == "Stable" and len(described[5]) == members:
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"group {group} did not settle with {members} members")
+    finally:
+        await admin.close()

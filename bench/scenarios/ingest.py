@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from bench.scenarios.common import (
     has_service,
     metrics,
     state_purposes,
+    wait_group,
     wait_until,
 )
 from bench.stats import rate
@@ -31,6 +33,7 @@ class ConsentStage:
     """The running consent service other scenarios reuse (decisions, replay)."""
 
     child: Child | None = None
+    replicas: int = 1
     topics: Topics | None = None
     schema: str = ""
     events: int = 0
@@ -38,6 +41,12 @@ class ConsentStage:
     latest: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     rate: float | None = None
     baseline: float | None = None
+
+
+def replicas() -> int:
+    """Consent service processes for the ingest: BENCH_CONSENT_REPLICAS, else one per core
+    (the consumer group splits the partitions; the first replica also answers decisions)."""
+    return int(os.environ.get("BENCH_CONSENT_REPLICAS", os.cpu_count() or 1))
 
 
 async def baseline(bench: Bench, workload: ConsentWorkload) -> tuple[float, dict[str, Any]]:
@@ -117,13 +126,19 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         stage.topics = await bench.topics("consent")
         stage.schema = bench.schema("consent")
         stage.child = await services.start(bench, "consent", "consent", stage.schema, stage.topics)
+        stage.replicas = replicas()
+        for n in range(2, stage.replicas + 1):
+            await services.start(bench, "consent", f"consent-{n}", stage.schema, stage.topics)
+        await wait_group(bench.kafka, f"bench-{stage.schema}", stage.replicas)
         before = await metrics(stage.child)
         with bench.profiled(stage.child, "consent-ingest") as phase:
             row.value = await run_service(bench, workload, stage)
         after = await metrics(stage.child)
         wall = workload.events / row.value if row.value else 0.0
+        first = "consent" if stage.replicas == 1 else "replica 1 (its CPU and batches)"
+        deployed = f"{stage.replicas} replica(s) of the service (one per core), 6 partitions"
         row.note = "; ".join(
-            part for part in (phase.note("consent"), batch_note(before, after, wall)) if part
+            part for part in (deployed, phase.note(first), batch_note(before, after, wall)) if part
         )
         stage.events, stage.subjects, stage.rate = events, subjects, row.value
     except Exception as exc:
