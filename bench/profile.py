@@ -99,7 +99,17 @@ class Profiler:
         if exe is None:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200"]
+        argv = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--format",
+            "raw",
+            "--rate",
+            "200",
+            "--subprocesses",
+        ]
         self.proc = subprocess.Popen(
             [*argv, "--nonblocking", "-o", str(out)],
             stdout=subprocess.DEVNULL,
