@@ -48,13 +48,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pydantic_core
+import orjson
 
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
 from shared.contract.events import (
     AccountSignedUp,
     ConsentGranted,
+    ConsentSource,
     ConsentStateData,
+    ConsentType,
     ConsentWithdrawn,
     GpcSignal,
     ProcessingObjected,
@@ -73,6 +75,8 @@ GENESIS = "0" * 64
 _ZERO = timedelta(0)
 _CONTRACT = Basis.CONTRACT
 _BASIS = {b: b.value for b in Basis}  # enum `.value` is a slow property on the hot path
+_ENUM_VALUES: dict[object, str] = {m: m.value for m in (*ConsentSource, *ConsentType)}
+CONTRACT_ALLOWED = "contract basis: always allowed"
 
 ChangeEvent = (
     AccountSignedUp
@@ -83,6 +87,8 @@ ChangeEvent = (
     | ProcessingObjected
     | RestrictionLifted
 )
+
+_CONSENT_EVENTS = (ConsentGranted, ConsentWithdrawn)  # a tuple: isinstance is faster than with |
 
 CHANGE_EVENTS = (
     AccountSignedUp,
@@ -178,9 +184,9 @@ class Outcome:
 
 def apply_event(state: SubjectState, event: ChangeEvent, catalogue: PurposeCatalogue) -> Outcome:
     """The new state after `event` and the ledger changes; raises ConsentRuleViolation."""
-    if isinstance(event, ConsentGranted | ConsentWithdrawn):
-        outcome = _consent_change(state, event, catalogue)
-    elif isinstance(event, AccountSignedUp):
+    if isinstance(event, _CONSENT_EVENTS):  # the hot path: built once, version included
+        return _consent_change(state, event, catalogue, isinstance(event, ConsentGranted))
+    if isinstance(event, AccountSignedUp):
         outcome = _signed_up(state, event, catalogue)
     elif isinstance(event, GpcSignal):
         outcome = _gpc(state, event, catalogue)
@@ -190,12 +196,67 @@ def apply_event(state: SubjectState, event: ChangeEvent, catalogue: PurposeCatal
         outcome = _scope(state, event, catalogue)
     if outcome.changed:
         new = outcome.state
-        bumped = SubjectState(
+        bumped = _state(
             new.subject, state.version + 1, new.purposes, new.restrictions, new.objections,
             new.gpc_since,
         )  # fmt: skip
-        return Outcome(bumped, outcome.changes)
-    return Outcome(state, outcome.changes)
+        return _outcome(bumped, outcome.changes)
+    return _outcome(state, outcome.changes)
+
+
+# Frozen records built on the hot path without the frozen dataclass __init__ (one
+# object.__setattr__ call per field): the slots' own setters, half the cost. Same objects.
+_new = object.__new__
+_SET_SUBJECT, _SET_VERSION, _SET_PURPOSES, _SET_RESTRICTIONS, _SET_OBJECTIONS, _SET_GPC = (
+    SubjectState.__dict__[name].__set__
+    for name in ("subject", "version", "purposes", "restrictions", "objections", "gpc_since")
+)
+_SET_STATE, _SET_CHANGES = (Outcome.__dict__[name].__set__ for name in ("state", "changes"))
+
+
+def _state(
+    subject: str,
+    version: int,
+    purposes: Mapping[str, PurposeRecord],
+    restrictions: Mapping[str, ScopeRecord],
+    objections: Mapping[str, ScopeRecord],
+    gpc_since: datetime | None,
+) -> SubjectState:
+    """`SubjectState(...)`, positional, built field by field (see above)."""
+    state: SubjectState = _new(SubjectState)
+    _SET_SUBJECT(state, subject)
+    _SET_VERSION(state, version)
+    _SET_PURPOSES(state, purposes)
+    _SET_RESTRICTIONS(state, restrictions)
+    _SET_OBJECTIONS(state, objections)
+    _SET_GPC(state, gpc_since)
+    return state
+
+
+def _outcome(state: SubjectState, changes: list[Change]) -> Outcome:
+    """`Outcome(state, changes)` built field by field (see above)."""
+    outcome: Outcome = _new(Outcome)
+    _SET_STATE(outcome, state)
+    _SET_CHANGES(outcome, changes)
+    return outcome
+
+
+_CHANGES: dict[tuple[str, str, str, str, bool, str | None], Change] = {}
+_CHANGES_SIZE = 4096
+
+
+def _change(
+    kind: str, target: str, old: str, new: str, applied: bool, note: str | None = None
+) -> Change:
+    """`Change(...)`, shared: a Change is frozen and the consent path makes few distinct ones
+    (purposes of the catalogue x states x notes), so equal ones are built once."""
+    key = (kind, target, old, new, applied, note)
+    found = _CHANGES.get(key)
+    if found is None:
+        if len(_CHANGES) >= _CHANGES_SIZE:
+            _CHANGES.clear()
+        found = _CHANGES[key] = Change(kind, target, old, new, applied, note)
+    return found
 
 
 def _rule(catalogue: PurposeCatalogue, purpose: str) -> PurposeRule:
@@ -207,25 +268,53 @@ def _rule(catalogue: PurposeCatalogue, purpose: str) -> PurposeRule:
 
 
 def _consent_change(
-    state: SubjectState, event: ConsentGranted | ConsentWithdrawn, catalogue: PurposeCatalogue
+    state: SubjectState,
+    event: ConsentGranted | ConsentWithdrawn,
+    catalogue: PurposeCatalogue,
+    granting: bool,
 ) -> Outcome:
+    """A grant or withdrawal (the ingest hot path): `_set_purpose` and the version bump of
+    `apply_event` in one step, so the state and the outcome are built once."""
     data = event.data
-    rule = _rule(catalogue, data.purpose)
-    granting = isinstance(event, ConsentGranted)
-    if not granting and not rule.withdrawable:
+    purpose = data.purpose
+    rule = _rule(catalogue, purpose)
+    contract = rule.basis is _CONTRACT
+    if not granting and contract:  # `not rule.withdrawable`
         raise ContractPurposeNotWithdrawable(
-            f"contract: {data.purpose} has a contract basis and cannot be withdrawn"
+            f"contract: {purpose} has a contract basis and cannot be withdrawn"
         )
+    new = GRANTED if granting else WITHDRAWN
+    current = state.purposes.get(purpose)
+    old = DEFAULT if current is None else current.state
+    when = event.time
+    if contract:
+        return _outcome(state, [_change(CONSENT, purpose, old, new, False, CONTRACT_ALLOWED)])
+    if current is not None and when < current.since:
+        return _outcome(state, [_change(CONSENT, purpose, old, new, False, SUPERSEDED)])
+    consent_type = _ENUM_VALUES.get(data.consent_type) or data.consent_type.value
+    if (
+        granting
+        and consent_type != "explicit"
+        and rule.gpc_applies
+        and state.gpc_since is not None
+        and when >= state.gpc_since
+    ):
+        return _outcome(state, [_change(CONSENT, purpose, old, new, False, GPC_BLOCKS_IMPLIED)])
     record = PurposeRecord(
-        GRANTED if granting else WITHDRAWN,
-        event.time,
+        new,
+        when,
         event.id,
-        data.consent_type.value,
-        data.source.value,
+        consent_type,
+        _ENUM_VALUES.get(data.source) or data.source.value,
         data.policy_version,
         data.expires_at if granting else None,
     )
-    return _set_purpose(state, data.purpose, rule, record)
+    purposes = {**state.purposes, purpose: record}
+    changed = _state(
+        state.subject, state.version + 1, purposes, state.restrictions, state.objections,
+        state.gpc_since,
+    )  # fmt: skip
+    return _outcome(changed, [_change(CONSENT, purpose, old, new, True)])
 
 
 def _signed_up(state: SubjectState, event: AccountSignedUp, catalogue: PurposeCatalogue) -> Outcome:
@@ -456,33 +545,88 @@ def state_data(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
 
 def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> dict[str, Any]:
     """`consent.state.v1` data as plain JSON values (the hot path: no model building)."""
-    scoped = any(r.active for r in state.restrictions.values()) or any(
-        r.active for r in state.objections.values()
-    )
+    restrictions = _active(state.restrictions)
+    objections = _active(state.objections)
+    scoped = bool(restrictions or objections)
+    records = state.purposes
+    defaults = _DEFAULT_ITEMS
     purposes: dict[str, Any] = {}
     for name, rule in catalogue.purposes.items():
-        if not scoped and name not in state.purposes:  # the common case, without decide()
-            purposes[name] = _default_item(rule)
-            continue
-        d = decide(state, name, rule, now)
-        item: dict[str, Any] = {
-            "state": d.state,
-            "allowed": d.allowed,
-            "basis": d.basis,
-            "reconsent_required": d.reconsent_required,
-        }
-        if d.since is not None:
-            item["since"] = _ts(d.since)
-        if d.expires_at is not None:
-            item["expires_at"] = _ts(d.expires_at)
-        purposes[name] = item
+        record = records.get(name)
+        if record is None and not scoped:  # the common case: a purpose never touched
+            found = defaults.get(id(rule))
+            if found is not None and found[0] is rule:  # `_default_item(rule)`, inline
+                purposes[name] = found[1].copy()
+            else:
+                purposes[name] = _default_item(rule)
+        elif scoped or record is None or rule.basis is _CONTRACT:  # scoped or contract
+            purposes[name] = _decision_item(decide(state, name, rule, now))
+        else:
+            purposes[name] = _consent_item(record, rule, now)
     return {
         "version": max(state.version, 1),
         "purposes": purposes,
-        "restrictions": sorted(t for t, r in state.restrictions.items() if r.active),
-        "objections": sorted(t for t, r in state.objections.items() if r.active),
+        "restrictions": restrictions,
+        "objections": objections,
         "gpc": state.gpc_since is not None,
     }
+
+
+def _active(scopes: Mapping[str, ScopeRecord]) -> list[str]:
+    return sorted(t for t, r in scopes.items() if r.active) if scopes else []
+
+
+def _decision_item(d: Decision) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "state": d.state,
+        "allowed": d.allowed,
+        "basis": d.basis,
+        "reconsent_required": d.reconsent_required,
+    }
+    if d.since is not None:
+        item["since"] = _ts(d.since)
+    if d.expires_at is not None:
+        item["expires_at"] = _ts(d.expires_at)
+    return item
+
+
+def _consent_item(record: PurposeRecord, rule: PurposeRule, now: datetime) -> dict[str, Any]:
+    """`_decision_item(decide(...))` of a recorded purpose without restrictions or objections
+    (so nothing blocks it) and not of a contract basis: `_consent_decision`, branch by branch,
+    straight to the item."""
+    basis = _BASIS[rule.basis]
+    state = record.state
+    if state == DEFAULT:
+        return {
+            "state": DEFAULT,
+            "allowed": rule.default,
+            "basis": basis,
+            "reconsent_required": False,
+        }
+    expires_at = record.expires_at
+    if state == EXPIRED or (state == GRANTED and expires_at is not None and expires_at <= now):
+        item = {"state": EXPIRED, "allowed": False, "basis": basis, "reconsent_required": False}
+        if expires_at is not None:
+            item["since"] = item["expires_at"] = _TS_MEMO.get(expires_at) or _ts(expires_at)
+        return item
+    since = record.since
+    if state == WITHDRAWN:
+        item = {"state": WITHDRAWN, "allowed": False, "basis": basis, "reconsent_required": False}
+        if since is not None:
+            item["since"] = _TS_MEMO.get(since) or _ts(since)
+        return item
+    reconsent = rule.reconsent_from is not None and needs_reconsent(rule, record.policy_version)
+    item = {
+        "state": GRANTED,
+        "allowed": not reconsent,
+        "basis": basis,
+        "reconsent_required": reconsent,
+    }
+    if since is not None:
+        item["since"] = _TS_MEMO.get(since) or _ts(since)
+    if expires_at is not None:
+        item["expires_at"] = _TS_MEMO.get(expires_at) or _ts(expires_at)
+    return item
 
 
 _DEFAULT_ITEMS: dict[int, tuple[PurposeRule, dict[str, Any]]] = {}
@@ -516,7 +660,7 @@ def _ts(value: datetime | None) -> str | None:
         return None
     text = _TS_MEMO.get(value)
     if text is None:
-        if value.utcoffset() == _ZERO:  # UTC already (any tzinfo): the same text, cheaper
+        if value.tzinfo is UTC or value.utcoffset() == _ZERO:  # UTC already: same text, cheaper
             text = value.isoformat()
         else:
             text = value.astimezone(UTC).isoformat()
@@ -532,21 +676,25 @@ def _dt(value: str | None) -> datetime | None:
 
 def to_doc(state: SubjectState) -> dict[str, Any]:
     """The JSON document stored per subject (the projection row)."""
+    memo = _TS_MEMO
+    records = state.purposes
+    purposes: dict[str, Any] = {}
+    for name in sorted(records):
+        r = records[name]
+        since, expires_at = r.since, r.expires_at
+        purposes[name] = {
+            "state": r.state,
+            "since": memo.get(since) or _ts(since),
+            "event_id": r.event_id,
+            "consent_type": r.consent_type,
+            "source": r.source,
+            "policy_version": r.policy_version,
+            "expires_at": None if expires_at is None else memo.get(expires_at) or _ts(expires_at),
+        }
     return {
-        "purposes": {
-            name: {
-                "state": r.state,
-                "since": _ts(r.since),
-                "event_id": r.event_id,
-                "consent_type": r.consent_type,
-                "source": r.source,
-                "policy_version": r.policy_version,
-                "expires_at": None if r.expires_at is None else _ts(r.expires_at),
-            }
-            for name, r in sorted(state.purposes.items())
-        },
-        "restrictions": _scopes_doc(state.restrictions),
-        "objections": _scopes_doc(state.objections),
+        "purposes": purposes,
+        "restrictions": _scopes_doc(state.restrictions) if state.restrictions else {},
+        "objections": _scopes_doc(state.objections) if state.objections else {},
         "gpc_since": _ts(state.gpc_since),
     }
 
@@ -611,12 +759,15 @@ class Facts:
 
 def facts(event: ChangeEvent) -> Facts:
     """The ledger facts of a contract event."""
-    if isinstance(event, ConsentGranted | ConsentWithdrawn):
+    if isinstance(event, _CONSENT_EVENTS):
         d = event.data
+        evidence = d.evidence
         return Facts(
-            event.id, event.source, event.type, event.time, d.source.value,
-            d.consent_type.value, d.policy_version, d.notice_id, d.jurisdiction, d.expires_at,
-            _evidence(d.evidence),
+            event.id, event.source, event.type, event.time,
+            _ENUM_VALUES.get(d.source) or d.source.value,
+            _ENUM_VALUES.get(d.consent_type) or d.consent_type.value,
+            d.policy_version, d.notice_id, d.jurisdiction, d.expires_at,
+            None if evidence is None else _evidence(evidence),
         )  # fmt: skip
     if isinstance(event, AccountSignedUp):
         return Facts(
@@ -681,24 +832,45 @@ def _canonical(value: Any) -> bytes:
 
     The bytes are those of `json.dumps(..., sort_keys=True, separators=(",", ":"))` (ASCII,
     escapes included). A flat array of strings, integers, booleans, nulls and datetimes (every
-    chain entry) is written by pydantic-core instead when the result is plain ASCII: there the
-    two agree byte for byte (it would not escape DEL or non-ASCII, which take the slow path).
+    chain entry) is written by orjson instead when the result is plain ASCII: there the two
+    agree byte for byte (it would not escape DEL or non-ASCII, which take the slow path).
     """
     if type(value) is list or type(value) is tuple:
-        items: list[Any] = []
-        for item in value:
-            kind = type(item)
-            if kind is str or item is None or kind is bool or (kind is int and _fits_i64(item)):
-                items.append(item)
-            elif isinstance(item, datetime):
-                items.append(_ts(item))
-            else:
-                break
-        else:
-            fast = pydantic_core.to_json(items)
-            if fast.isascii() and b"\x7f" not in fast:
+        if all(map(_PLAIN.__contains__, map(type, value))):  # no datetimes nor numbers
+            fast = _plain_json(value)
+            if fast is not None:
                 return fast
+        else:
+            items: list[Any] = []
+            for item in value:
+                kind = type(item)
+                if kind is str or item is None or kind is bool or (kind is int and _fits_i64(item)):
+                    items.append(item)
+                elif isinstance(item, datetime):
+                    items.append(_ts(item))
+                else:
+                    break
+            else:
+                fast = _plain_json(items)
+                if fast is not None:
+                    return fast
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_ts).encode()
+
+
+_PLAIN = frozenset((str, bool, type(None)))
+_dumps = orjson.dumps
+
+
+def _plain_json(items: Sequence[Any]) -> bytes | None:
+    """orjson's compact array of str, bool, None and 64-bit int items when it is plain ASCII
+    without DEL (then it is json.dumps' byte for byte), else None."""
+    try:
+        fast = _dumps(items)
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate, which json.dumps escapes
+        return None
+    if fast.isascii() and b"\x7f" not in fast:
+        return fast
+    return None
 
 
 def _fits_i64(value: int) -> bool:
@@ -707,7 +879,11 @@ def _fits_i64(value: int) -> bool:
 
 def personal_digest(salt: bytes, subject_id: str | None, evidence: Mapping[str, Any] | None) -> str:
     """Salted digest of an entry's personal fields (what the hash covers in their place)."""
-    return hashlib.sha256(salt + _canonical([subject_id, evidence])).hexdigest()
+    if evidence is None and type(subject_id) is str:  # `_canonical` of the common case
+        fast = _plain_json((subject_id, None))
+        if fast is not None:
+            return _sha256(salt + fast).hexdigest()
+    return _sha256(salt + _canonical([subject_id, evidence])).hexdigest()
 
 
 def entry_hash(entry: LedgerEntry) -> str:
@@ -738,19 +914,58 @@ def chain(
 ) -> tuple[list[LedgerEntry], Head]:
     """Ledger entries for `items`, each chained to the one before; returns them and the new head."""
     entries = []
+    seq, prev = head.seq, head.hash
+    anonymous: str | None = None  # the personal digest without evidence, the same for every item
     for f, change in items:
+        evidence = f.evidence
+        if evidence is not None:
+            digest = personal_digest(salt, subject, evidence)
+        elif anonymous is None:
+            digest = anonymous = personal_digest(salt, subject, None)
+        else:
+            digest = anonymous
+        seq += 1
         values = (
-            principal, head.seq + 1, f.event_id, f.event_source, f.event_type,
+            principal, seq, f.event_id, f.event_source, f.event_type,
             change.kind, change.target, change.old_state, change.new_state, change.applied,
             change.note, f.collection_method, f.consent_type, f.policy_version, f.notice_id,
-            f.jurisdiction, f.expires_at, f.occurred_at, received_at,
-            personal_digest(salt, subject, f.evidence), head.hash,
+            f.jurisdiction, f.expires_at, f.occurred_at, received_at, digest, prev,
         )  # fmt: skip
-        digest = _hash(values)
-        entry = LedgerEntry(*values, digest, subject, f.evidence)
-        entries.append(entry)
-        head = Head(entry.seq, digest)
-    return entries, head
+        prev = _sha256(_entry_canonical(values)).hexdigest()
+        entries.append(LedgerEntry(*values, prev, subject, evidence))
+    if not entries:
+        return entries, head
+    return entries, Head(seq, prev)
+
+
+_sha256 = hashlib.sha256
+_EXPIRES_AT, _OCCURRED_AT, _RECEIVED_AT = 16, 17, 18  # the datetimes of a chain entry's values
+
+
+def _entry_canonical(values: tuple[Any, ...]) -> bytes:
+    """`_canonical(values)` of a chain entry, with fewer type tests: its datetimes and its
+    number are where `chain` puts them and the rest must be str, bool or None (else, or when
+    the datetimes are not plain datetimes, `_canonical` itself)."""
+    expires_at, occurred_at, received_at = values[_EXPIRES_AT : _RECEIVED_AT + 1]
+    seq = values[1]
+    if (
+        type(occurred_at) is datetime
+        and type(received_at) is datetime
+        and (expires_at is None or type(expires_at) is datetime)
+        and type(seq) is int
+        and 0 <= seq < 2**63
+    ):
+        items = list(values)
+        items[1] = items[_EXPIRES_AT] = items[_OCCURRED_AT] = items[_RECEIVED_AT] = None
+        if all(map(_PLAIN.__contains__, map(type, items))):
+            items[1] = seq
+            items[_EXPIRES_AT] = None if expires_at is None else _ts(expires_at)
+            items[_OCCURRED_AT] = _TS_MEMO.get(occurred_at) or _ts(occurred_at)
+            items[_RECEIVED_AT] = _TS_MEMO.get(received_at) or _ts(received_at)
+            fast = _plain_json(items)
+            if fast is not None:
+                return fast
+    return _canonical(values)
 
 
 @dataclass(frozen=True, slots=True)
