@@ -20,7 +20,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from bench.workload import ConsentWorkload
 from services.consent import domain
 from services.consent.domain import (
     Change,
@@ -33,7 +35,10 @@ from services.consent.domain import (
     SubjectState,
 )
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule, load_purposes
+from shared.contract import codec
 from shared.contract.events import (
+    ANY_EVENT,
+    EVENT_TYPES,
     AccountSignedUp,
     AccountSignedUpData,
     ConsentChangeData,
@@ -416,3 +421,104 @@ def test_fast_built_records_stay_frozen_and_hashable() -> None:
     assert hash(outcome.changes[0]) == hash(
         Change(domain.CONSENT, "marketing_email", domain.DEFAULT, domain.GRANTED, True)
     )
+
+
+# --- decode: the event type's model directly, as the union would pick it -----------------------
+
+
+def ref_decode(value: bytes) -> Any:
+    """`codec.decode` validating through the discriminated union ANY_EVENT (the reference)."""
+    attributes = codec._plain_envelope(value)
+    if attributes is None:
+        attributes = codec._sdk_attributes(value)
+    event_type = attributes.get("type")
+    if not isinstance(event_type, str) or event_type not in EVENT_TYPES:
+        named = isinstance(event_type, str) and codec.TYPE_NAME.fullmatch(event_type)
+        raise codec.DecodeError(
+            f"unknown event type {event_type!r}"
+            if named
+            else "unknown event type (not a type name)"
+        )
+    try:
+        return ANY_EVENT.validate_python(attributes)
+    except ValidationError as exc:
+        summary = codec._validation_summary(exc)
+        raise codec.DecodeError(f"invalid {event_type}: {summary}") from exc
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False),
+    lambda inner: (
+        st.text(max_size=4)
+        | st.lists(inner, max_size=2)
+        | st.dictionaries(st.text(max_size=4), inner)
+    ),
+    max_leaves=4,
+)
+GOOD = {
+    "purpose": "marketing_email",
+    "source": "web_form",
+    "consent_type": "implied",
+    "policy_version": "2026-10",
+    "expires_at": "2026-12-01T00:00:00Z",
+    "evidence": {"ip_hash": "h"},
+    "account_id": "acc_1",
+    "jurisdiction": "DE",
+    "consents": [{"purpose": "marketing_email", "granted": True}],
+    "purposes": ["analytics_cookies"],
+    "categories": ["usage_data"],
+    "request_id": "req_1",
+    "scope": "all",
+    "verified_by": "support:1",
+    "job_id": "job_1",
+    "owner": "consent",
+    "public_key": "k",
+    "closed_at": "2026-11-01T00:00:00+01:00",
+}
+ENVELOPE = {
+    "specversion": "1.0",
+    "id": "e-1",
+    "source": "web",
+    "subject": "s",
+    "time": "2026-11-01T00:00:00Z",
+    "datacontenttype": "application/json",
+}
+
+
+@st.composite
+def raw_events(draw: st.DrawFn) -> bytes:
+    envelope: dict[str, Any] = {**ENVELOPE, "type": draw(st.sampled_from([*EVENT_TYPES, "x.v1"]))}
+    for name in draw(st.lists(st.sampled_from([*ENVELOPE, "type"]), max_size=2)):
+        if draw(st.booleans()):
+            envelope.pop(name, None)
+        else:
+            envelope[name] = draw(junk | st.sampled_from(["2026-11-01T00:00:00", "1.0", ""]))
+    fields = draw(st.lists(st.sampled_from(list(GOOD)), max_size=6, unique=True))
+    data = {f: draw(st.just(GOOD[f]) | junk) if draw(st.booleans()) else GOOD[f] for f in fields}
+    envelope["data"] = draw(st.just(data) | junk) if draw(st.integers(0, 9)) == 0 else data
+    return orjson.dumps(envelope)
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=raw_events())
+def test_decode_accepts_and_refuses_as_the_union_does(raw: bytes) -> None:
+    refusal: str | None = None
+    try:
+        expected = ref_decode(raw)
+    except codec.DecodeError as exc:
+        refusal = exc.reason
+    if refusal is not None:
+        with pytest.raises(codec.DecodeError) as raised:
+            codec.decode(raw)
+        assert raised.value.reason == refusal
+    else:
+        event = codec.decode(raw)
+        assert type(event) is type(expected)
+        assert event == expected
+
+
+def test_decode_reads_the_bench_workload_as_the_union_does() -> None:
+    for _, raw in ConsentWorkload(events=200, subjects=50).messages():
+        event, expected = codec.decode(raw), ref_decode(raw)
+        assert type(event) is type(expected)
+        assert event == expected
