@@ -8,7 +8,8 @@
   reaches `point`:
   - `apply`: inside the database transaction, after the handler ran, before the commit;
   - `commit`: after the transaction committed, before the Kafka offsets are committed;
-  - `relay`: after the outbox relay published a record, before it deletes the outbox row.
+  - `relay`: after the outbox relay published a record (counted per record of the batches it
+    sends), before it deletes the outbox row.
   Empty or absent: no planned kill (the harness may still kill the process from outside).
 """
 
@@ -76,7 +77,7 @@ def install(runtime: Runtime, plan: KillPlan) -> None:
     assert relay is not None
     real_apply, real_process = pipeline.apply, pipeline.process
     producer = relay._producer
-    real_send = producer.send
+    real_send, real_send_batch = producer.send, producer.send_batch
 
     async def apply(conn: Conn, batch: Batch) -> None:
         await real_apply(conn, batch)
@@ -93,9 +94,18 @@ def install(runtime: Runtime, plan: KillPlan) -> None:
             plan.reached("relay")
         return future
 
+    async def send_batch(batch: Any, topic: str, *, partition: int) -> Any:
+        future = await real_send_batch(batch, topic, partition=partition)
+        if plan.point == "relay":
+            await future  # these records are on the broker; their outbox rows are not deleted yet
+            for _ in range(batch.record_count()):
+                plan.reached("relay")
+        return future
+
     pipeline.apply = apply
     pipeline.process = process  # type: ignore[method-assign]
     producer.send = send
+    producer.send_batch = send_batch
 
 
 def create() -> FastAPI:

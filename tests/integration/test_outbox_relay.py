@@ -1,0 +1,158 @@
+"""The outbox relay on real Kafka and PostgreSQL: partition, order, headers, retries, deletes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
+
+from shared.plumbing import db, outbox
+from shared.plumbing.kafka import make_producer
+from shared.plumbing.outbox import OutboxRow, Relay
+from tests.support.infra import Infra
+from tests.support.kafka import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def conn(infra: Infra, schema: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(infra.database_url)
+    await db.migrate(connection, schema)
+    await connection.execute(f'SET search_path TO "{schema}"')
+    yield connection
+    await connection.close()
+
+
+def rows_for(topic: str, count: int, keys: int = 40) -> list[OutboxRow]:
+    """Rows numbered by a `seq` header; every 5th is big (several batches per partition), every
+    7th a tombstone, every 50th without a key (a random partition, as send() would)."""
+    rows = []
+    for i in range(count):
+        key = None if i % 50 == 49 else f"usr_{i % keys}".encode()
+        value = None if i % 7 == 6 and key else bytes(40_000 if i % 5 == 0 else 700)
+        headers = {"ce_type": "consent.state", "seq": str(i)}
+        if i % 11 == 0:
+            headers["error"] = "contract: ü"
+        rows.append(OutboxRow(topic, key, value, headers, f"e{i}"))
+    return rows
+
+
+async def write(conn: asyncpg.Connection, schema: str, rows: list[OutboxRow]) -> None:
+    for start in range(0, len(rows), 100):  # several transactions, as handlers write them
+        async with conn.transaction():
+            await outbox.write(conn, rows[start : start + 100], schema)
+
+
+def seq(record: Any) -> int:
+    return int(dict(record.headers)["seq"])
+
+
+async def test_relay_sends_each_row_once_in_id_order_to_the_partition_send_picks(
+    infra, topics, schema, conn
+):
+    topic = topics.consent_changes  # not compacted: rows without a key are accepted
+    rows = rows_for(topic, 900)
+    await write(conn, schema, rows)
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    submitted: list[tuple[int, int]] = []
+    real_send_batch = producer.send_batch
+
+    async def send_batch(batch: Any, topic: str, *, partition: int) -> Any:
+        submitted.append((partition, batch.record_count()))
+        return await real_send_batch(batch, topic, partition=partition)
+
+    producer.send_batch = send_batch
+    try:
+        relay = Relay(infra.database_url, schema, producer, service="test", batch_size=300)
+        assert [await relay.publish_batch(conn) for _ in range(4)] == [300, 300, 300, 0]
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        # what a plain send() picks, on a topic with as many partitions
+        reference = {}
+        for key in {r.key for r in rows if r.key is not None}:
+            sent = await producer.send_and_wait(topics.deadletter, value=b"ref", key=key)
+            reference[key] = sent.partition
+    finally:
+        await producer.stop()
+    records = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= 900, settle=0.5)
+    assert sorted(seq(r) for r in records) == list(range(900))  # each once
+    assert len({p for p, _ in submitted}) == 3
+    assert len(submitted) > 3 * 3  # more than one batch per partition and relay batch
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        row = rows[seq(record)]
+        assert (record.key, record.value) == (row.key, row.value)
+        assert dict(record.headers) == {k: v.encode() for k, v in row.headers.items()}
+        if row.key is not None:
+            assert record.partition == reference[row.key]
+        by_partition[record.partition].append(seq(record))
+    for partition, seqs in by_partition.items():
+        assert seqs == sorted(seqs), partition  # id order per partition, hence per key
+
+
+async def test_broker_errors_retry_the_same_rows_and_delete_only_after_the_broker_has_them(
+    infra, topics, schema, conn
+):
+    topic = topics.consent_changes
+    rows = rows_for(topic, 200)
+    await write(conn, schema, rows)
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    real_send_batch = producer.send_batch
+    calls = 0
+    failed = asyncio.Event()
+
+    async def send_batch(batch: Any, topic: str, *, partition: int) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # a partition was handed over, the next one cannot be
+            failed.set()
+            raise KafkaTimeoutError()
+        future = await real_send_batch(batch, topic, partition=partition)
+        if calls == 4:  # handed over, then the broker does not acknowledge it
+            failed.set()
+            lost = asyncio.get_running_loop().create_future()
+            lost.set_exception(RequestTimedOutError())
+            return lost
+        return future
+
+    producer.send_batch = send_batch
+    try:
+        relay = Relay(infra.database_url, schema, producer, service="test", batch_size=500)
+        publishing = asyncio.create_task(relay.publish_batch(conn))
+        observer = await asyncpg.connect(infra.database_url)
+        try:
+            for _ in range(2):
+                await asyncio.wait_for(failed.wait(), 10)
+                failed.clear()
+                count = f'SELECT count(*) FROM "{schema}".outbox'
+                assert await observer.fetchval(count) == 200  # nothing deleted yet
+        finally:
+            await observer.close()
+        assert await asyncio.wait_for(publishing, 30) == 200
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await producer.stop()
+    records = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= 200, settle=1.0)
+    assert {seq(r) for r in records} == set(range(200))  # some twice: consumers dedup by id
+    last: dict[bytes, int] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        if record.key is not None:
+            last[record.key] = seq(record)
+    assert all(last[key] == max(i for i, r in enumerate(rows) if r.key == key) for key in last)
+
+
+async def test_sent_rows_are_deleted_exactly_by_range_or_by_id(schema, conn):
+    await write(conn, schema, rows_for("t", 10))
+    ids = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
+    await outbox.delete_sent(conn, ids[:4])  # no gap: one range
+    # a gap: that row was not visible when the batch was read (its transaction committed
+    # later), so it was not sent and must stay
+    await outbox.delete_sent(conn, ids[4:5] + ids[6:])
+    assert [r["id"] for r in await conn.fetch("SELECT id FROM outbox")] == [ids[5]]
