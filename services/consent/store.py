@@ -16,13 +16,11 @@ LOCK_SUBJECTS = """
 SELECT count(pg_advisory_xact_lock(hashtextextended(s, 7)))
 FROM (SELECT DISTINCT s FROM unnest($1::text[]) AS s ORDER BY s) AS sorted
 """
-SELECT_STATES = (
-    "SELECT subject_id, version, doc::text AS doc FROM subjects WHERE subject_id = ANY($1)"
-)
-SELECT_STATE = "SELECT version, doc::text AS doc FROM subjects WHERE subject_id = $1"
+SELECT_STATES = "SELECT subject_id, version, doc FROM subjects WHERE subject_id = ANY($1)"
+SELECT_STATE = "SELECT version, doc FROM subjects WHERE subject_id = $1"
 UPSERT_STATES = """
 INSERT INTO subjects (subject_id, version, doc, next_expiry, updated_at)
-SELECT s, v, d::jsonb, e, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])
+SELECT s, v, d, e, $5 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[])
   AS u(s, v, d, e)
 ON CONFLICT (subject_id) DO UPDATE
 SET version = EXCLUDED.version, doc = EXCLUDED.doc, next_expiry = EXCLUDED.next_expiry,
@@ -30,7 +28,7 @@ SET version = EXCLUDED.version, doc = EXCLUDED.doc, next_expiry = EXCLUDED.next_
 """
 DELETE_STATES = "DELETE FROM subjects WHERE subject_id = ANY($1)"
 CLAIM_EXPIRED = """
-SELECT subject_id, version, doc::text AS doc FROM subjects
+SELECT subject_id, version, doc FROM subjects
 WHERE next_expiry <= $1 AND pg_try_advisory_xact_lock(hashtextextended(subject_id, 7))
 ORDER BY next_expiry
 LIMIT $2
@@ -43,7 +41,7 @@ LEFT JOIN ledger_heads h ON h.principal = u.p
 LEFT JOIN suppressed s ON s.principal = u.p
 """
 SELECT_BATCH_CONTEXT = """
-SELECT u.s AS subject_id, u.p AS principal, st.version, st.doc::text AS doc,
+SELECT u.s AS subject_id, u.p AS principal, st.version, st.doc,
        h.seq, h.hash, h.salt, sp.principal IS NOT NULL AS erased
 FROM unnest($1::text[], $2::text[]) AS u(s, p)
 LEFT JOIN subjects st ON st.subject_id = u.s
