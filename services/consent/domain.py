@@ -104,7 +104,9 @@ CHANGE_EVENTS = (
 HOT_PATH_RECORDS = ("PurposeRecord", "Decision", "Facts", "LedgerEntry")
 """Records built several times per event: plain slots dataclasses, not frozen (a frozen
 dataclass's __init__ makes one object.__setattr__ call per field, the top own-time entry of the
-ingest profile). Nothing assigns to them after creation; `dataclasses.replace` makes copies."""
+ingest profile). Nothing assigns to them after creation; `dataclasses.replace` makes copies.
+SubjectState, Outcome and Change stay frozen: the hot path builds the first two with their slots'
+own setters (`_state`, `_outcome`) and shares equal Changes (`_change`)."""
 
 
 class ConsentRuleViolation(ValueError):
@@ -348,7 +350,7 @@ def _set_purpose(
     current = state.purposes.get(purpose)
     old = current.state if current else DEFAULT
     if rule.basis is _CONTRACT:
-        note = "contract basis: always allowed"
+        note = CONTRACT_ALLOWED
         return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, note)])
     if current is not None and record.since < current.since:
         return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, SUPERSEDED)])
