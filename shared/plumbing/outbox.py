@@ -205,6 +205,8 @@ class Relay:
                 headers = headers_of[raw_headers] = [
                     (k, str(v).encode()) for k, v in orjson.loads(raw_headers).items()
                 ]
+            if value is not None and len(value) > CHECK_SIZE_FROM:
+                producer._serialize(key, value, headers)  # too large: raises as send() would
             tp = (topic, partition_of(key))
             queue = builders.get(tp)
             if queue is None:
@@ -246,6 +248,10 @@ def _consume(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
+
+CHECK_SIZE_FROM = 64 * 1024
+"""Values above this size are checked against the producer's max_request_size, as `send()`
+checks every record (the broker would refuse the batch and burn its sequence numbers)."""
 
 HEADERS_CACHE = 1024
 """Distinct header documents kept parsed (event types; dead letters are each different)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka.errors import KafkaTimeoutError, RequestTimedOutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RequestTimedOutError
 
 from shared.plumbing import db, outbox
 from shared.plumbing.kafka import make_producer
@@ -156,3 +156,22 @@ async def test_sent_rows_are_deleted_exactly_by_range_or_by_id(schema, conn):
     # later), so it was not sent and must stay
     await outbox.delete_sent(conn, ids[4:5] + ids[6:])
     assert [r["id"] for r in await conn.fetch("SELECT id FROM outbox")] == [ids[5]]
+
+
+async def test_a_record_larger_than_a_request_is_refused_before_anything_is_sent(
+    infra, topics, schema, conn
+):
+    rows = [
+        OutboxRow(topics.consent_changes, b"usr_1", b"small"),
+        OutboxRow(topics.consent_changes, b"usr_1", bytes(1_100_000)),
+    ]
+    await write(conn, schema, rows)
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    try:
+        relay = Relay(infra.database_url, schema, producer, service="test")
+        with pytest.raises(MessageSizeTooLargeError):
+            await relay._send(await conn.fetch(outbox.SELECT_BATCH, 10))  # as send() refuses it
+    finally:
+        await producer.stop()
+    assert await read_topic(infra.kafka, topics.consent_changes, lambda r: False, timeout=2) == []
