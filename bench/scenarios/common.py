@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.harness import Child
@@ -134,3 +134,83 @@ async def wait_group(kafka: str, group: str, members: int, within: float = 60) -
         raise TimeoutError(f"group {group} did not settle with {members} members")
     finally:
         await admin.close()
+
+
+class Completion:
+    """Whether a service has finished a workload, checked without reading its output: its
+    group's committed offsets reached the end of the input topic and its outbox is empty
+    (the outbox rows commit with the offsets' transaction, so nothing is left to publish)."""
+
+    def __init__(self, kafka: str, group: str, topic: str, conn: Any, schema: str) -> None:
+        self.kafka, self.group, self.topic = kafka, group, topic
+        self.conn, self.schema = conn, schema
+
+    async def wait(self, within: float, every: float = 0.1) -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka)
+        await admin.start()
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(self.topic, p)
+                for p in sorted(await _partitions(consumer, self.topic))
+            ]
+            ends = await consumer.end_offsets(partitions)
+            empty = f'SELECT NOT EXISTS (SELECT FROM "{self.schema}".outbox)'
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                committed = await admin.list_consumer_group_offsets(self.group)
+                done = all(
+                    tp in committed and committed[tp].offset >= end
+                    for tp, end in ends.items()
+                    if end > 0
+                )
+                if done and await self.conn.fetchval(empty):
+                    return True
+                await asyncio.sleep(every)
+            return False
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(topic)
+    return set(found or ())
+
+
+async def read_latest(kafka: str, topic: str) -> tuple[dict[bytes, bytes | None], float]:
+    """Every key's newest value on `topic` (read to its end offsets now), and the newest record
+    timestamp (when the last one was produced, in seconds)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka,
+        enable_auto_commit=False,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    latest: dict[bytes, bytes | None] = {}
+    newest = 0
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await _partitions(consumer, topic))]
+        ends = {tp: end for tp, end in (await consumer.end_offsets(tps)).items() if end > 0}
+        consumer.assign(list(ends))
+        if ends:
+            await consumer.seek_to_beginning(*ends)
+        left = dict(ends)
+        while left:
+            batch = await consumer.getmany(*left, timeout_ms=200, max_records=20_000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.key is not None and record.offset < left.get(tp, 0):
+                        latest[record.key] = record.value
+                if records:
+                    newest = max(newest, records[-1].timestamp)
+                    if records[-1].offset + 1 >= ends[tp]:
+                        left.pop(tp, None)
+        return latest, newest / 1000
+    finally:
+        await consumer.stop()
