@@ -91,6 +91,7 @@ async def rebuild(
 ) -> int:
     """Replay into `into_schema` (created if needed); returns the number of subjects."""
     clock = clock or SystemClock()
+    settings = settings.model_copy(update={"publish": False})  # builds no outbound event
     dsn = settings.database_url.get_secret_value()
     conn = await asyncpg.connect(dsn)
     try:
