@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +70,28 @@ async def ensure_topics(
         if wanted:
             with contextlib.suppress(TopicAlreadyExistsError):  # a replica was quicker
                 await admin.create_topics(wanted)
+            await _wait_visible(admin, [t.name for t in wanted])
         return [t.name for t in wanted]
     finally:
         await admin.close()
+
+
+async def _wait_visible(admin: AIOKafkaAdminClient, names: list[str], within: float = 30) -> None:
+    """Until the broker's metadata shows every topic with a leader for each partition: a
+    client asking right after creation may otherwise be told the topic does not exist."""
+    deadline = time.monotonic() + within
+    while True:
+        described = await admin.describe_topics(names)
+        if all(
+            t["error_code"] == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+            for t in described
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {within:.0f} s: {', '.join(names)}")
+        await asyncio.sleep(0.05)
 
 
 def make_producer(
