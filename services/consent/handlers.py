@@ -14,6 +14,7 @@ import contextlib
 import os
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -123,6 +124,8 @@ class Unit:
     lines: dict[str, list[tuple[Facts, Change]]] = field(default_factory=lambda: defaultdict(list))
     principals: dict[str, str] = field(default_factory=dict)
     context: dict[str, store.LedgerContext] = field(default_factory=dict)
+    suppressed: list[tuple[str, datetime, str | None, str]] = field(default_factory=list)
+    """Erased persons to add to the suppression list: (principal, erased_at, request, event)."""
 
     def principal(self, subject: str) -> str:
         found = self.principals.get(subject)
@@ -157,6 +160,23 @@ class Unit:
         await store.save_states(conn, [self.states[s] for s in sorted(self.touched)], self.now)
         await store.delete_states(conn, list(self.erased))
         await store.scrub_ledger(conn, list(self.erased.values()))
+        await store.suppress(conn, self.suppressed)
+
+    def chain(
+        self, head_of: Callable[[str], tuple[Head, bytes | None]]
+    ) -> tuple[list[domain.LedgerEntry], dict[str, tuple[Head, bytes]]]:
+        """The queued lines chained onto each person's (head, salt) from `head_of` (a new
+        person gets a fresh salt): the entries, and the new head and salt per person."""
+        entries: list[domain.LedgerEntry] = []
+        new_heads: dict[str, tuple[Head, bytes]] = {}
+        for subject, items in self.lines.items():
+            p = self.principal(subject)
+            head, salt = head_of(p)
+            salt = salt or os.urandom(16)
+            chained, new_head = domain.chain(head, p, subject, salt, items, self.now)
+            new_heads[p] = (new_head, salt)
+            entries.extend(chained)
+        return entries, new_heads
 
     async def _append_ledger(self, conn: Conn) -> None:
         if not self.lines:
@@ -164,16 +184,12 @@ class Unit:
         missing = [self.principal(s) for s in self.lines if self.principal(s) not in self.context]
         if missing:
             self.context.update(await store.ledger_context(conn, missing))
-        entries: list[domain.LedgerEntry] = []
-        new_heads: dict[str, tuple[Head, bytes]] = {}
-        for subject, items in self.lines.items():
-            p = self.principal(subject)
+
+        def head_of(p: str) -> tuple[Head, bytes | None]:
             context = self.context.get(p)
-            head = context.head if context else Head()
-            salt = context.salt if context and context.salt else os.urandom(16)
-            chained, new_head = domain.chain(head, p, subject, salt, items, self.now)
-            new_heads[p] = (new_head, salt)
-            entries.extend(chained)
+            return (context.head, context.salt) if context else (Head(), None)
+
+        entries, new_heads = self.chain(head_of)
         await store.append_ledger(conn, entries)
         await store.save_heads(conn, new_heads)
 
@@ -188,28 +204,40 @@ def make_apply(consent: Consent) -> ApplyFn:
         principals = [unit.principal(s) for s in subjects]
         unit.states, unit.context = await store.load_batch(conn, subjects, principals)
         erased = {p for p, c in unit.context.items() if c.erased}
-        exports: list[tuple[ExportJob, bool]] = []
-        for event in batch.events:
-            if unit.principal(event.subject) in erased:
-                if isinstance(event, ExportJob) and _is_our_export(event):
-                    exports.append((event, False))  # answered, with no records
-                else:
-                    batch.suppress(event)
-            elif isinstance(event, ErasureRequested):
-                if _erases_consent(event):
-                    unit.erase(event.subject)
-                    erased.add(unit.principal(event.subject))
-                    await _suppress(conn, unit, event)
-            elif isinstance(event, ExportJob):
-                if _is_our_export(event):
-                    exports.append((event, True))
-            else:
-                _apply_change(consent, unit, batch, event)
+        exports = apply_events(consent, unit, batch, erased)
         await unit.flush(conn)
         for job, with_records in exports:
             await _answer_export(conn, consent, unit, job, with_records)
 
     return apply
+
+
+def apply_events(
+    consent: Consent, unit: Unit, batch: Batch, erased: set[str]
+) -> list[tuple[ExportJob, bool]]:
+    """Decide a batch in memory (the live pipeline and the rebuild share it): changes go into
+    `unit`, erasures too (their persons join `erased` and `unit.suppressed`), events of erased
+    persons are dropped; returns the export jobs to answer, each with whether records go too.
+    """
+    exports: list[tuple[ExportJob, bool]] = []
+    for event in batch.events:
+        p = unit.principal(event.subject)
+        if p in erased:
+            if isinstance(event, ExportJob) and _is_our_export(event):
+                exports.append((event, False))  # answered, with no records
+            else:
+                batch.suppress(event)
+        elif isinstance(event, ErasureRequested):
+            if _erases_consent(event):
+                unit.erase(event.subject)
+                erased.add(p)
+                unit.suppressed.append((p, event.time, event.data.request_id, event.id))
+        elif isinstance(event, ExportJob):
+            if _is_our_export(event):
+                exports.append((event, True))
+        else:
+            _apply_change(consent, unit, batch, event)
+    return exports
 
 
 def _apply_change(consent: Consent, unit: Unit, batch: Batch, event: AnyEvent) -> None:
@@ -233,11 +261,6 @@ def _erases_consent(event: ErasureRequested) -> bool:
 
 def _is_our_export(event: ExportJob) -> bool:
     return event.data.owner == OWNER
-
-
-async def _suppress(conn: Conn, unit: Unit, event: ErasureRequested) -> None:
-    row = (unit.principal(event.subject), event.time, event.data.request_id, event.id)
-    await store.suppress(conn, [row])
 
 
 async def _answer_export(

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import gc
 import multiprocessing
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -40,17 +39,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
 from services.consent.app import MIGRATIONS, consumed_topics, load_catalogue, tune_gc
-from services.consent.domain import Head, LedgerEntry, SubjectState, chain
-from services.consent.handlers import (
-    ACCEPTS,
-    Consent,
-    Unit,
-    _apply_change,
-    _erases_consent,
-    expire_due,
-)
+from services.consent.domain import Head, LedgerEntry, SubjectState
+from services.consent.handlers import ACCEPTS, Consent, Unit, apply_events, expire_due
 from services.consent.settings import ConsentSettings
-from shared.contract.events import ErasureRequested, ExportJob
 from shared.plumbing import db
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.db import Conn
@@ -369,46 +360,25 @@ class Replay:
         return found
 
     def apply(self, fresh: list[Delivery]) -> Work:
-        """The live service's decisions for one batch, in memory."""
-        out = Outbox()
+        """The live service's decisions for one batch, in memory (export jobs were answered
+        live: nothing is published)."""
         batch = Batch(
             events=[d.event for d in fresh],
-            outbox=out,
+            outbox=Outbox(),
             _deliveries={d.event.key: d for d in fresh},
             _dead_letter=self.pipeline.dead_letter,
         )
         now = self.consent.clock.now()
-        unit = Unit(self.consent, now, out, states=self.states, principals=self.principals)
-        suppressed: list[tuple[str, datetime, str | None, str]] = []
-        for event in batch.events:
-            p = unit.principal(event.subject)
-            if p in self.erased or isinstance(event, ExportJob):
-                continue  # dropped (erased person); export jobs were answered live
-            if isinstance(event, ErasureRequested):
-                if _erases_consent(event):
-                    unit.erase(event.subject)
-                    self.erased.add(p)
-                    suppressed.append((p, event.time, event.data.request_id, event.id))
-            else:
-                _apply_change(self.consent, unit, batch, event)
+        unit = Unit(self.consent, now, batch.outbox, states=self.states, principals=self.principals)
+        apply_events(self.consent, unit, batch, self.erased)
         self.dirty |= unit.touched
         self.dirty -= unit.erased.keys()
         self.deleted |= unit.erased.keys()
-        return Work(self.chain(unit), list(unit.erased.values()), suppressed)
-
-    def chain(self, unit: Unit) -> list[LedgerEntry]:
-        entries: list[LedgerEntry] = []
-        for subject, items in unit.lines.items():
-            p = unit.principal(subject)
-            head, salt = self.heads.get(p) or (Head(), None)
-            salt = salt or os.urandom(16)
-            chained, new_head = chain(head, p, subject, salt, items, unit.now)
-            self.heads[p] = (new_head, salt)
-            entries.extend(chained)
-        for p in unit.erased.values():
-            head, _ = self.heads.get(p) or (Head(), None)
-            self.heads[p] = (head, None)
-        return entries
+        entries, new_heads = unit.chain(lambda p: self.heads.get(p) or (Head(), None))
+        self.heads.update(new_heads)
+        for p in unit.erased.values():  # the head stays, the salt goes
+            self.heads[p] = (self.heads.get(p, (Head(), None))[0], None)
+        return Work(entries, list(unit.erased.values()), unit.suppressed)
 
     async def write(self, work: Work) -> None:
         conn = self.write_conn
