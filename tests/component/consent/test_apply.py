@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
-from services.consent.app import MIGRATIONS, load_catalogue
-from services.consent.handlers import ACCEPTS, Consent, expire_due, make_apply
-from services.consent.settings import ConsentSettings
+from services.consent.handlers import expire_due
 from services.consent.store import lock_subjects
-from shared.contract.codec import decode, encode, new_event
-from shared.contract.envelope import CloudEvent
+from shared.contract.codec import decode, new_event
 from shared.contract.events import (
     ConsentChangeData,
     ConsentGranted,
@@ -24,72 +18,9 @@ from shared.contract.events import (
     ErasureRequested,
     ErasureRequestedData,
 )
-from shared.plumbing import db
-from shared.plumbing.clock import ManualClock
-from shared.plumbing.pipeline import Pipeline
-from tests.support.infra import Infra
+from tests.component.consent.conftest import NOW, Setup
 
 pytestmark = pytest.mark.integration
-
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass
-class Setup:
-    consent: Consent
-    pipeline: Pipeline
-    pool: asyncpg.Pool
-    clock: ManualClock
-
-    async def process(self, *events: CloudEvent[Any]) -> None:
-        records = []
-        for offset, event in enumerate(events):
-            key, value = encode(event)
-            records.append(Record("consent.changes", 0, offset, key, value))
-        await self.pipeline.process(records)
-
-    async def outbox(self) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch("SELECT topic, key, value FROM outbox ORDER BY id"))
-
-
-@pytest.fixture
-async def setup(infra: Infra, schema: str) -> AsyncIterator[Setup]:
-    settings = ConsentSettings(
-        kafka_bootstrap_servers="unused:9092",
-        database_url=infra.database_url,
-        db_schema=schema,
-        api_token="t",
-        ledger_key="component-key",
-    )
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await db.migrate(conn, schema, MIGRATIONS)
-    finally:
-        await conn.close()
-    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=3)
-    clock = ManualClock(NOW)
-    consent = Consent(settings, load_catalogue(settings), clock)
-    pipeline = Pipeline(
-        service="consent",
-        schema=schema,
-        pool=pool,
-        deadletter_topic="dead",
-        accepts=ACCEPTS,
-        apply=make_apply(consent),
-    )
-    try:
-        yield Setup(consent, pipeline, pool, clock)
-    finally:
-        await pool.close()
 
 
 def change(

@@ -4,50 +4,28 @@ and documents stored as jsonb before migration 0004 load as the same states."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 
 from services.consent import store
-from services.consent.app import MIGRATIONS, load_catalogue
+from services.consent.app import MIGRATIONS
 from services.consent.domain import to_doc
-from services.consent.handlers import ACCEPTS, Consent, make_apply
-from services.consent.settings import ConsentSettings
-from shared.contract.codec import encode, new_event
+from shared.contract.codec import new_event
 from shared.contract.events import ConsentChangeData, ConsentGranted, ConsentWithdrawn
 from shared.plumbing import db
-from shared.plumbing.clock import ManualClock
-from shared.plumbing.pipeline import Pipeline
-from tests.component.consent.test_apply import Record
+from tests.component.consent.conftest import NOW, Setup
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
-
-async def fill(infra: Infra, schema: str) -> None:
-    """Three subjects' changes through the consent pipeline into `schema`."""
-    settings = ConsentSettings(
-        kafka_bootstrap_servers="unused:9092",
-        database_url=infra.database_url,
-        db_schema=schema,
-        api_token="t",
-        ledger_key="component-key",
-    )
-    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=2)
-    consent = Consent(settings, load_catalogue(settings), ManualClock(NOW))
-    pipeline = Pipeline(
-        service="consent",
-        schema=schema,
-        pool=pool,
-        deadletter_topic="dead",
-        accepts=ACCEPTS,
-        apply=make_apply(consent),
-    )
+def changes() -> list[Any]:
+    """Three subjects' changes (one with a non-ASCII id)."""
     events = []
     for minute, (model, subject, purpose) in enumerate(
         [
@@ -60,22 +38,16 @@ async def fill(infra: Infra, schema: str) -> None:
         data = ConsentChangeData(purpose=purpose, source="api")
         time = NOW + timedelta(minutes=minute)
         events.append(new_event(model, subject=subject, data=data, source="crm", time=time))
-    try:
-        await pipeline.process(
-            [Record("consent.changes", 0, n, *encode(e)) for n, e in enumerate(events)]
-        )
-    finally:
-        await pool.close()
+    return events
 
 
 async def test_docs_are_stored_as_rendered_and_jsonb_docs_from_before_load_the_same(
-    infra: Infra, schema: str, tmp_path: Path
+    infra: Infra, schema: str, setup: Setup, tmp_path: Path
 ):
     conn = await asyncpg.connect(infra.database_url)
     old_schema = f"{schema}_old"
     try:
-        await db.migrate(conn, schema, MIGRATIONS)
-        await fill(infra, schema)
+        await setup.process(*changes())
         await conn.execute(f'SET search_path TO "{schema}"')
         rows = await conn.fetch("SELECT subject_id, version, doc FROM subjects ORDER BY 1")
         assert [r["subject_id"] for r in rows] == ["usr_a", "usr_b", "usr_ü"]
