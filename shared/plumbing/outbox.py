@@ -3,6 +3,10 @@
 Rows are written in the transaction that causes them; one relay per service (the holder of an
 advisory lock) publishes them in id order with an idempotent producer and then deletes them.
 A crash between publish and delete republishes the same events (same ids): consumers dedup.
+
+A transaction's messages are packed into one row (`packed`, `messages` of them): one insert,
+one read and one delete per consumed batch instead of one of each per message. Rows of the
+one-message form (written before 0002) are still relayed, in the same id order.
 """
 
 from __future__ import annotations
@@ -28,17 +32,18 @@ from shared.plumbing.logging import get_logger
 
 log = get_logger(__name__)
 
-INSERT_ROWS = """
-WITH inserted AS (
-    INSERT INTO outbox (topic, key, value, headers, event_id)
-    SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::jsonb[], $5::text[])
-)
-SELECT pg_notify($6, '')
+INSERT_PACKED = """
+WITH inserted AS (INSERT INTO outbox (packed, messages) VALUES ($1, $2))
+SELECT pg_notify($3, '')
 """
-SELECT_BATCH = "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1"
+SELECT_NEXT = "SELECT id, messages FROM outbox ORDER BY id LIMIT $1"
+SELECT_ROWS = """
+SELECT id, topic, key, value, headers, packed FROM outbox WHERE id = ANY($1::bigint[]) ORDER BY id
+"""
+SELECT_ALL = "SELECT id, topic, key, value, headers, packed FROM outbox ORDER BY id"
 DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 DELETE_RANGE = "DELETE FROM outbox WHERE id BETWEEN $1 AND $2"
-COUNT_BACKLOG = "SELECT count(*) FROM outbox"
+COUNT_BACKLOG = "SELECT coalesce(sum(messages), 0) FROM outbox"
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
 
 
@@ -80,15 +85,109 @@ async def write(conn: Conn, rows: list[OutboxRow], schema: str) -> None:
     """Insert `rows` in the caller's transaction and wake the relay at commit (one statement)."""
     if not rows:
         return
-    await conn.execute(
-        INSERT_ROWS,
-        [r.topic for r in rows],
-        [r.key for r in rows],
-        [r.value for r in rows],
-        [orjson.dumps(r.headers).decode() for r in rows],
-        [r.event_id for r in rows],
-        channel(schema),
-    )
+    await conn.execute(INSERT_PACKED, pack(rows), len(rows), channel(schema))
+
+
+PACK_VERSION = b"\x01"
+_LENGTHS = struct.Struct("<IiiII")
+"""Per message: topic, key, value, headers (JSON), event id; -1 for a null key or value."""
+
+
+def pack(rows: Sequence[OutboxRow]) -> bytes:
+    """Messages as one `packed` value: per message its lengths, then its bytes."""
+    lengths = _LENGTHS.pack
+    dumps = orjson.dumps
+    topics: dict[str, bytes] = {}
+    parts = [PACK_VERSION]
+    append = parts.append
+    for row in rows:
+        topic = topics.get(row.topic)
+        if topic is None:
+            topic = topics[row.topic] = row.topic.encode()
+        key, value = row.key, row.value
+        headers = dumps(row.headers)
+        event_id = row.event_id.encode() if row.event_id is not None else b""
+        append(
+            lengths(
+                len(topic),
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+                len(headers),
+                len(event_id),
+            )
+        )
+        append(topic)
+        if key:
+            append(key)
+        if value:
+            append(value)
+        append(headers)
+        append(event_id)
+    return b"".join(parts)
+
+
+Message = tuple[str, bytes | None, bytes | None, bytes | str]
+"""(topic, key, value, headers as JSON) as the relay sends it."""
+
+
+def unpack(packed: bytes) -> list[OutboxRow]:
+    """The rows `pack` packed (headers parsed; an empty event id reads as None)."""
+    return [
+        OutboxRow(topic, key, value, orjson.loads(headers), event_id or None)
+        for topic, key, value, headers, event_id in _unpacked(packed)
+    ]
+
+
+def _unpacked(packed: bytes) -> list[tuple[str, bytes | None, bytes | None, bytes, str]]:
+    if packed[:1] != PACK_VERSION:
+        raise ValueError(f"outbox: unknown packing {packed[:1]!r}")
+    view = memoryview(packed)
+    unpack_from = _LENGTHS.unpack_from
+    size = _LENGTHS.size
+    topics: dict[bytes, str] = {}
+    out = []
+    at, end = 1, len(packed)
+    while at < end:
+        t, k, v, h, e = unpack_from(packed, at)
+        at += size
+        raw_topic = packed[at : at + t]
+        topic = topics.get(raw_topic)
+        if topic is None:
+            topic = topics[raw_topic] = raw_topic.decode()
+        at += t
+        key = None if k < 0 else bytes(view[at : at + k])
+        at += max(k, 0)
+        value = None if v < 0 else bytes(view[at : at + v])
+        at += max(v, 0)
+        headers = bytes(view[at : at + h])
+        at += h
+        event_id = bytes(view[at : at + e]).decode()
+        at += e
+        out.append((topic, key, value, headers, event_id))
+    return out
+
+
+def messages(rows: Sequence[asyncpg.Record]) -> list[Message]:
+    """The messages of outbox rows of either form, in order."""
+    out: list[Message] = []
+    for _, topic, key, value, headers, packed in rows:
+        if packed is None:
+            out.append((topic, key, value, headers))
+        else:
+            out.extend((t, k, v, h) for t, k, v, h, _ in _unpacked(packed))
+    return out
+
+
+async def pending(conn: Conn) -> list[OutboxRow]:
+    """Every row not yet relayed, one per message, in order (tests and operators)."""
+    out: list[OutboxRow] = []
+    for record in await conn.fetch(SELECT_ALL):
+        if record["packed"] is None:
+            headers = orjson.loads(record["headers"])
+            out.append(OutboxRow(record["topic"], record["key"], record["value"], headers))
+        else:
+            out.extend(unpack(record["packed"]))
+    return out
 
 
 class Relay:
@@ -115,7 +214,7 @@ class Relay:
         self._backlog_at = 0.0
         self._wake = asyncio.Event()
         self._partitions = PartitionCache()
-        self._headers: dict[str, list[tuple[str, bytes]]] = {}
+        self._headers: dict[bytes | str, list[tuple[str, bytes]]] = {}
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -161,29 +260,36 @@ class Relay:
         self._wake.set()
 
     async def publish_batch(self, conn: asyncpg.Connection) -> int:
-        """Publish up to one batch in id order; returns how many were sent."""
-        rows = await conn.fetch(SELECT_BATCH, self._batch_size)
-        if not rows:
+        """Publish up to one batch (whole rows, at least one) in id order; returns how many
+        messages were sent."""
+        ids, count = [], 0
+        for row_id, row_messages in await conn.fetch(SELECT_NEXT, self._batch_size):
+            ids.append(row_id)
+            count += row_messages
+            if count >= self._batch_size:
+                break
+        if not ids:
             metrics.OUTBOX_BACKLOG.labels(self._service).set(0)
             return 0
+        batch = messages(await conn.fetch(SELECT_ROWS, ids))
         while True:
             try:
-                await self._send(rows)
+                await self._send(batch)
                 break
             except Exception as exc:  # broker errors: retry the same rows, never skip
                 log.warning("outbox_publish_retry", service=self._service, error=str(exc)[:200])
                 await asyncio.sleep(1.0)
-        await delete_sent(conn, [r[0] for r in rows])
-        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        await delete_sent(conn, ids)
+        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(batch))
         now = time.monotonic()
-        if len(rows) == self._batch_size and now - self._backlog_at >= self._backlog_every:
-            # count(*) scans the whole backlog: refreshed now and then, not after every batch
+        if count >= self._batch_size and now - self._backlog_at >= self._backlog_every:
+            # the sum scans the whole backlog: refreshed now and then, not after every batch
             self._backlog_at = now
             metrics.OUTBOX_BACKLOG.labels(self._service).set(await conn.fetchval(COUNT_BACKLOG))
-        return len(rows)
+        return len(batch)
 
-    async def _send(self, rows: Sequence[asyncpg.Record]) -> None:
-        """Send `rows` (id, topic, key, value, headers) and wait until the broker has them all.
+    async def _send(self, batch: Sequence[Message]) -> None:
+        """Send `batch` (topic, key, value, headers) and wait until the broker has them all.
 
         One record batch per partition (more when one fills up), filled in id order and handed
         over with `send_batch`: the accumulator queues it behind anything already queued for
@@ -194,7 +300,7 @@ class Relay:
         builders: dict[tuple[str, int], list[Any]] = {}
         pick: dict[str, Callable[[bytes | None], int]] = {}
         headers_of = self._headers
-        for _, topic, key, value, raw_headers in rows:
+        for topic, key, value, raw_headers in batch:
             partition_of = pick.get(topic)
             if partition_of is None:
                 partition_of = pick[topic] = await self._partitions.picker(producer, topic)

@@ -15,8 +15,9 @@ from services.consent.handlers import ACCEPTS, Consent, make_apply
 from services.consent.settings import ConsentSettings
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
-from shared.plumbing import db
+from shared.plumbing import db, outbox
 from shared.plumbing.clock import ManualClock
+from shared.plumbing.outbox import OutboxRow
 from shared.plumbing.pipeline import Pipeline
 from tests.support.infra import Infra
 
@@ -46,8 +47,9 @@ class Setup:
             records.append(Record("consent.changes", 0, offset, key, value))
         await self.pipeline.process(records)
 
-    async def outbox(self) -> list[asyncpg.Record]:
-        return list(await self.pool.fetch("SELECT topic, key, value FROM outbox ORDER BY id"))
+    async def outbox(self) -> list[OutboxRow]:
+        async with self.pool.acquire() as conn:
+            return await outbox.pending(conn)
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ async def test_a_batch_with_an_erasure_in_the_middle_suppresses_what_follows(set
     other = change(ConsentWithdrawn, "usr_c", 1)
     await setup.process(before, erasure, after, other)
     rows = await setup.outbox()
-    assert [(r["key"], r["value"] is None) for r in rows] == [
+    assert [(r.key, r.value is None) for r in rows] == [
         (b"usr_b", False),
         (b"usr_b", True),
         (b"usr_c", False),

@@ -17,7 +17,6 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import asyncpg
-import orjson
 import pytest
 
 from services.export import store as export_store
@@ -39,7 +38,7 @@ from shared.contract.events import (
     RequestExtendedData,
     RequestStatusChanged,
 )
-from shared.plumbing import db
+from shared.plumbing import db, outbox
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.pipeline import Pipeline
 from tests.integration.export.harness import (
@@ -78,13 +77,14 @@ class Fed:
 
     async def published(self) -> list[tuple[str, Any]]:
         """(kind, event or dead-letter reason) of every outbox row, in order."""
-        rows = await self.pool.fetch("SELECT topic, value, headers FROM outbox ORDER BY id")
+        async with self.pool.acquire() as conn:
+            rows = await outbox.pending(conn)
         found: list[tuple[str, Any]] = []
         for row in rows:
-            if row["topic"].endswith("deadletter"):
-                found.append(("dead", orjson.loads(row["headers"])["error"]))
+            if row.topic.endswith("deadletter"):
+                found.append(("dead", row.headers["error"]))
             else:
-                found.append(("event", decode(row["value"])))
+                found.append(("event", decode(row.value)))
         return found
 
     async def published_jobs(self, owner: str) -> list[ExportJob]:

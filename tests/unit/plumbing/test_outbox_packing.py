@@ -1,0 +1,36 @@
+"""A transaction's outbox rows packed into one value and read back unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.plumbing.outbox import OutboxRow, messages, pack, unpack
+
+
+def rows() -> list[OutboxRow]:
+    return [
+        OutboxRow("consent.state", b"usr_1", b'{"a":1}', {"ce_type": "consent.state.v1"}, "e1"),
+        OutboxRow("consent.state", b"usr_1", None),  # a tombstone
+        OutboxRow("privacy.deadletter", None, b"\xff\x00raw", {"error": "contract: ü"}),
+        OutboxRow("privacy.deadletter", b"", b"", {}, "é"),  # empty is not null
+        OutboxRow("t", b"k" * 70_000, bytes(range(256)) * 4_000, {"n": "1"}, "big"),
+    ]
+
+
+def test_unpack_gives_back_every_row_in_order():
+    assert unpack(pack(rows())) == rows()
+
+
+def test_the_relay_reads_packed_and_one_message_rows_in_order():
+    legacy = (1, "old.topic", b"k", b"v", '{"ce_type": "x"}', None)
+    packed = (2, None, None, None, None, pack(rows()[:2]))
+    assert messages([legacy, packed]) == [  # type: ignore[list-item]
+        ("old.topic", b"k", b"v", '{"ce_type": "x"}'),
+        ("consent.state", b"usr_1", b'{"a":1}', b'{"ce_type":"consent.state.v1"}'),
+        ("consent.state", b"usr_1", None, b"{}"),
+    ]
+
+
+def test_an_unknown_packing_is_refused_not_misread():
+    with pytest.raises(ValueError, match="unknown packing"):
+        unpack(b"\x02" + pack(rows())[1:])
