@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
+import os
 import sys
 import time
 import zipfile
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,13 @@ from aiokafka import AIOKafkaConsumer
 from bench.harness import producer, status_kb
 from bench.stats import percentile
 from bench.workload import export_records
+from services.consent.app import MIGRATIONS as CONSENT_MIGRATIONS
+from services.consent.store import LEDGER_COPY_ORDER, UPSERT_HEADS
+from services.consent.store import UPSERT_STATES as UPSERT_SUBJECTS
+from shared.plumbing import db
+from shared.plumbing.pipeline import CLAIM as CLAIM_INBOX
+
+LEDGER_KEY = b"bench-baseline-ledger-key"
 
 INGEST_TABLES = """
 CREATE TABLE inbox (source text, event_id text, PRIMARY KEY (source, event_id));
@@ -44,11 +54,22 @@ def say(**fields: Any) -> None:
 
 
 async def ingest(args: dict[str, Any]) -> None:
-    """Bare consumer: read consent changes, write inbox, ledger and state rows; publish nothing."""
+    """Bare consumer: read consent changes and write rows in batches; publish nothing.
+
+    `rows` "same": the consent service's own tables (its migrations) and statements, one row
+    per event in inbox, ledger, ledger heads and subjects, as the service writes them. "slim":
+    three narrow tables (inbox, a six-column ledger, one state row per subject and purpose).
+    """
     conn = await asyncpg.connect(args["dsn"])
-    await conn.execute(f'CREATE SCHEMA "{args["schema"]}"')
-    await conn.execute(f'SET search_path TO "{args["schema"]}"')
-    await conn.execute(INGEST_TABLES)
+    same = args.get("rows", "slim") == "same"
+    if same:
+        await db.migrate(conn, args["schema"], CONSENT_MIGRATIONS)
+        await conn.execute(f'SET search_path TO "{args["schema"]}"')
+        people: dict[str, Person] = {}
+    else:
+        await conn.execute(f'CREATE SCHEMA "{args["schema"]}"')
+        await conn.execute(f'SET search_path TO "{args["schema"]}"')
+        await conn.execute(INGEST_TABLES)
     consumer = AIOKafkaConsumer(
         args["topic"],
         bootstrap_servers=args["kafka"],
@@ -67,7 +88,10 @@ async def ingest(args: dict[str, Any]) -> None:
             records = [r for part in batch.values() for r in part]
             if not records:
                 continue
-            await write_batch(conn, [orjson.loads(r.value) for r in records])
+            if same:
+                await write_same_rows(conn, [r.value for r in records if r.value], people)
+            else:
+                await write_batch(conn, [orjson.loads(r.value) for r in records])
             await consumer.commit()
             count += len(records)
         say(done=time.time(), count=count)
@@ -95,6 +119,82 @@ async def write_batch(conn: asyncpg.Connection, events: list[dict[str, Any]]) ->
             [k[1] for k in keys],
             [latest[k][0] for k in keys],
             [latest[k][1] for k in keys],
+        )
+
+
+@dataclass
+class Person:
+    """What the same-rows baseline keeps per subject to write its rows (no decisions)."""
+
+    principal: str
+    salt: bytes
+    purposes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seq: int = 0
+    hash: str = ""
+
+
+async def write_same_rows(
+    conn: asyncpg.Connection, values: list[bytes], people: dict[str, Person]
+) -> None:
+    """The rows the consent service writes for these events, with its statements: inbox claim,
+    ledger COPY, subjects upsert, ledger heads upsert (each row's values computed plainly)."""
+    now = datetime.now(UTC)
+    inbox: tuple[list[str], list[str], list[bytes], list[str]] = ([], [], [], [])
+    ledger = []
+    touched: dict[str, Person] = {}
+    for value in values:
+        e = orjson.loads(value)
+        subject, data = e["subject"], e["data"]
+        inbox[0].append(e["source"])
+        inbox[1].append(e["id"])
+        inbox[2].append(hashlib.sha256(value).digest())
+        inbox[3].append(e["type"])
+        person = people.get(subject)
+        if person is None:
+            principal = hmac.new(LEDGER_KEY, subject.encode(), "sha256").hexdigest()
+            person = people[subject] = Person(principal, os.urandom(16))
+        purpose = data["purpose"]
+        old = person.purposes.get(purpose, {}).get("state", "none")
+        new = "granted" if e["type"] == "consent.granted.v1" else "withdrawn"
+        person.purposes[purpose] = {
+            "state": new,
+            "since": e["time"],
+            "event_id": e["id"],
+            "consent_type": data.get("consent_type"),
+            "source": data.get("source"),
+            "policy_version": data.get("policy_version"),
+            "expires_at": None,
+        }
+        prev = person.hash
+        person.hash = hashlib.sha256(prev.encode() + value).hexdigest()
+        person.seq += 1
+        digest = hashlib.sha256(person.salt + subject.encode()).hexdigest()
+        at = datetime.fromisoformat(e["time"])
+        ledger.append(
+            (person.principal, person.seq, e["id"], e["source"], e["type"], "consent", purpose,
+             old, new, True, None, data.get("source"), data.get("consent_type"),
+             data.get("policy_version"), data.get("notice_id"), data.get("jurisdiction"), None,
+             at, now, digest, prev, person.hash, subject, None)
+        )  # fmt: skip
+        touched[subject] = person
+    subjects = sorted(touched)
+    async with conn.transaction():
+        await conn.fetch(CLAIM_INBOX, *inbox)
+        await conn.copy_records_to_table("ledger", records=ledger, columns=LEDGER_COPY_ORDER)
+        await conn.execute(
+            UPSERT_SUBJECTS,
+            subjects,
+            [touched[s].seq for s in subjects],
+            [orjson.dumps({"purposes": touched[s].purposes}).decode() for s in subjects],
+            [None] * len(subjects),
+            now,
+        )
+        await conn.execute(
+            UPSERT_HEADS,
+            [touched[s].principal for s in subjects],
+            [touched[s].seq for s in subjects],
+            [touched[s].hash for s in subjects],
+            [touched[s].salt for s in subjects],
         )
 
 

@@ -75,9 +75,9 @@ SELECT_LEDGER = f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 ORDER
 SELECT_LEDGER_UNTIL = f"""
 SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND occurred_at <= $2 ORDER BY seq
 """
-_COPY_ORDER = [*(f for f in LedgerEntry.__slots__ if f != "evidence"), "evidence"]
-_ENTRY_BEFORE_EVIDENCE = operator.attrgetter(*_COPY_ORDER[:-1])
-"""An entry's values in `_COPY_ORDER` but evidence (written as JSON text), in one C call."""
+LEDGER_COPY_ORDER = [*(f for f in LedgerEntry.__slots__ if f != "evidence"), "evidence"]
+_ENTRY_BEFORE_EVIDENCE = operator.attrgetter(*LEDGER_COPY_ORDER[:-1])
+"""An entry's values in `LEDGER_COPY_ORDER` but evidence (written as JSON text), in one C call."""
 
 
 def _state(subject: str, version: int, doc: str) -> SubjectState:
@@ -203,7 +203,7 @@ async def append_ledger(conn: Conn, entries: Sequence[LedgerEntry]) -> None:
         (*plain(e), None if e.evidence is None else orjson.dumps(e.evidence).decode())
         for e in entries
     ]
-    await conn.copy_records_to_table("ledger", records=records, columns=_COPY_ORDER)
+    await conn.copy_records_to_table("ledger", records=records, columns=LEDGER_COPY_ORDER)
 
 
 async def scrub_ledger(conn: Conn, principals: Sequence[str]) -> None:
