@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 import zipfile
@@ -78,12 +79,14 @@ async def ingest(args: dict[str, Any]) -> None:
         auto_offset_reset="earliest",
     )
     await consumer.start()
+    stop = asyncio.Event()  # one of several processes in the group: SIGTERM says all is done
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         while not consumer.assignment():
             await consumer.getmany(timeout_ms=100)
         say(ready=time.time())
-        count, expect = 0, args["expect"]
-        while count < expect:
+        count, expect, last = 0, args.get("expect"), time.time()
+        while not stop.is_set() and (expect is None or count < expect):
             batch = await consumer.getmany(timeout_ms=100, max_records=args.get("batch", 2000))
             records = [r for part in batch.values() for r in part]
             if not records:
@@ -94,7 +97,8 @@ async def ingest(args: dict[str, Any]) -> None:
                 await write_batch(conn, [orjson.loads(r.value) for r in records])
             await consumer.commit()
             count += len(records)
-        say(done=time.time(), count=count)
+            last = time.time()
+        say(done=last, count=count)
     finally:
         await consumer.stop()
         await conn.close()

@@ -141,7 +141,10 @@ class Completion:
     group's committed offsets reached the end of the input topic and its outbox is empty
     (the outbox rows commit with the offsets' transaction, so nothing is left to publish)."""
 
-    def __init__(self, kafka: str, group: str, topic: str, conn: Any, schema: str) -> None:
+    def __init__(
+        self, kafka: str, group: str, topic: str, conn: Any = None, schema: str = ""
+    ) -> None:
+        """Without `conn`, the outbox is not checked (a consumer that publishes nothing)."""
         self.kafka, self.group, self.topic = kafka, group, topic
         self.conn, self.schema = conn, schema
 
@@ -165,7 +168,7 @@ class Completion:
                     for tp, end in ends.items()
                     if end > 0
                 )
-                if done and await self.conn.fetchval(empty):
+                if done and (self.conn is None or await self.conn.fetchval(empty)):
                     return True
                 await asyncio.sleep(every)
             return False
