@@ -71,9 +71,8 @@ async def test_docs_are_stored_as_rendered_and_jsonb_docs_from_before_load_the_s
             [r["version"] for r in rows],
             [r["doc"] for r in rows],
         )
-        assert await db.migrate(conn, old_schema, MIGRATIONS) == [
-            "consent/migrations/0004_subject_doc_as_text.sql"
-        ]
+        applied = await db.migrate(conn, old_schema, MIGRATIONS)
+        assert applied[0] == "consent/migrations/0004_subject_doc_as_text.sql"
         await conn.execute(f'SET search_path TO "{old_schema}"')
         migrated = await store.load_states(conn, list(states))
         assert migrated == states
