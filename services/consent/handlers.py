@@ -46,6 +46,8 @@ OWNER = "consent"
 EXPORT_CATEGORY = "consent_records"
 STATE_TYPE = "consent.state.v1"
 RECORD_SCHEMA = "privacy-plane/consent-ledger-entry.v1"
+STATE_HEADERS = {"ce_type": STATE_TYPE}
+"""Shared by every state row (never changed): the outbox packs one dict's JSON once per batch."""
 log = get_logger(__name__)
 
 IDS = uuid.UUID("5d9f0c1e-7a51-4c1b-9a43-2f6f1c0b8e11")
@@ -106,7 +108,7 @@ class Consent:
             self.settings.topics.consent_state,
             state.subject.encode(),
             orjson.dumps(event),
-            {"ce_type": STATE_TYPE},
+            STATE_HEADERS,
             event_id,
         )
 

@@ -98,31 +98,34 @@ def pack(rows: Sequence[OutboxRow]) -> bytes:
     lengths = _LENGTHS.pack
     dumps = orjson.dumps
     topics: dict[str, bytes] = {}
+    headers_of: dict[int, bytes] = {}  # by identity: handlers share one dict per event type
     parts = [PACK_VERSION]
-    append = parts.append
+    extend = parts.extend
     for row in rows:
         topic = topics.get(row.topic)
         if topic is None:
             topic = topics[row.topic] = row.topic.encode()
-        key, value = row.key, row.value
-        headers = dumps(row.headers)
-        event_id = row.event_id.encode() if row.event_id is not None else b""
-        append(
-            lengths(
-                len(topic),
-                -1 if key is None else len(key),
-                -1 if value is None else len(value),
-                len(headers),
-                len(event_id),
+        headers = headers_of.get(id(row.headers))
+        if headers is None:
+            headers = headers_of[id(row.headers)] = dumps(row.headers)
+        key, value, event_id = row.key, row.value, row.event_id
+        event = event_id.encode() if event_id else b""
+        extend(
+            (
+                lengths(
+                    len(topic),
+                    -1 if key is None else len(key),
+                    -1 if value is None else len(value),
+                    len(headers),
+                    len(event),
+                ),
+                topic,
+                key or b"",
+                value or b"",
+                headers,
+                event,
             )
         )
-        append(topic)
-        if key:
-            append(key)
-        if value:
-            append(value)
-        append(headers)
-        append(event_id)
     return b"".join(parts)
 
 
@@ -132,20 +135,22 @@ Message = tuple[str, bytes | None, bytes | None, bytes | str]
 
 def unpack(packed: bytes) -> list[OutboxRow]:
     """The rows `pack` packed (headers parsed; an empty event id reads as None)."""
+    ids: list[str | None] = []
     return [
-        OutboxRow(topic, key, value, orjson.loads(headers), event_id or None)
-        for topic, key, value, headers, event_id in _unpacked(packed)
+        OutboxRow(topic, key, value, orjson.loads(headers), event_id)
+        for (topic, key, value, headers), event_id in zip(_unpacked(packed, ids), ids, strict=True)
     ]
 
 
-def _unpacked(packed: bytes) -> list[tuple[str, bytes | None, bytes | None, bytes, str]]:
+def _unpacked(packed: bytes, ids: list[str | None] | None = None) -> list[Message]:
+    """The messages of a packed value; their event ids go to `ids` if given."""
     if packed[:1] != PACK_VERSION:
         raise ValueError(f"outbox: unknown packing {packed[:1]!r}")
-    view = memoryview(packed)
     unpack_from = _LENGTHS.unpack_from
     size = _LENGTHS.size
     topics: dict[bytes, str] = {}
-    out = []
+    out: list[Message] = []
+    append = out.append
     at, end = 1, len(packed)
     while at < end:
         t, k, v, h, e = unpack_from(packed, at)
@@ -155,15 +160,19 @@ def _unpacked(packed: bytes) -> list[tuple[str, bytes | None, bytes | None, byte
         if topic is None:
             topic = topics[raw_topic] = raw_topic.decode()
         at += t
-        key = None if k < 0 else bytes(view[at : at + k])
-        at += max(k, 0)
-        value = None if v < 0 else bytes(view[at : at + v])
-        at += max(v, 0)
-        headers = bytes(view[at : at + h])
+        key = None
+        if k >= 0:
+            key = packed[at : at + k]
+            at += k
+        value = None
+        if v >= 0:
+            value = packed[at : at + v]
+            at += v
+        append((topic, key, value, packed[at : at + h]))
         at += h
-        event_id = bytes(view[at : at + e]).decode()
+        if ids is not None:
+            ids.append(packed[at : at + e].decode() or None)
         at += e
-        out.append((topic, key, value, headers, event_id))
     return out
 
 
@@ -174,7 +183,7 @@ def messages(rows: Sequence[asyncpg.Record]) -> list[Message]:
         if packed is None:
             out.append((topic, key, value, headers))
         else:
-            out.extend((t, k, v, h) for t, k, v, h, _ in _unpacked(packed))
+            out.extend(_unpacked(packed))
     return out
 
 

@@ -34,3 +34,10 @@ def test_the_relay_reads_packed_and_one_message_rows_in_order():
 def test_an_unknown_packing_is_refused_not_misread():
     with pytest.raises(ValueError, match="unknown packing"):
         unpack(b"\x02" + pack(rows())[1:])
+
+
+def test_rows_sharing_one_headers_dict_keep_their_own_other_fields():
+    shared = {"ce_type": "consent.state.v1"}
+    rows = [OutboxRow("t", f"k{i}".encode(), b"v", shared, f"e{i}") for i in range(3)]
+    rows.append(OutboxRow("t", b"k", b"v", {"ce_type": "other"}))
+    assert unpack(pack(rows)) == rows
