@@ -20,17 +20,9 @@ from shared.plumbing.clock import ManualClock
 from shared.plumbing.outbox import OutboxRow
 from shared.plumbing.pipeline import Pipeline
 from tests.support.infra import Infra
+from tests.support.records import Record
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass

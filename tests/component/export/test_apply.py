@@ -48,17 +48,9 @@ from tests.integration.export.harness import (
     reference_part,
     settings_for,
 )
+from tests.support.records import Record
 
 pytestmark = pytest.mark.integration  # needs PostgreSQL
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass

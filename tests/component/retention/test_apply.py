@@ -28,12 +28,9 @@ from tests.integration.retention.harness import (
     signed_up,
     subscription,
 )
+from tests.support.records import Record
 
 pytestmark = pytest.mark.integration
-
-
-class Record:
-    topic, partition, offset, key, value = "t", 0, 0, None, None
 
 
 @pytest.fixture
@@ -62,7 +59,7 @@ async def apply(pool: asyncpg.Pool, ctx: Context, *events: CloudEvent[Any]) -> B
     batch = Batch(
         events=list(events),  # type: ignore[arg-type]
         outbox=Outbox(),
-        _deliveries={e.key: Delivery(Record(), e, b"") for e in events},  # type: ignore[arg-type]
+        _deliveries={e.key: Delivery(Record("t", 0, 0, None, None), e, b"") for e in events},  # type: ignore[arg-type]
         _dead_letter=lambda _record, reason: OutboxRow("dead", None, None, {"error": reason}),
     )
     async with pool.acquire() as conn, conn.transaction():
