@@ -58,6 +58,7 @@ async def baseline(
     name = "ingestbase" if rows == "same" else f"ingest{rows}"
     topics = await bench.topics(name)
     schema = bench.schema(name)
+    group = f"bench-baseline-{schema}"  # the group bench.baselines joins
     args: dict[str, Any] = {
         "dsn": bench.database_url,
         "kafka": bench.kafka,
@@ -75,13 +76,12 @@ async def baseline(
         messages = list(workload.messages())
         for child in children:
             await read_json_lines(child, "ready", 60)
-        await wait_group(bench.kafka, f"bench-baseline-{schema}", processes)
+        await wait_group(bench.kafka, group, processes)
         async with producer(bench.kafka) as prod:
             started = time.time()
             await produce_all(prod, topics.consent_changes, messages)
         produced = time.time()
         if processes > 1:
-            group = f"bench-baseline-{schema}"
             if not await Completion(bench.kafka, group, topics.consent_changes).wait(600):
                 raise TimeoutError("the baseline did not finish in time")
             for child in children:
