@@ -147,7 +147,7 @@ class Runtime:
         self._pool = await db.create_pool(
             self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
         )
-        producer = make_producer(s.kafka_bootstrap_servers, s.kafka)
+        producer = make_producer(s.kafka_bootstrap_servers, s.kafka, s.kafka_compression)
         await producer.start()
         self._producer = producer
         self.relay = Relay(

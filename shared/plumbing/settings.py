@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract.topics import Topics
 
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
 
 class KafkaSecurity(BaseSettings):
     """Kafka TLS and SASL/SCRAM, all optional (PLAINTEXT on a trusted network by default)."""
@@ -77,6 +79,11 @@ class ServiceSettings(BaseSettings):
     group_id: str | None = None
     topics: Topics = Topics()
     kafka: KafkaSecurity = KafkaSecurity()
+    kafka_compression: Compression = Field(
+        "zstd",
+        description="How published record batches are compressed (consumers decompress "
+        "on their own; every current Kafka client reads zstd).",
+    )
     api_token: SecretStr = Field(description="Bearer token for the HTTP API.")
     http_host: str = "127.0.0.1"
     http_port: int = 8000

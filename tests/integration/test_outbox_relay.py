@@ -55,13 +55,14 @@ def seq(record: Any) -> int:
     return int(dict(record.headers)["seq"])
 
 
+@pytest.mark.parametrize("compression", ["none", "zstd"])  # zstd: the services' default
 async def test_relay_sends_each_row_once_in_id_order_to_the_partition_send_picks(
-    infra, topics, schema, conn
+    infra, topics, schema, conn, compression
 ):
     topic = topics.consent_changes  # not compacted: rows without a key are accepted
     rows = rows_for(topic, 900)
     await write(conn, schema, rows)
-    producer = make_producer(infra.kafka)
+    producer = make_producer(infra.kafka, compression=compression)
     await producer.start()
     submitted: list[tuple[int, int]] = []
     real_send_batch = producer.send_batch
