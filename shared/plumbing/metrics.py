@@ -33,6 +33,11 @@ BATCH_SECONDS = Histogram(
 )
 OUTBOX_PUBLISHED = Counter("pp_outbox_published_total", "Outbox rows published", ["service"])
 OUTBOX_BACKLOG = Gauge("pp_outbox_backlog", "Outbox rows not yet published", ["service"])
+OUTBOX_PRODUCER_RENEWED = Counter(
+    "pp_outbox_producer_renewed_total",
+    "Relay producers replaced after the broker refused a batch",
+    ["service"],
+)
 REQUESTS = Gauge(
     "pp_requests",
     "Privacy requests by kind, status and overdue flag",

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared.contract.codec import encode
@@ -212,10 +213,14 @@ class Relay:
         batch_size: int = 1000,
         idle_wait: float = 0.5,
         backlog_every: float = 5.0,
+        new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
+        """`new_producer` makes (unstarted) the producer that replaces one whose batch the
+        broker refused; without it the relay keeps `producer` whatever happens."""
         self._dsn = dsn
         self._schema = schema
         self._producer = producer
+        self._new_producer = new_producer
         self._service = service
         self._batch_size = batch_size
         self._idle_wait = idle_wait
@@ -265,8 +270,40 @@ class Relay:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=5)
 
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer in use (another one after a renewal): its owner stops it."""
+        return self._producer
+
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
+
+    async def _renew(self, reason: BaseException) -> None:
+        """Replace the producer, once everything it was sending has finished.
+
+        A batch the broker refuses for good (too large for the topic, say) has taken sequence
+        numbers the broker never recorded, so every later batch of that producer to that
+        partition fails with OutOfOrderSequenceNumber, even once the cause is fixed. A new
+        producer (a new producer id) starts its sequences afresh. The old one is stopped first:
+        it flushes or fails what it still holds, so nothing of it can land after the new one.
+        """
+        if self._new_producer is None:
+            return
+        with contextlib.suppress(Exception):
+            await self._producer.stop()
+        while True:
+            fresh = self._new_producer()
+            try:
+                await fresh.start()
+                break
+            except Exception as exc:
+                log.warning("outbox_producer_start_failed", error=str(exc)[:200])
+                with contextlib.suppress(Exception):
+                    await fresh.stop()
+                await asyncio.sleep(1.0)
+        self._producer = fresh
+        metrics.OUTBOX_PRODUCER_RENEWED.labels(self._service).inc()
+        log.warning("outbox_producer_renewed", service=self._service, after=type(reason).__name__)
 
     async def publish_batch(self, conn: asyncpg.Connection) -> int:
         """Publish up to one batch (whole rows, at least one) in id order; returns how many
@@ -288,6 +325,8 @@ class Relay:
             except Exception as exc:  # broker errors: retry the same rows, never skip
                 log.warning("outbox_publish_retry", service=self._service, error=str(exc)[:200])
                 await asyncio.sleep(1.0)
+                if refused(exc):
+                    await self._renew(exc)
         await delete_sent(conn, ids)
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(batch))
         now = time.monotonic()
@@ -348,6 +387,14 @@ class Relay:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether the broker (or the client on its behalf) refused a batch for good, rather than
+    not answering in time: retrying it with the same producer cannot succeed."""
+    return (
+        isinstance(exc, KafkaError) and not exc.retriable and not isinstance(exc, KafkaTimeoutError)
+    )
 
 
 async def delete_sent(conn: Conn, ids: list[int]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy, Context
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
@@ -147,11 +148,19 @@ class Runtime:
         self._pool = await db.create_pool(
             self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
         )
-        producer = make_producer(s.kafka_bootstrap_servers, s.kafka, s.kafka_compression)
+
+        def new_producer() -> AIOKafkaProducer:
+            return make_producer(s.kafka_bootstrap_servers, s.kafka, s.kafka_compression)
+
+        producer = new_producer()
         await producer.start()
-        self._producer = producer
         self.relay = Relay(
-            self.dsn, s.db_schema, producer, service=s.service_name, batch_size=s.relay_batch_size
+            self.dsn,
+            s.db_schema,
+            producer,
+            service=s.service_name,
+            batch_size=s.relay_batch_size,
+            new_producer=new_producer,
         )
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
         self.pipeline = Pipeline(
@@ -197,8 +206,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=15)
         self._tasks.clear()
-        if hasattr(self, "_producer"):
-            await self._producer.stop()
+        if self.relay is not None:
+            await self.relay.producer.stop()  # the relay's current one (it may renew it)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

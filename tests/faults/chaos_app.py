@@ -76,7 +76,7 @@ def install(runtime: Runtime, plan: KillPlan) -> None:
     assert pipeline is not None
     assert relay is not None
     real_apply, real_process = pipeline.apply, pipeline.process
-    producer = relay._producer
+    producer = relay.producer
     real_send, real_send_batch = producer.send, producer.send_batch
 
     async def apply(conn: Conn, batch: Batch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,8 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RequestTimedOutError
 
 from shared.plumbing import db, outbox
@@ -209,3 +212,59 @@ async def test_rows_of_the_one_message_form_are_relayed_in_id_order_with_packed_
         await producer.stop()
     records = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= 6, settle=0.5)
     assert [seq(r) for r in sorted(records, key=lambda r: r.offset)] == list(range(6))
+
+
+async def set_max_message_bytes(kafka: str, topic: str, limit: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        config = {"max.message.bytes": str(limit)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+    finally:
+        await admin.close()
+
+
+async def test_a_batch_the_broker_refuses_stalls_the_relay_only_until_the_cause_is_fixed(
+    infra, topics, schema, conn
+):
+    """The broker refuses a record larger than the topic allows (the producer's own limit is
+    higher). That producer can then never send to the partition again (OutOfOrderSequence
+    Number), so the relay replaces it: once an operator raises the limit, the rows go out."""
+    topic = topics.consent_changes
+    await set_max_message_bytes(infra.kafka, topic, 20_000)
+    big = os.urandom(50_000)  # random: zstd leaves it as large
+    rows = [
+        OutboxRow(topic, b"usr_1", value, {"seq": str(i)})
+        for i, value in enumerate([b"before", big, b"after"])
+    ]
+    await write(conn, schema, rows)
+    made: list[Any] = []
+
+    def new_producer() -> Any:
+        made.append(make_producer(infra.kafka, compression="zstd"))
+        return made[-1]
+
+    first = new_producer()
+    await first.start()
+    relay = Relay(infra.database_url, schema, first, service="test", new_producer=new_producer)
+    publishing = asyncio.create_task(relay.publish_batch(conn))
+    try:
+        for _ in range(100):  # refused, retried with a new producer, refused again
+            if len(made) >= 3:
+                break
+            await asyncio.sleep(0.1)
+        assert len(made) >= 3
+        assert not publishing.done()
+        assert await conn.fetchval("SELECT sum(messages) FROM outbox") == 3  # nothing deleted
+        await set_max_message_bytes(infra.kafka, topic, 1_000_000)
+        assert await asyncio.wait_for(publishing, 30) == 3
+    finally:
+        publishing.cancel()
+        await relay.producer.stop()
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    records = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= 3, settle=0.5)
+    # "before" may be there twice (sent again with the refused batch), never out of order
+    last_of = {seq(r): r.offset for r in records}
+    assert sorted(last_of) == [0, 1, 2]
+    assert last_of[0] < last_of[1] < last_of[2]
+    assert [r.value for r in records if seq(r) == 1] == [big]
