@@ -180,6 +180,20 @@ class Bench:
     async def connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.database_url)
 
+    async def checkpoint(self) -> bool:
+        """CHECKPOINT before a timed phase, so that each starts with no WAL pending: PostgreSQL
+        checkpoints every few hundred MB of WAL (the ingest phases write that much), and a
+        phase that began halfway to one would pay for its predecessor's writes. False where
+        the role may not (CHECKPOINT needs a superuser or pg_checkpoint)."""
+        conn = await self.connect()
+        try:
+            await conn.execute("CHECKPOINT")
+            return True
+        except asyncpg.InsufficientPrivilegeError:
+            return False
+        finally:
+            await conn.close()
+
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         """Start `python <argv>` in its own process, output to `bench/results/logs/`."""
         logs = RESULTS / "logs"

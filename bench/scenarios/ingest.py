@@ -77,6 +77,7 @@ async def baseline(
         for child in children:
             await read_json_lines(child, "ready", 60)
         await wait_group(bench.kafka, group, processes)
+        await bench.checkpoint()
         async with producer(bench.kafka) as prod:
             started = time.time()
             await produce_all(prod, topics.consent_changes, messages)
@@ -111,6 +112,7 @@ async def run_service(
         done = Completion(
             bench.kafka, f"bench-{stage.schema}", stage.topics.consent_changes, conn, stage.schema
         )
+        await bench.checkpoint()
         async with producer(bench.kafka) as prod:
             started = time.time()
             await produce_all(prod, stage.topics.consent_changes, messages)
