@@ -110,6 +110,9 @@ async def main_async() -> int:
         bench = Bench(infra.kafka, infra.database_url, scale, profile=profile)
         log(f"run {bench.run_id}: scale {scale}, {os.cpu_count()} cores, {infra.origin}")
         try:
+            t0 = time.monotonic()
+            segments = await bench.warm_wal()
+            log(f"PostgreSQL WAL warmed: {segments} segments in {time.monotonic() - t0:.0f} s")
             rows = await run_all(bench, only, infra.restart)
         finally:
             log("cleaning up (processes, schemas, topics)")
