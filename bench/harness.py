@@ -203,24 +203,26 @@ class Bench:
             written = await conn.fetchval(
                 "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)", start
             )
-            await self.checkpoint()
+            await self.checkpoint(conn)
             return int(written // (16 * 1024 * 1024))
         finally:
             await conn.close()
 
-    async def checkpoint(self) -> bool:
+    async def checkpoint(self, conn: asyncpg.Connection | None = None) -> bool:
         """CHECKPOINT before a timed phase, so that each starts with no WAL pending: PostgreSQL
         checkpoints every few hundred MB of WAL (the ingest phases write that much), and a
         phase that began halfway to one would pay for its predecessor's writes. False where
         the role may not (CHECKPOINT needs a superuser or pg_checkpoint)."""
-        conn = await self.connect()
+        own = conn is None
+        conn = conn or await self.connect()
         try:
             await conn.execute("CHECKPOINT")
             return True
         except asyncpg.InsufficientPrivilegeError:
             return False
         finally:
-            await conn.close()
+            if own:
+                await conn.close()
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         """Start `python <argv>` in its own process, output to `bench/results/logs/`."""
