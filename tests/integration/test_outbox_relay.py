@@ -215,11 +215,22 @@ async def test_rows_of_the_one_message_form_are_relayed_in_id_order_with_packed_
 
 
 async def set_max_message_bytes(kafka: str, topic: str, limit: int) -> None:
+    """Set the topic's limit and wait until the broker applies it (the change travels through
+    the metadata log: a send right after the request may still see the old limit)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
         config = {"max.message.bytes": str(limit)}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+        for _ in range(100):
+            (described,) = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic)]
+            )
+            entries = {e[0]: e[1] for r in described.resources for e in r[4]}
+            if entries.get("max.message.bytes") == str(limit):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the broker did not apply max.message.bytes={limit} to {topic}")
     finally:
         await admin.close()
 
@@ -249,7 +260,7 @@ async def test_a_batch_the_broker_refuses_stalls_the_relay_only_until_the_cause_
     relay = Relay(infra.database_url, schema, first, service="test", new_producer=new_producer)
     publishing = asyncio.create_task(relay.publish_batch(conn))
     try:
-        for _ in range(100):  # refused, retried with a new producer, refused again
+        for _ in range(300):  # refused, retried with a new producer, refused again
             if len(made) >= 3:
                 break
             await asyncio.sleep(0.1)
