@@ -9,6 +9,7 @@ Transient failures (database down) are retried with backoff and never dead-lette
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from collections import Counter
@@ -70,6 +71,42 @@ DEADLETTER_MAX_KEY = 1_000
 def is_transient(exc: BaseException) -> bool:
     """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
     return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
+
+
+class CollectorPause:
+    """Pauses Python's cyclic garbage collector while batches are processed.
+
+    What a batch allocates (events, states, rows) stays alive until the batch is done, so a
+    collection during one traverses every object of the batch and frees nothing: in the consent
+    ingest, 5.5% of a replica's CPU went to such collections, 1% with the pause. Once done, the
+    batch's objects are freed by reference counting, and the collector resumes when no batch
+    is in flight (cycles made meanwhile are collected then). If batches keep overlapping,
+    generation 0 is collected at a batch's end once `limit` objects wait.
+    """
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.paused = False
+
+    def __enter__(self) -> None:
+        if self.in_flight == 0 and gc.isenabled():
+            gc.disable()
+            self.paused = True
+        self.in_flight += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.in_flight -= 1
+        if not self.paused:
+            return
+        if self.in_flight == 0:
+            self.paused = False
+            gc.enable()
+        elif gc.get_count()[0] > self.limit:
+            gc.collect(0)
+
+
+COLLECTOR = CollectorPause()
 
 
 class RecordLike(Protocol):
@@ -138,6 +175,11 @@ class Pipeline:
     async def process(self, records: Sequence[RecordLike]) -> None:
         """Process one batch; returns only when it is committed (then offsets may commit)."""
         started = time.perf_counter()
+        with COLLECTOR:  # resumes once the batch's objects are gone with `_process`'s frame
+            await self._process(records)
+        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+
+    async def _process(self, records: Sequence[RecordLike]) -> None:
         deliveries, poison = self.decode_batch(records)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
@@ -148,7 +190,6 @@ class Pipeline:
         ):
             with attempt:
                 await self._commit(deliveries, poison)
-        metrics.BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - started)
 
     def _before_retry(self, state: Any) -> None:
         metrics.TRANSIENT_RETRIES.labels(self.service).inc()
