@@ -23,6 +23,7 @@ from bench.scenarios.common import (
 )
 from bench.stats import rate
 from bench.workload import ConsentWorkload, matches
+from services.consent.settings import ConsentSettings
 from shared.contract.topics import Topics
 
 TARGET = Target(">=", 20_000, min_ratio=0.5)
@@ -48,6 +49,13 @@ def replicas() -> int:
     return int(os.environ.get("BENCH_CONSENT_REPLICAS", os.cpu_count() or 1))
 
 
+def service_batch() -> int:
+    """Records per batch of the consent service as the bench runs it (CONSENT_BATCH_MAX_RECORDS
+    or its default): the baseline consumers batch the same."""
+    default = ConsentSettings.model_fields["batch_max_records"].default
+    return int(os.environ.get("CONSENT_BATCH_MAX_RECORDS", default))
+
+
 async def baseline(
     bench: Bench, workload: ConsentWorkload, rows: str = "same", processes: int = 1
 ) -> tuple[float, dict[str, Any]]:
@@ -65,6 +73,7 @@ async def baseline(
         "schema": schema,
         "topic": topics.consent_changes,
         "rows": rows,
+        "batch": service_batch(),
     }
     if processes == 1:
         args["expect"] = workload.events
