@@ -148,7 +148,7 @@ async def run_service(
         done = Completion(
             bench.kafka, f"bench-{stage.schema}", stage.topics.consent_changes, conn, stage.schema
         )
-        await bench.checkpoint()
+        await bench.checkpoint(conn)
         async with producer(bench.kafka) as prod:
             started = time.time()
             await produce_all(prod, stage.topics.consent_changes, messages)
