@@ -66,6 +66,21 @@ def highest_sustained(steps: Sequence[tuple[float, float, float]], p99_limit: fl
     return best
 
 
+def median_attempt(attempts: Sequence[tuple[float, float, float]]) -> int:
+    """Which of a step's attempts (offered, achieved, p99 ms) is its median: attempts ordered
+    by p99, one that fell short of 95% of its offered rate counting as the slowest; the middle
+    one (the lower middle of an even count). Returns its index in `attempts`."""
+    if not attempts:
+        raise ValueError("median of no attempts")
+
+    def slowness(index: int) -> tuple[bool, float]:
+        offered, achieved, p99 = attempts[index]
+        return achieved < 0.95 * offered, p99
+
+    ordered = sorted(range(len(attempts)), key=slowness)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def prometheus_sum(text: str, name: str) -> float:
     """The sum of every sample of metric `name` (all label sets) in Prometheus text format."""
     total = 0.0

@@ -47,6 +47,20 @@ async def load(
     return steps
 
 
+def ladder_note(steps: list[dict[str, Any]]) -> str:
+    """Each step that missed at first, with the p99 of its 3 attempts and the median's verdict."""
+    notes = []
+    for step in steps:
+        if step.get("attempts"):
+            tries = step["attempts"]
+            p99s = "/".join(f"{p:.1f}" for p in tries)
+            verdict = "kept up" if sustained([step]) else "missed"
+            notes.append(
+                f"{step['offered']:,.0f} req/s tried {len(tries)} times, p99 {p99s} ms: {verdict}"
+            )
+    return "; ".join(notes)
+
+
 def sustained(steps: list[dict[str, Any]]) -> float:
     return highest_sustained(
         [(s["offered"], s["achieved"], s["p99_ms"]) for s in steps], P99_LIMIT_MS
@@ -156,6 +170,7 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         steps = await load(bench, stage.child, paths, STEPS, step_seconds, "steps-consent")
         top.value = sustained(steps)
         top.extra["steps"] = steps
+        top.note = ladder_note(steps)
         if fixed["errors"]:
             p99.note += f"; {fixed['errors']} errors"
     except Exception as exc:

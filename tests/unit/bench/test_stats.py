@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.stats import Latency, highest_sustained, percentile, prometheus_sum, rate, ratio
+from bench.stats import (
+    Latency,
+    highest_sustained,
+    median_attempt,
+    percentile,
+    prometheus_sum,
+    rate,
+    ratio,
+)
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -71,3 +79,21 @@ def test_prometheus_sum_adds_every_label_set_of_one_metric_only():
     assert prometheus_sum(text, "pp_batch_seconds_count") == 42.0
     assert prometheus_sum(text, "pp_batch_seconds_sum") == 1.5
     assert prometheus_sum(text, "missing_metric") == 0.0
+
+
+def test_median_attempt_is_the_middle_p99_so_one_stall_does_not_decide():
+    stalled, fine, slower = (4000, 3990, 49.5), (4000, 3995, 4.1), (4000, 3980, 6.0)
+    assert median_attempt([stalled, fine, slower]) == 2
+    assert median_attempt([fine, stalled, stalled]) == 1
+
+
+def test_median_attempt_counts_a_rate_not_kept_up_as_the_slowest():
+    short = (5000, 4000, 2.0)  # fast answers, but only 80% of the offered rate
+    assert median_attempt([short, (5000, 4990, 8.0), (5000, 4990, 9.0)]) == 2
+    assert median_attempt([short, short, (5000, 4990, 9.0)]) == 0
+
+
+def test_median_attempt_of_an_even_count_is_the_lower_middle_and_refuses_none():
+    assert median_attempt([(1, 1, 3.0), (1, 1, 1.0)]) == 1
+    with pytest.raises(ValueError, match="no attempts"):
+        median_attempt([])
