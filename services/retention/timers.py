@@ -17,10 +17,10 @@ from prometheus_client import Counter, Gauge
 from services.retention import domain, store, workflow
 from services.retention.workflow import Context
 from shared.plumbing import outbox
+from shared.plumbing.db import is_transient
 from shared.plumbing.logging import get_logger
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
-from shared.plumbing.pipeline import is_transient
 from shared.plumbing.service import Background, Runtime
 
 log = get_logger(__name__)
@@ -50,8 +50,11 @@ def timer_loop(ctx: Context) -> Background:
             try:
                 await apply_rules(runtime.pool, ctx)
                 break
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
-                log.warning("retention_rules_retry", error=str(exc)[:200])
+            except Exception as exc:  # no failure may leave the timers without their loop
+                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                    log.warning("retention_rules_retry", error=str(exc)[:200])
+                else:
+                    log.error("retention_rules_error", error=f"{type(exc).__name__}: {exc}"[:300])
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
         last_gauge = 0.0

@@ -32,6 +32,38 @@ LOCK = "SELECT pg_advisory_lock(hashtext($1))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext($1))"
 
 
+TRANSIENT_PG = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    # asyncpg's connection in a state it cannot use, e.g. a query issued between the server's
+    # "terminating connection" error and the socket's close during a database restart
+    # ("cannot switch to state 12; another operation (2) is in progress"); a stale statement
+    # cache (its subclass OutdatedSchemaCacheError) too.
+    asyncpg.InternalClientError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.QueryCanceledError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.InsufficientResourcesError,
+    # The service's own schema or grants are wrong (a migration not applied, a role without
+    # rights, a read-only replica): an operator fixes it and the events must then apply —
+    # dead-lettering them would empty the topic into the dead-letter queue.
+    asyncpg.UndefinedTableError,
+    asyncpg.UndefinedColumnError,
+    asyncpg.UndefinedFunctionError,
+    asyncpg.InsufficientPrivilegeError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
+    return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
+
+
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A connection or a pooled one: what store methods take."""
 

@@ -38,6 +38,16 @@ OUTBOX_PRODUCER_RENEWED = Counter(
     "Relay producers replaced after the broker refused a batch",
     ["service"],
 )
+OUTBOX_RELAY_HEARTBEAT = Gauge(
+    "pp_outbox_relay_heartbeat_timestamp_seconds",
+    "When this process's relay last went round its loop (published, idle, standing by, retrying)",
+    ["service"],
+)
+BACKGROUND_RESTARTS = Counter(
+    "pp_background_restarts_total",
+    "Background loops (relay, timers, expiry...) started again after failing or ending early",
+    ["service", "task"],
+)
 REQUESTS = Gauge(
     "pp_requests",
     "Privacy requests by kind, status and overdue flag",

@@ -28,7 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
 from shared.plumbing import metrics
-from shared.plumbing.db import Conn
+from shared.plumbing.db import Conn, is_transient
 from shared.plumbing.logging import get_logger
 
 log = get_logger(__name__)
@@ -46,6 +46,8 @@ DELETE_SENT = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
 DELETE_RANGE = "DELETE FROM outbox WHERE id BETWEEN $1 AND $2"
 COUNT_BACKLOG = "SELECT coalesce(sum(messages), 0) FROM outbox"
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
+COMMAND_TIMEOUT = 60.0
+"""Seconds any statement of the relay may take."""
 
 
 def channel(schema: str) -> str:
@@ -232,13 +234,28 @@ class Relay:
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, reconnecting after failures; drains before returning."""
+        """Relay until `stop` is set, reconnecting after failures; drains before returning.
+
+        No failure ends it: a relay that stopped would leave every later event of the service
+        in its outbox. Database outages are retried quietly; anything else is logged loudly
+        and retried too, on a new connection.
+        """
         while not stop.is_set():
+            self._beat()
             try:
                 await self._lead(stop)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:
                 self.leader = False
-                log.warning("outbox_relay_db_error", service=self._service, error=str(exc)[:200])
+                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                    log.warning(
+                        "outbox_relay_db_error", service=self._service, error=str(exc)[:200]
+                    )
+                else:
+                    log.error(
+                        "outbox_relay_error",
+                        service=self._service,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -248,9 +265,13 @@ class Relay:
             # Its only writes are the deletes of sent rows: one lost in a database crash means
             # those rows are sent again (same ids, consumers dedup), as after a relay crash.
             server_settings={"search_path": self._schema, "synchronous_commit": "off"},
+            # no statement of the relay takes long: one that hangs (a connection the server
+            # dropped without the client noticing) raises, and the relay reconnects
+            command_timeout=COMMAND_TIMEOUT,
         )
         try:
             while not await conn.fetchval(TRY_LOCK, f"relay:{self._schema}"):
+                self._beat()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 2.0)
                 if stop.is_set():
@@ -259,6 +280,7 @@ class Relay:
             log.info("outbox_relay_leading", service=self._service)
             await conn.add_listener(channel(self._schema), self._on_notify)
             while not stop.is_set():
+                self._beat()
                 if await self.publish_batch(conn) == 0:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
@@ -274,6 +296,10 @@ class Relay:
     def producer(self) -> AIOKafkaProducer:
         """The producer in use (another one after a renewal): its owner stops it."""
         return self._producer
+
+    def _beat(self) -> None:
+        """The relay is going round (a hung one stops beating: PrivacyPlaneOutboxRelayStalled)."""
+        metrics.OUTBOX_RELAY_HEARTBEAT.labels(self._service).set_to_current_time()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
@@ -324,6 +350,7 @@ class Relay:
                 break
             except Exception as exc:  # broker errors: retry the same rows, never skip
                 log.warning("outbox_publish_retry", service=self._service, error=str(exc)[:200])
+                self._beat()
                 await asyncio.sleep(1.0)
                 if refused(exc):
                     await self._renew(exc)

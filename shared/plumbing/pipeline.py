@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from shared.contract.codec import DecodeError, canonical, decode
 from shared.contract.events import AnyEvent
 from shared.plumbing import metrics, outbox
-from shared.plumbing.db import Conn
+from shared.plumbing.db import Conn, is_transient
 from shared.plumbing.logging import get_logger
 from shared.plumbing.outbox import Outbox, OutboxRow
 
@@ -41,36 +41,9 @@ JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
   ON i.source = k.source AND i.event_id = k.event_id
 """
 
-TRANSIENT_PG = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.QueryCanceledError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.InsufficientResourcesError,
-    # The service's own schema or grants are wrong (a migration not applied, a role without
-    # rights, a read-only replica): an operator fixes it and the events must then apply —
-    # dead-lettering them would empty the topic into the dead-letter queue.
-    asyncpg.UndefinedTableError,
-    asyncpg.UndefinedColumnError,
-    asyncpg.UndefinedFunctionError,
-    asyncpg.InsufficientPrivilegeError,
-    asyncpg.ReadOnlySQLTransactionError,
-)
-
-
 DEADLETTER_MAX_VALUE = 1_000_000
 """Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
 DEADLETTER_MAX_KEY = 1_000
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
-    return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
 
 
 class CollectorPause:

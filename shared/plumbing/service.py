@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,46 @@ from shared.plumbing.settings import ServiceSettings
 log = get_logger(__name__)
 
 Background = Callable[["Runtime", asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def supervise(
+    service: str,
+    task: str,
+    run: Callable[[], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+) -> None:
+    """Run a background loop until `stop` is set. A loop that fails, or returns before
+    `stop`, is logged, counted (`pp_background_restarts_total`) and started again: after
+    `first_delay` seconds, doubling up to `max_delay` while it keeps failing quickly.
+
+    The loops catch what they expect themselves; this is for what nobody expected, since a
+    loop that silently ended (the relay, the timers) breaks a promise with no error visible.
+    """
+    delay = first_delay
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await run()
+        except Exception as exc:
+            log.error(
+                "background_task_failed",
+                service=service,
+                task=task,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+        else:
+            if stop.is_set():
+                return
+            log.error("background_task_ended", service=service, task=task)
+        metrics.BACKGROUND_RESTARTS.labels(service, task).inc()
+        if time.monotonic() - started > max_delay:
+            delay = first_delay  # it ran a good while: a new failure, not a failing loop
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, max_delay)
 
 
 @dataclass
@@ -162,7 +204,7 @@ class Runtime:
             batch_size=s.relay_batch_size,
             new_producer=new_producer,
         )
-        self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
+        self._background("outbox-relay", functools.partial(self.relay.run, self._stop))
         self.pipeline = Pipeline(
             service=s.service_name,
             schema=s.db_schema,
@@ -174,11 +216,16 @@ class Runtime:
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
-        self._tasks.append(asyncio.create_task(self._report_lag(), name="consumer-lag"))
+        self._background("consumer-lag", self._report_lag)
         for loop in self.spec.background:
-            self._tasks.append(asyncio.create_task(loop(self, self._stop), name=loop.__name__))
+            self._background(loop.__name__, functools.partial(loop, self, self._stop))
         self.started = True
         log.info("service_started", service=s.service_name)
+
+    def _background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Start `run()` as a supervised task (see `supervise`)."""
+        supervised = supervise(self.settings.service_name, name, run, self._stop)
+        self._tasks.append(asyncio.create_task(supervised, name=name))
 
     async def _report_lag(self, every: float = 10.0) -> None:
         """Publish the consumer lag per partition (end offset minus position) as a gauge."""

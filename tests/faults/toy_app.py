@@ -32,9 +32,9 @@ from shared.contract.events import (
 )
 from shared.plumbing import outbox
 from shared.plumbing.clock import Clock
-from shared.plumbing.db import Conn
+from shared.plumbing.db import Conn, is_transient
 from shared.plumbing.outbox import Outbox
-from shared.plumbing.pipeline import ApplyFn, Batch, is_transient
+from shared.plumbing.pipeline import ApplyFn, Batch
 from shared.plumbing.service import Runtime, ServiceSpec, create_app
 from shared.plumbing.settings import ServiceSettings
 

@@ -15,6 +15,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RequestTimedOutError
+from structlog.testing import capture_logs
 
 from shared.plumbing import db, outbox
 from shared.plumbing.kafka import make_producer
@@ -279,3 +280,51 @@ async def test_a_batch_the_broker_refuses_stalls_the_relay_only_until_the_cause_
     assert sorted(last_of) == [0, 1, 2]
     assert last_of[0] < last_of[1] < last_of[2]
     assert [r.value for r in records if seq(r) == 1] == [big]
+
+
+async def test_the_relay_outlives_any_failure_and_goes_on_publishing_on_a_new_connection(
+    infra, topics, schema, conn
+):
+    """What asyncpg raises for a query issued while a restarting server closes the connection
+    (InternalClientError, seen in the fault suite) once ended the relay silently, leaving every
+    later event in the outbox. Now that and an error nobody expected are logged and retried."""
+    topic = topics.consent_changes
+    rows = [OutboxRow(topic, b"usr_1", str(i).encode(), {"seq": str(i)}) for i in range(6)]
+    await write(conn, schema, rows[:3])
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    relay = Relay(infra.database_url, schema, producer, service="test", idle_wait=0.05)
+    real = relay.publish_batch
+    failures = [
+        asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in"),
+        RuntimeError("nobody expected this"),
+    ]
+    connections: list[int] = []
+
+    async def failing_then_real(connection: asyncpg.Connection) -> int:
+        connections.append(connection.get_server_pid())
+        if failures:
+            raise failures.pop(0)
+        return await real(connection)
+
+    relay.publish_batch = failing_then_real  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(relay.run(stop))
+        try:
+            for _ in range(200):
+                if await conn.fetchval("SELECT count(*) FROM outbox") == 0:
+                    break
+                await asyncio.sleep(0.05)
+            await write(conn, schema, rows[3:])  # and it goes on
+            records = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= 6)
+            assert not running.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+            await producer.stop()
+    assert [seq(r) for r in records] == [0, 1, 2, 3, 4, 5]
+    assert len(set(connections[:3])) == 3  # each failure: a new connection (server pid)
+    events = [(e["event"], e["log_level"]) for e in logs if "relay" in e["event"]]
+    assert ("outbox_relay_db_error", "warning") in events
+    assert ("outbox_relay_error", "error") in events

@@ -81,6 +81,8 @@ def test_alerts_cover_what_on_call_must_act_on() -> None:
         "PrivacyPlaneRequestsNearDeadline": "pp_requests_due_soon",
         "PrivacyPlaneRequestsOverdue": 'pp_requests{overdue="true"',
         "PrivacyPlaneOutboxBacklog": "pp_outbox_backlog",
+        "PrivacyPlaneOutboxRelayStalled": "pp_outbox_relay_heartbeat_timestamp_seconds",
+        "PrivacyPlaneBackgroundRestarts": "pp_background_restarts_total",
         "PrivacyPlaneServiceNotReady": 'probe_success{job="readiness"}',
         "PrivacyPlaneServiceDown": "up{",
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.plumbing.pipeline import is_transient
+from shared.plumbing.db import is_transient
 
 
 @pytest.mark.parametrize(
@@ -18,6 +18,10 @@ from shared.plumbing.pipeline import is_transient
         asyncpg.UndefinedTableError('relation "subjects" does not exist'),
         asyncpg.InsufficientPrivilegeError("permission denied for schema consent"),
         asyncpg.ReadOnlySQLTransactionError("read-only transaction"),
+        # what a query raises when issued between a restarting server's "terminating
+        # connection" error and the socket's close (seen in the fault suite)
+        asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in"),
+        asyncpg.OutdatedSchemaCacheError("cached statement plan is invalid"),
     ],
 )
 def test_outages_and_a_broken_deployment_are_retried_not_dead_lettered(exc):
