@@ -48,7 +48,7 @@ async def load(
 
 
 def ladder_note(steps: list[dict[str, Any]]) -> str:
-    """Each step that missed at first, with the p99 of its 3 attempts and the median's verdict."""
+    """Each step that missed at first, with the p99 of every attempt and the median's verdict."""
     notes = []
     for step in steps:
         if step.get("attempts"):

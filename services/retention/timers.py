@@ -17,7 +17,7 @@ from prometheus_client import Counter, Gauge
 from services.retention import domain, store, workflow
 from services.retention.workflow import Context
 from shared.plumbing import outbox
-from shared.plumbing.db import is_transient
+from shared.plumbing.db import is_database_failure
 from shared.plumbing.logging import get_logger
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
@@ -51,7 +51,7 @@ def timer_loop(ctx: Context) -> Background:
                 await apply_rules(runtime.pool, ctx)
                 break
             except Exception as exc:  # no failure may leave the timers without their loop
-                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                if is_database_failure(exc):
                     log.warning("retention_rules_retry", error=str(exc)[:200])
                 else:
                     log.error("retention_rules_error", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -68,7 +68,7 @@ def timer_loop(ctx: Context) -> Background:
             except Exception as exc:
                 # The loop must outlive any failure: a timer that never fires is a broken
                 # promise. Database outages retry quietly; anything else is logged loudly.
-                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                if is_database_failure(exc):
                     log.warning("retention_loop_retry", error=str(exc)[:200])
                 else:
                     log.error("retention_loop_error", error=f"{type(exc).__name__}: {exc}"[:300])

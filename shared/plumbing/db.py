@@ -64,6 +64,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
 
 
+def is_database_failure(exc: BaseException) -> bool:
+    """An outage or an error PostgreSQL reported: a loop retries it with a warning, while
+    anything else is a bug it logs as an error (and retries too)."""
+    return is_transient(exc) or isinstance(exc, asyncpg.PostgresError)
+
+
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 """A connection or a pooled one: what store methods take."""
 

@@ -28,7 +28,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
 from shared.plumbing import metrics
-from shared.plumbing.db import Conn, is_transient
+from shared.plumbing.db import Conn, is_database_failure
 from shared.plumbing.logging import get_logger
 
 log = get_logger(__name__)
@@ -231,6 +231,7 @@ class Relay:
         self._wake = asyncio.Event()
         self._partitions = PartitionCache()
         self._headers: dict[bytes | str, list[tuple[str, bytes]]] = {}
+        self._heartbeat = metrics.OUTBOX_RELAY_HEARTBEAT.labels(service)
         self.leader = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -246,7 +247,7 @@ class Relay:
                 await self._lead(stop)
             except Exception as exc:
                 self.leader = False
-                if is_transient(exc) or isinstance(exc, asyncpg.PostgresError):
+                if is_database_failure(exc):
                     log.warning(
                         "outbox_relay_db_error", service=self._service, error=str(exc)[:200]
                     )
@@ -299,7 +300,7 @@ class Relay:
 
     def _beat(self) -> None:
         """The relay is going round (a hung one stops beating: PrivacyPlaneOutboxRelayStalled)."""
-        metrics.OUTBOX_RELAY_HEARTBEAT.labels(self._service).set_to_current_time()
+        self._heartbeat.set_to_current_time()
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.plumbing.db import is_transient
+from shared.plumbing.db import is_database_failure, is_transient
 
 
 @pytest.mark.parametrize(
@@ -39,3 +39,9 @@ def test_outages_and_a_broken_deployment_are_retried_not_dead_lettered(exc):
 )
 def test_errors_an_event_causes_are_not_retried(exc):
     assert not is_transient(exc)
+
+
+def test_a_database_failure_is_an_outage_or_what_postgresql_reported_not_a_bug():
+    assert is_database_failure(asyncpg.InternalClientError("cannot switch to state 12"))
+    assert is_database_failure(asyncpg.DataError("value too long"))  # reported, not transient
+    assert not is_database_failure(ValueError("a bug"))
