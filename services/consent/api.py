@@ -7,25 +7,22 @@ A decision is one primary-key lookup of the subject's projection row plus a pure
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import asyncpg
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.consent import domain, store
+from services.consent.context import Context
 from services.consent.domain import SubjectState
-from services.consent.handlers import Consent
-from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeRule
-from shared.plumbing.service import Background, Runtime
+from shared.plumbing.service import Api
 
 
 class DecisionOut(BaseModel):
@@ -50,45 +47,6 @@ class ChainOut(BaseModel):
     checked: int
     broken_at: int | None
     reason: str | None
-
-
-class ReadPool:
-    """A pool for the decision endpoint, opened and closed by a background loop.
-
-    Its connections only run single read-only statements, so they skip asyncpg's reset on
-    release (a second round trip per request); until it is open the runtime's pool serves.
-    """
-
-    def __init__(self, runtime_pool: Callable[[], asyncpg.Pool]) -> None:
-        self._runtime_pool = runtime_pool
-        self.pool: asyncpg.Pool | None = None
-
-    def get(self) -> asyncpg.Pool:
-        return self.pool or self._runtime_pool()
-
-    def loop(self, settings: ConsentSettings) -> Background:
-        """The background loop owning the pool."""
-
-        async def read_pool(runtime: Runtime, stop: asyncio.Event) -> None:
-            self.pool = await asyncpg.create_pool(
-                settings.database_url.get_secret_value(),
-                min_size=1,
-                max_size=settings.read_pool_size,
-                server_settings={"search_path": settings.db_schema, "timezone": "UTC"},
-                reset=_no_reset,
-                command_timeout=10,
-            )
-            try:
-                await stop.wait()
-            finally:
-                pool, self.pool = self.pool, None
-                await pool.close()
-
-        return read_pool
-
-
-async def _no_reset(_: asyncpg.Connection) -> None:
-    """Nothing to reset: these connections never change session state."""
 
 
 def decision_body(decision: domain.Decision, at: datetime | None) -> bytes:
@@ -120,13 +78,10 @@ class FastDecisions:
     parameters) goes on to the FastAPI app unchanged, which answers it as before.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, consent: Consent, reads: ReadPool, settings: ConsentSettings
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, ctx: Context) -> None:
         self.app = app
-        self.consent = consent
-        self.reads = reads
-        self.expected = settings.api_token.get_secret_value().encode()
+        self.ctx = ctx
+        self.expected = ctx.settings.api_token.get_secret_value().encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -147,7 +102,7 @@ class FastDecisions:
         if len(query) != 1 or query[0][0] != "purpose":
             return None
         purpose: str = query[0][1]
-        if self.consent.catalogue.get(purpose) is None:
+        if self.ctx.catalogue.get(purpose) is None:
             return None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -160,25 +115,24 @@ class FastDecisions:
         return None
 
     async def _decide(self, subject: str, purpose: str, send: Send) -> None:
-        rule = self.consent.catalogue.get(purpose)
+        rule = self.ctx.catalogue.get(purpose)
         assert rule is not None
-        now = self.consent.clock.now()
-        state = await store.load_state(self.reads.get(), subject) or SubjectState(subject)
+        now = self.ctx.now()
+        state = await store.load_state(self.ctx.read_pool(), subject) or SubjectState(subject)
         body = decision_body(domain.decide(state, purpose, rule, now), None)
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) -> APIRouter:
-    """The `/v1/subjects/...` routes."""
+def make_api(ctx: Context) -> Api:
+    """The `/v1/subjects/...` routes, with the decision hot path in front of them."""
     router = APIRouter(prefix="/v1/subjects", tags=["consent"])
-    reads = reads or ReadPool(lambda: runtime.pool)
 
     def rule_for(purpose: str) -> PurposeRule:
-        rule = consent.catalogue.get(purpose)
+        rule = ctx.catalogue.get(purpose)
         if rule is None:
-            known = sorted(consent.catalogue.purposes)
+            known = sorted(ctx.catalogue.purposes)
             raise HTTPException(400, {"error": f"unknown purpose {purpose!r}", "known": known})
         return rule
 
@@ -190,12 +144,12 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
         """
         rule = rule_for(purpose)
         if at is None:
-            now = consent.clock.now()
-            state = await store.load_state(reads.get(), subject_id) or SubjectState(subject_id)
+            now = ctx.now()
+            state = await store.load_state(ctx.read_pool(), subject_id) or SubjectState(subject_id)
         else:
             now = at
-            principal = consent.principal(subject_id)
-            entries = await store.ledger_until(reads.get(), principal, at)
+            principal = ctx.principal(subject_id)
+            entries = await store.ledger_until(ctx.read_pool(), principal, at)
             state = domain.state_at(subject_id, entries, at)
         body = decision_body(domain.decide(state, purpose, rule, now), at)
         return Response(body, media_type="application/json")
@@ -203,9 +157,9 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
     @router.get("/{subject_id}/consent")
     async def current(subject_id: str) -> dict[str, Any]:
         """The subject's full current state (catalogue defaults for an unknown subject)."""
-        async with runtime.pool.acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
-        data = domain.state_data(state, consent.catalogue, consent.clock.now())
+        data = domain.state_data(state, ctx.catalogue, ctx.now())
         return {"subject": subject_id, **data.model_dump(mode="json"), "version": state.version}
 
     @router.get("/{subject_id}/consent/history")
@@ -215,8 +169,8 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
         after: int = Query(0, ge=0, description="Return entries after this sequence number."),
     ) -> HistoryOut:
         """The subject's ledger, oldest first, a page at a time."""
-        async with runtime.pool.acquire() as conn:
-            entries = await store.ledger_page(conn, consent.principal(subject_id), after, limit)
+        async with ctx.pool.acquire() as conn:
+            entries = await store.ledger_page(conn, ctx.principal(subject_id), after, limit)
         next_after = entries[-1].seq if len(entries) == limit else None
         return HistoryOut(
             subject=subject_id,
@@ -227,8 +181,8 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
     @router.get("/{subject_id}/consent/history/verify")
     async def verify(subject_id: str) -> ChainOut:
         """Check the subject's hash chain (and its personal fields, while the salt exists)."""
-        principal = consent.principal(subject_id)
-        async with runtime.pool.acquire() as conn:
+        principal = ctx.principal(subject_id)
+        async with ctx.pool.acquire() as conn:
             entries = await store.ledger(conn, principal)
             head, salt = await store.head(conn, principal)
         check = domain.verify_chain(entries, head, salt)
@@ -236,4 +190,4 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
             ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason
         )
 
-    return router
+    return Api(router, middleware=[Middleware(FastDecisions, ctx=ctx)])

@@ -6,65 +6,63 @@ import gc
 from pathlib import Path
 
 from fastapi import FastAPI
+from faststream.kafka import KafkaMessage, KafkaRouter
 
-from services.consent import api, handlers
-from services.consent.handlers import Consent
+from services.consent import api
+from services.consent.context import Context
+from services.consent.handlers import HANDLERS
+from services.consent.loops import EXPIRY
 from services.consent.settings import ConsentSettings
-from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.events import ConsentState, ExportPart
-from shared.plumbing.clock import Clock, SystemClock
-from shared.plumbing.logging import configure_logging
-from shared.plumbing.service import Runtime, ServiceSpec
+from shared.contract.topics import Topics
+from shared.plumbing.clock import Clock
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import (
+    PIPELINE,
+    Runtime,
+    ServiceSpec,
+    batch_subscriber,
+    create_app,
+    records_of,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def consumed_topics(settings: ConsentSettings) -> list[str]:
+def consumed(t: Topics) -> list[str]:
     """Sign-ups, consent changes, erasure requests and export jobs."""
-    t = settings.topics
     return [t.accounts_lifecycle, t.consent_changes, t.privacy_requests, t.privacy_jobs]
 
 
-def load_catalogue(settings: ConsentSettings) -> PurposeCatalogue:
-    """The purpose catalogue: the configured file, or the shared one."""
-    return load_purposes(settings.purposes_file) if settings.purposes_file else load_purposes()
+def inbound(settings: ConsentSettings) -> KafkaRouter:
+    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    router = KafkaRouter()
+
+    @batch_subscriber(router, settings, *consumed(settings.topics))
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
+
+    return router
 
 
-def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runtime:
-    """The consent service on the shared plumbing (tests pass a ManualClock)."""
-    clock = clock or SystemClock()
-    consent = Consent(settings, load_catalogue(settings), clock)
-    reads = api.ReadPool(lambda: runtime.pool)
-    spec = ServiceSpec(
+def spec(ctx: Context) -> ServiceSpec[Context]:
+    """What the consent service consumes, publishes, serves and runs."""
+    t = ctx.settings.topics
+    return ServiceSpec(
         name="consent",
+        context=ctx,
         migrations=MIGRATIONS,
-        topics=lambda _: consumed_topics(settings),
-        accepts=handlers.ACCEPTS,
-        make_apply=lambda _: handlers.make_apply(consent),
-        make_api=lambda runtime: api.make_api(consent, runtime, reads),
-        background=[handlers.expiry_loop(consent), reads.loop(settings)],
-        publishes=lambda s: {
-            s.topics.consent_state: ConsentState,
-            s.topics.privacy_receipts: ExportPart,
-        },
+        inbound=inbound(ctx.settings),
+        handlers=HANDLERS,
+        publishes={t.consent_state: ConsentState, t.privacy_receipts: ExportPart},
+        api=api.make_api,
+        loops=[EXPIRY],
     )
-    runtime = ConsentRuntime(settings, spec, clock)
-    runtime.fast_decisions = (consent, reads)
-    return runtime
 
 
-class ConsentRuntime(Runtime):
-    """The shared runtime, with the decision hot path in front of its HTTP app."""
-
-    fast_decisions: tuple[Consent, api.ReadPool]
-
-    def asgi(self) -> FastAPI:
-        app = super().asgi()
-        consent, reads = self.fast_decisions
-        app.add_middleware(
-            api.FastDecisions, consent=consent, reads=reads, settings=consent.settings
-        )
-        return app
+def build_runtime(settings: ConsentSettings, clock: Clock | None = None) -> Runtime[Context]:
+    """The consent service on the shared plumbing (tests pass a ManualClock)."""
+    return Runtime(spec(Context.from_settings(settings, clock)))
 
 
 def tune_gc() -> None:
@@ -72,7 +70,7 @@ def tune_gc() -> None:
 
     Objects from start-up (modules, catalogue, app) are frozen out of the collector, and
     generation 0 is collected after 20,000 net allocations instead of 700: the batches make
-    few reference cycles, so this costs little memory and saved 15-25% CPU per event.
+    few reference cycles, so this costs little memory (docs/performance.md has the figures).
     """
     gc.collect()
     gc.freeze()
@@ -82,7 +80,6 @@ def tune_gc() -> None:
 def create() -> FastAPI:
     """The ASGI app, settings from the environment (CONSENT_...)."""
     settings = ConsentSettings()  # type: ignore[call-arg]  # required values come from env
-    configure_logging(settings.log_format, settings.log_level)
-    app = build_runtime(settings).asgi()
+    app = create_app(spec(Context.from_settings(settings)))
     tune_gc()
     return app

@@ -38,9 +38,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
-from services.consent.app import MIGRATIONS, consumed_topics, load_catalogue, tune_gc
+from services.consent.app import MIGRATIONS, consumed, tune_gc
+from services.consent.context import Context
 from services.consent.domain import Head, LedgerEntry, SubjectState
-from services.consent.handlers import ACCEPTS, Consent, Unit, apply_events, expire_due
+from services.consent.handlers import HANDLERS, Unit
+from services.consent.loops import expire_due
 from services.consent.settings import ConsentSettings
 from shared.plumbing import db
 from shared.plumbing.clock import Clock, SystemClock
@@ -117,7 +119,7 @@ async def end_offsets(settings: ConsentSettings) -> Ends:
     try:
         await consumer._client.force_metadata_update()  # every topic's partitions
         partitions = []
-        for topic in consumed_topics(settings):
+        for topic in consumed(settings.topics):
             found = consumer.partitions_for_topic(topic) or set()
             if not found:  # nothing was ever written there: nothing to replay
                 log.warning("rebuild_topic_missing", topic=topic)
@@ -207,7 +209,7 @@ async def replay_partitions(
             await consumer.seek_to_beginning(*wanted)
         async with pool.acquire() as claim_conn, pool.acquire() as write_conn:
             replay = Replay(
-                Consent(settings, load_catalogue(settings), clock),
+                Context.from_settings(settings, clock),
                 _pipeline(settings, into_schema, pool),
                 claim_conn,
                 write_conn,
@@ -242,7 +244,7 @@ def _pipeline(settings: ConsentSettings, schema: str, pool: asyncpg.Pool) -> Pip
         schema=schema,
         pool=pool,
         deadletter_topic=settings.topics.deadletter,
-        accepts=ACCEPTS,
+        accepts=HANDLERS.accepts,
         apply=unused,
         tombstone_topics=frozenset(settings.topics.compacted()),
     )
@@ -282,7 +284,7 @@ class Work:
 class Replay:
     """States and heads in memory; the inbox and ledger written batch by batch."""
 
-    consent: Consent
+    consent: Context
     pipeline: Pipeline
     claim_conn: Conn
     write_conn: Conn
@@ -329,7 +331,7 @@ class Replay:
     async def _apply_claimed(
         self, claiming: asyncio.Task[list[Delivery]], writing: asyncio.Task[None] | None
     ) -> asyncio.Task[None]:
-        work = self.apply(await claiming)
+        work = await self.apply(await claiming)
         self.applied += 1
         if self.applied % GC_EVERY == 0:
             gc.collect()  # reference cycles made since the last round
@@ -359,7 +361,7 @@ class Replay:
             found = self.principals[subject] = self.consent.principal(subject)
         return found
 
-    def apply(self, fresh: list[Delivery]) -> Work:
+    async def apply(self, fresh: list[Delivery]) -> Work:
         """The live service's decisions for one batch, in memory (export jobs were answered
         live: nothing is published)."""
         batch = Batch(
@@ -369,8 +371,16 @@ class Replay:
             _dead_letter=self.pipeline.dead_letter,
         )
         now = self.consent.clock.now()
-        unit = Unit(self.consent, now, batch.outbox, states=self.states, principals=self.principals)
-        apply_events(self.consent, unit, batch, self.erased)
+        unit = Unit(
+            self.consent,
+            now,
+            batch.outbox,
+            batch=batch,
+            states=self.states,
+            principals=self.principals,
+            gone=self.erased,
+        )
+        await HANDLERS.dispatch(self.consent, unit, batch)
         self.dirty |= unit.touched
         self.dirty -= unit.erased.keys()
         self.deleted |= unit.erased.keys()
@@ -417,7 +427,7 @@ class Replay:
 
 async def _expire_and_count(settings: ConsentSettings, into_schema: str, clock: Clock) -> int:
     """Expire what lapsed by now, as the live expiry loop has done; the subject count."""
-    consent = Consent(settings, load_catalogue(settings), clock)
+    consent = Context.from_settings(settings, clock)
     pool = await db.create_pool(
         settings.database_url.get_secret_value(), into_schema, min_size=1, max_size=1
     )

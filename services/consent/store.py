@@ -30,7 +30,8 @@ SET version = EXCLUDED.version, doc = EXCLUDED.doc, next_expiry = EXCLUDED.next_
 DELETE_STATES = "DELETE FROM subjects WHERE subject_id = ANY($1)"
 CLAIM_EXPIRED = """
 SELECT subject_id, version, doc FROM subjects
-WHERE next_expiry <= $1 AND pg_try_advisory_xact_lock(hashtextextended(subject_id, 7))
+WHERE next_expiry <= $1 AND subject_id <> ALL($3::text[])
+  AND pg_try_advisory_xact_lock(hashtextextended(subject_id, 7))
 ORDER BY next_expiry
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -121,9 +122,12 @@ async def delete_states(conn: Conn, subjects: Sequence[str]) -> None:
         await conn.execute(DELETE_STATES, list(subjects))
 
 
-async def claim_expired(conn: Conn, now: datetime, limit: int) -> list[SubjectState]:
-    """Subjects with a grant past its `expires_at`, locked for this transaction."""
-    rows = await conn.fetch(CLAIM_EXPIRED, now, limit)
+async def claim_expired(
+    conn: Conn, now: datetime, limit: int, exclude: Sequence[str] = ()
+) -> list[SubjectState]:
+    """Subjects with a grant past its `expires_at` (but those in `exclude`), locked for this
+    transaction."""
+    rows = await conn.fetch(CLAIM_EXPIRED, now, limit, list(exclude))
     return [_state(r["subject_id"], r["version"], r["doc"]) for r in rows]
 
 

@@ -10,11 +10,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from services.export import links, store
+from services.export.context import Context
 from services.export.domain import link_expiry, status_data
-from services.export.handlers import Context
 from services.export.storage import Storage, bundle_key
 from shared.contract.events import CategoryOutcome, RequestStatus
-from shared.plumbing.service import Runtime
+from shared.plumbing.service import Api
 
 CHUNK = 256 * 1024
 
@@ -35,14 +35,17 @@ class ExportView(BaseModel):
     download_expires_at: datetime | None = None
 
 
-def make_api(runtime: Runtime) -> APIRouter:
-    """Routes behind the bearer token."""
-    ctx = Context.of(runtime)
+def make_api(ctx: Context) -> Api:
+    """The export status behind the bearer token, and the download its signed link authorises."""
+    return Api(_status_routes(ctx), public=_download_routes(ctx))
+
+
+def _status_routes(ctx: Context) -> APIRouter:
     router = APIRouter(tags=["export"])
 
     @router.get("/v1/exports/{request_id}", response_model=ExportView)
     async def export_status(request_id: str) -> ExportView:
-        async with runtime.pool.acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             row = await store.get_request(conn, request_id)
         if row is None:
             raise HTTPException(404, detail=f"no export request {request_id!r}")
@@ -73,16 +76,15 @@ _VIEW_FIELDS = {
 }  # fmt: skip
 
 
-def make_public_api(runtime: Runtime) -> APIRouter:
+def _download_routes(ctx: Context) -> APIRouter:
     """The download: authorised by the link's signature and expiry alone (no bearer token)."""
-    ctx = Context.of(runtime)
     router = APIRouter(tags=["export"])
 
     @router.get("/v1/downloads/{bundle_id}", response_class=StreamingResponse)
     async def download(
         bundle_id: str, expires: int = Query(...), sig: str = Query(..., max_length=128)
     ) -> StreamingResponse:
-        async with runtime.pool.acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             row = await store.get_by_bundle(conn, bundle_id)
         request_id = row.request.request_id if row else ""
         if row is None or not links.valid(_secret(ctx), request_id, bundle_id, expires, sig):

@@ -5,44 +5,66 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
+from faststream.kafka import KafkaMessage, KafkaRouter
 
-from services.export import api, handlers, loops
+from services.export import api
+from services.export.context import Context
+from services.export.handlers import HANDLERS
+from services.export.loops import LOOPS
 from services.export.settings import ExportSettings
 from shared.contract.events import ExportJob, RequestStatusChanged
+from shared.contract.topics import Topics
 from shared.plumbing.clock import Clock
-from shared.plumbing.service import Runtime, ServiceSpec, create_app
-from shared.plumbing.settings import ServiceSettings
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import (
+    PIPELINE,
+    Runtime,
+    ServiceSpec,
+    batch_subscriber,
+    create_app,
+    records_of,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _topics(settings: ServiceSettings) -> list[str]:
-    return [settings.topics.privacy_requests, settings.topics.privacy_receipts]
+def consumed(t: Topics) -> list[str]:
+    """Export requests (and erasures, cancellations, extensions) and owners' parts."""
+    return [t.privacy_requests, t.privacy_receipts]
 
 
-def spec() -> ServiceSpec:
-    """The export service on the shared plumbing."""
+def inbound(settings: ExportSettings) -> KafkaRouter:
+    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    router = KafkaRouter()
+
+    @batch_subscriber(router, settings, *consumed(settings.topics))
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
+
+    return router
+
+
+def spec(ctx: Context) -> ServiceSpec[Context]:
+    """What the export service consumes, publishes, serves and runs."""
+    t = ctx.settings.topics
     return ServiceSpec(
         name="export",
+        context=ctx,
         migrations=MIGRATIONS,
-        topics=_topics,
-        accepts=set(handlers.ACCEPTS),
-        make_apply=handlers.make_apply,
-        make_api=api.make_api,
-        make_public_api=api.make_public_api,
-        background=(loops.assembler, loops.bundle_cleaner, loops.request_gauges),
-        publishes=lambda s: {
-            s.topics.privacy_jobs: ExportJob,
-            s.topics.requests_status: RequestStatusChanged,
-        },
+        inbound=inbound(ctx.settings),
+        handlers=HANDLERS,
+        publishes={t.privacy_jobs: ExportJob, t.requests_status: RequestStatusChanged},
+        api=api.make_api,
+        loops=LOOPS,
     )
 
 
-def build_runtime(settings: ExportSettings, clock: Clock | None = None) -> Runtime:
-    """A runtime for tests and tools."""
-    return Runtime(settings, spec(), clock)
+def build_runtime(settings: ExportSettings, clock: Clock | None = None) -> Runtime[Context]:
+    """The export service (tests pass a ManualClock)."""
+    return Runtime(spec(Context.from_settings(settings, clock)))
 
 
 def create() -> FastAPI:
-    """The ASGI app, settings from the environment (EXPORT_…)."""
-    return create_app(ExportSettings(), spec())  # type: ignore[call-arg]  # values from env
+    """The ASGI app, settings from the environment (EXPORT_...)."""
+    settings = ExportSettings()  # type: ignore[call-arg]  # required values come from env
+    return create_app(spec(Context.from_settings(settings)))

@@ -1,27 +1,26 @@
-"""Consuming requests and receipts: load, decide (domain), save (store), publish (outbox)."""
+"""Where events enter the export service: one handler per event type (`HANDLERS`).
+
+Requests and owners' answers: load, decide (domain), save (store), publish (outbox), inside
+the pipeline's transaction; an `ExportRefused` dead-letters the one event.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
 from typing import cast
 
 from services.export import domain, parts, store
 from services.export import metrics as export_metrics
+from services.export.context import SOURCE, Context
 from services.export.domain import ExportRefused, PartVerdict, Request, State
-from services.export.settings import ExportSettings
 from services.export.storage import (
-    FolderStorage,
-    Storage,
     bundle_key,
     part_key,
     parts_prefix,
 )
 from shared.contract.codec import new_event
 from shared.contract.events import (
-    AnyEvent,
     ErasureRequested,
     ExportJob,
     ExportJobData,
@@ -32,91 +31,15 @@ from shared.contract.events import (
     ExportRequested,
     RequestCancelled,
     RequestExtended,
-    RequestStatusChanged,
 )
 from shared.contract.sealing import new_keypair
 from shared.plumbing import metrics
 from shared.plumbing.db import Conn
-from shared.plumbing.outbox import Outbox
-from shared.plumbing.pipeline import ApplyFn, Batch
-from shared.plumbing.service import Runtime
-
-SOURCE = "privacy-plane.export"
-ACCEPTS = {
-    "export.requested.v1",
-    "erasure.requested.v1",
-    "request.cancelled.v1",
-    "request.extended.v1",
-    "export.part.v1",
-    "export.part_failed.v1",
-}
+from shared.plumbing.handlers import Handlers, Tx, plain_tx
 
 
-@dataclass(frozen=True)
-class Context:
-    """What handlers and loops share: settings, the key vault, storage, the clock."""
-
-    settings: ExportSettings
-    vault: parts.KeyVault
-    storage: Storage
-    runtime: Runtime
-
-    @classmethod
-    def of(cls, runtime: Runtime) -> Context:
-        settings = cast(ExportSettings, runtime.settings)
-        return cls(
-            settings=settings,
-            vault=parts.KeyVault(settings.service_key_bytes()),
-            storage=FolderStorage(settings.storage_dir),
-            runtime=runtime,
-        )
-
-    def now(self) -> datetime:
-        return self.runtime.clock.now()
-
-    def publish_status(self, out: Outbox, request: Request, reason: str | None = None) -> None:
-        """request.status.v1 for the request as it stands."""
-        event = new_event(
-            RequestStatusChanged,
-            subject=request.subject,
-            source=SOURCE,
-            data=domain.status_data(request, self.now(), reason),
-            time=self.now(),
-        )
-        out.publish(self.settings.topics.requests_status, event)
-
-
-def make_apply(runtime: Runtime) -> ApplyFn:
-    """The apply function of the export pipeline."""
-    ctx = Context.of(runtime)
-
-    async def apply(conn: Conn, batch: Batch) -> None:
-        for event in batch.events:
-            try:
-                await _handle(ctx, conn, batch, event)
-            except ExportRefused as refused:
-                batch.reject(event, f"contract: {refused}")
-
-    return apply
-
-
-async def _handle(ctx: Context, conn: Conn, batch: Batch, event: AnyEvent) -> None:
-    if isinstance(event, ExportRequested):
-        await _requested(ctx, conn, batch, event)
-    elif isinstance(event, RequestCancelled):
-        await _cancelled(ctx, conn, batch, event)
-    elif isinstance(event, ErasureRequested):
-        await _erased(ctx, conn, batch, event)
-    elif isinstance(event, RequestExtended):
-        await _extended(ctx, conn, batch, event)
-    elif isinstance(event, ExportPart):
-        await _part(ctx, conn, batch, event)
-    elif isinstance(event, ExportPartFailed):
-        await _part_failed(ctx, conn, batch, event)
-
-
-async def _requested(ctx: Context, conn: Conn, batch: Batch, event: ExportRequested) -> None:
-    existing = await store.get_request(conn, event.data.request_id, lock=True)
+async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
+    existing = await store.get_request(tx.conn, event.data.request_id, lock=True)
     if not domain.check_new_request(existing.request if existing else None, event.subject):
         return  # the same request again: its jobs are out already
     request = Request(
@@ -131,7 +54,7 @@ async def _requested(ctx: Context, conn: Conn, batch: Batch, event: ExportReques
         for owner, categories in ctx.settings.owners.items()
     }
     await store.insert_request(
-        conn,
+        tx.conn,
         request,
         storage_key=uuid.uuid4().hex,
         public_key=public_key,
@@ -151,68 +74,66 @@ async def _requested(ctx: Context, conn: Conn, batch: Batch, event: ExportReques
         job_event = new_event(
             ExportJob, subject=request.subject, source=SOURCE, data=data, time=ctx.now()
         )
-        batch.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
-    ctx.publish_status(batch.outbox, request)
+        tx.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
+    ctx.publish_status(tx.outbox, request)
 
 
-async def _cancelled(ctx: Context, conn: Conn, batch: Batch, event: RequestCancelled) -> None:
-    row = await store.get_request(conn, event.data.request_id, lock=True)
+async def on_cancelled(ctx: Context, tx: Tx, event: RequestCancelled) -> None:
+    row = await store.get_request(tx.conn, event.data.request_id, lock=True)
     if row is None:
         return  # not an export request (retention answers erasures and rectifications)
     if row.request.subject != event.subject:
         raise domain.ChangeRefused("subject differs from the request's subject")
     if not domain.check_cancel(row.request):
         return
-    await _cancel(ctx, conn, batch, row, "cancelled by request")
+    await _cancel(ctx, tx, row, "cancelled by request")
 
 
-async def _cancel(
-    ctx: Context, conn: Conn, batch: Batch, row: store.RequestRow, reason: str
-) -> None:
+async def _cancel(ctx: Context, tx: Tx, row: store.RequestRow, reason: str) -> None:
     """Stop an open request: key destroyed, partial files deleted, status cancelled."""
-    await store.cancel(conn, row.request.request_id, ctx.now())
+    await store.cancel(tx.conn, row.request.request_id, ctx.now())
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
     cancelled = row.request.model_copy(update={"state": State.CANCELLED})
-    ctx.publish_status(batch.outbox, cancelled, reason=reason)
+    ctx.publish_status(tx.outbox, cancelled, reason=reason)
 
 
-async def _erased(ctx: Context, conn: Conn, batch: Batch, event: ErasureRequested) -> None:
+async def on_erasure(ctx: Context, tx: Tx, event: ErasureRequested) -> None:
     """An erasure (any scope) cancels the subject's open exports and deletes finished bundles."""
     deleted = []
-    for row in await store.subject_requests(conn, event.subject):
+    for row in await store.subject_requests(tx.conn, event.subject):
         effect = domain.erasure_effect(row.request, bundle_kept=row.bundle_deleted_at is None)
         if effect is domain.ErasureEffect.CANCEL:
-            await _cancel(ctx, conn, batch, row, domain.ERASED_REASON)
+            await _cancel(ctx, tx, row, domain.ERASED_REASON)
         elif effect is domain.ErasureEffect.DELETE_BUNDLE:
             bundle_id = cast(str, row.request.bundle_id)
             await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
             deleted.append(row.request.request_id)
     if deleted:
-        await store.mark_bundles_deleted(conn, deleted, ctx.now())
+        await store.mark_bundles_deleted(tx.conn, deleted, ctx.now())
         export_metrics.BUNDLES_DELETED.inc(len(deleted))
 
 
-async def _extended(ctx: Context, conn: Conn, batch: Batch, event: RequestExtended) -> None:
-    row = await store.get_request(conn, event.data.request_id, lock=True)
+async def on_extended(ctx: Context, tx: Tx, event: RequestExtended) -> None:
+    row = await store.get_request(tx.conn, event.data.request_id, lock=True)
     if row is None:
         return  # not an export request
     deadline = domain.check_extension(row.request, event.data.new_deadline)
-    await store.set_deadline(conn, row.request.request_id, deadline)
+    await store.set_deadline(tx.conn, row.request.request_id, deadline)
     extended = row.request.model_copy(update={"deadline": deadline, "extended": True})
-    ctx.publish_status(batch.outbox, extended, reason=f"extended: {event.data.reason}")
+    ctx.publish_status(tx.outbox, extended, reason=f"extended: {event.data.reason}")
 
 
-async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> None:
+async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     data = event.data
-    row = await _own_request(conn, data.request_id)
+    row = await _own_request(tx.conn, data.request_id)
     status = await store.part_status(
-        conn, data.request_id, data.owner, data.category, data.part_index
+        tx.conn, data.request_id, data.owner, data.category, data.part_index
     )
-    verdict = await _verdict(conn, row, event.subject, data, already_stored=status == "stored")
+    verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=status == "stored")
     if verdict is not PartVerdict.ACCEPT:
         export_metrics.PARTS.labels(verdict.value).inc()
     if verdict is PartVerdict.SUPPRESS:
-        batch.suppress(event)
+        tx.batch.suppress(event)
         return
     if verdict is PartVerdict.DUPLICATE:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
@@ -223,12 +144,12 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
     except parts.PartError as failed:
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
-    await store.save_part(conn, data.request_id, received)
+    await store.save_part(tx.conn, data.request_id, received)
     taken = data.location is not None and received.status == "stored"
     if taken and ctx.settings.delete_referenced_parts:
         path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
-        await store.queue_exchange_deletion(conn, str(path), ctx.now())
-    await _progress(ctx, conn, batch, row)
+        await store.queue_exchange_deletion(tx.conn, str(path), ctx.now())
+    await _progress(ctx, tx, row)
 
 
 def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
@@ -250,18 +171,18 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
     )
 
 
-async def _part_failed(ctx: Context, conn: Conn, batch: Batch, event: ExportPartFailed) -> None:
+async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     data = event.data
-    row = await _own_request(conn, data.request_id)
-    verdict = await _verdict(conn, row, event.subject, data, already_stored=False)
+    row = await _own_request(tx.conn, data.request_id)
+    verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=False)
     if verdict is PartVerdict.SUPPRESS:
-        batch.suppress(event)
+        tx.batch.suppress(event)
         return
     failure = domain.Failure(
         owner=data.owner, category=data.category, error=data.error, retryable=data.retryable
     )
-    await store.save_failure(conn, data.request_id, failure, ctx.now())
-    await _progress(ctx, conn, batch, row)
+    await store.save_failure(tx.conn, data.request_id, failure, ctx.now())
+    await _progress(ctx, tx, row)
 
 
 async def _own_request(conn: Conn, request_id: str) -> store.RequestRow:
@@ -301,17 +222,31 @@ async def _verdict(
     )
 
 
-async def _progress(ctx: Context, conn: Conn, batch: Batch, row: store.RequestRow) -> None:
+async def _progress(ctx: Context, tx: Tx, row: store.RequestRow) -> None:
     """After an answer: pending → in_progress, and ready once every category is settled."""
     request = row.request
-    jobs = await store.jobs(conn, request.request_id)
+    jobs = await store.jobs(tx.conn, request.request_id)
     settled = domain.settle(
         {owner: job.categories for owner, job in jobs.items()},
-        await store.summary(conn, request.request_id),
-        await store.failures(conn, request.request_id),
+        await store.summary(tx.conn, request.request_id),
+        await store.failures(tx.conn, request.request_id),
     )
     state = State.READY if domain.all_in(settled) else State.IN_PROGRESS
     if state is not request.state:
-        await store.set_state(conn, request.request_id, state)
+        await store.set_state(tx.conn, request.request_id, state)
     if request.state is State.PENDING:
-        ctx.publish_status(batch.outbox, request.model_copy(update={"state": state}))
+        ctx.publish_status(tx.outbox, request.model_copy(update={"state": state}))
+
+
+HANDLERS: Handlers[Context, Tx] = Handlers(
+    {
+        ExportRequested: on_requested,
+        RequestCancelled: on_cancelled,
+        ErasureRequested: on_erasure,
+        RequestExtended: on_extended,
+        ExportPart: on_part,
+        ExportPartFailed: on_part_failed,
+    },
+    begin=plain_tx,
+    refused=(ExportRefused,),
+)

@@ -9,85 +9,64 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 
 from services.export import domain, store
 from services.export import metrics as export_metrics
 from services.export.bundle import BundleInput, write_bundle
+from services.export.context import Context
 from services.export.domain import State
-from services.export.handlers import Context
 from services.export.storage import bundle_key, parts_prefix
-from shared.catalogue import load_purposes, load_retention
 from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
+from shared.plumbing.loops import Items, Loop
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
-from shared.plumbing.service import Runtime
 
 log = get_logger(__name__)
 
 
-async def assembler(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Write the bundle of every request that is ready or past its deadline."""
-    ctx = Context.of(runtime)
-    info = domain.information(ctx.settings.owners, load_retention(), load_purposes())
-
-    async def step() -> bool:
-        return await assemble_one(ctx, info)
-
-    await _every(ctx, stop, step, "assembler")
+async def assemble(ctx: Context, _: Items) -> bool:
+    """Write the bundle of one request that is ready or past its deadline; True if one was."""
+    return await assemble_one(ctx, ctx.information)
 
 
-async def bundle_cleaner(runtime: Runtime, stop: asyncio.Event) -> None:
+async def clean(ctx: Context, _: Items) -> bool:
     """Delete bundles past their expiry (the export is personal data with its own retention)."""
-    ctx = Context.of(runtime)
-
-    async def step() -> bool:
-        return await delete_expired(ctx)
-
-    await _every(ctx, stop, step, "bundle_cleaner")
+    return await delete_expired(ctx)
 
 
-async def request_gauges(runtime: Runtime, stop: asyncio.Event) -> None:
+async def report(ctx: Context, _: Items) -> bool:
     """Export requests by status, overdue flag and near deadline (the deadline alerts use them)."""
-    ctx = Context.of(runtime)
     service = ctx.settings.service_name
-
-    async def step() -> bool:
-        now = runtime.clock.now()
-        async with runtime.pool.acquire() as conn:
-            counts = await store.request_counts(conn, now)
-            soon = await store.due_soon(conn, now, now + timedelta(days=7))
-        for status in ("pending", "in_progress", "completed", "partially_completed", "cancelled"):
-            for overdue in (False, True):
-                value = counts.get((status, overdue), 0)
-                REQUESTS.labels(service, "export", status, str(overdue).lower()).set(value)
-        REQUESTS_DUE_SOON.labels(service, "export").set(soon)
-        return False
-
-    await _every(ctx, stop, step, "request_gauges")
+    now = ctx.now()
+    async with ctx.pool.acquire() as conn:
+        counts = await store.request_counts(conn, now)
+        soon = await store.due_soon(conn, now, now + timedelta(days=7))
+    for status in ("pending", "in_progress", "completed", "partially_completed", "cancelled"):
+        for overdue in (False, True):
+            value = counts.get((status, overdue), 0)
+            REQUESTS.labels(service, "export", status, str(overdue).lower()).set(value)
+    REQUESTS_DUE_SOON.labels(service, "export").set(soon)
+    return False
 
 
-async def _every(
-    ctx: Context, stop: asyncio.Event, step: Callable[[], Awaitable[bool]], name: str
-) -> None:
-    while not stop.is_set():
-        busy = False
-        try:
-            busy = await step()
-        except Exception as exc:  # a loop outlives database outages; the lease retries the work
-            log.warning("export_loop_failed", loop=name, error=f"{type(exc).__name__}: {exc}"[:300])
-        if not busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), ctx.settings.loop_interval)
+def _interval(ctx: Context) -> float:
+    return ctx.settings.loop_interval
+
+
+LOOPS: list[Loop[Context]] = [
+    Loop("export-assembler", assemble, _interval),
+    Loop("export-bundle-cleaner", clean, _interval),
+    Loop("export-request-gauges", report, _interval),
+]
 
 
 async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bool:
     """Assemble one due request; False when none is due."""
     now = ctx.now()
-    async with ctx.runtime.pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         row = await store.claim_due(conn, now, now + ctx.settings.assembly_lease)
         if row is None:
             return False
@@ -114,7 +93,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
     with export_metrics.BUNDLE_SECONDS.time():
         await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
     expires = now + ctx.settings.bundle_ttl
-    async with ctx.runtime.pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         current = await store.get_request(conn, request.request_id, lock=True)
         if current is None or current.request.state is not State.ASSEMBLING:
             await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
@@ -156,7 +135,7 @@ async def delete_expired(ctx: Context) -> bool:
 
 async def delete_exchange_files(ctx: Context) -> bool:
     """Delete one batch of exchange files whose intake committed (delete_referenced_parts)."""
-    async with ctx.runtime.pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         paths = await store.claim_exchange_deletions(conn)
         if not paths:
             return False
@@ -174,7 +153,7 @@ def _unlink_all(paths: list[str]) -> None:
 
 async def _delete_expired_bundles(ctx: Context) -> bool:
     now = ctx.now()
-    async with ctx.runtime.pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         expired = await store.claim_expired_bundles(conn, now)
         if not expired:
             return False

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 
 from services.retention import domain, store
-from services.retention.workflow import Context
-from shared.plumbing.service import Runtime
+from services.retention.context import Context
+from shared.plumbing.service import Api
 
 HOLD_EXPLAINED = {
     "court_order": "a court ordered the data kept",
@@ -40,158 +39,152 @@ def _row(record: Any) -> dict[str, Any]:
     return {k: v for k, v in dict(record).items() if k != "fields"}
 
 
-def make_router(ctx: Context) -> Callable[[Runtime], APIRouter]:
-    """The router factory for the ServiceSpec."""
+def make_api(ctx: Context) -> Api:
+    """Schedules, dry runs, jobs, requests, holds and certificates (behind the bearer token)."""
+    router = APIRouter(prefix="/v1", tags=["retention"])
 
-    def build(runtime: Runtime) -> APIRouter:
-        router = APIRouter(prefix="/v1", tags=["retention"])
-
-        @router.get("/subjects/{subject_id}/retention")
-        async def subject_retention(subject_id: str, at: str | None = None) -> dict[str, Any]:
-            """Schedule per category, holds, jobs, certificates; with `at`, the dry run."""
-            async with runtime.pool.acquire() as conn:
-                subject = await store.subject(conn, subject_id)
-                rows = await store.subject_timers(conn, subject_id)
-                holds = await store.holds_for(conn, [subject_id])
-                jobs = await store.list_jobs(conn, subject_id=subject_id)
-                certs = await store.subject_certificates(conn, subject_id)
-                requests = await store.subject_requests(conn, subject_id)
-            result: dict[str, Any] = {
-                "subject_id": subject_id,
-                "account_id": subject["account_id"] if subject else None,
-                "account_status": subject["status"] if subject else None,
-                "categories": _per_category(ctx, rows, jobs),
-                "schedule": [
-                    {k: v for k, v in dict(r).items() if k not in ("subject_id", "account_id")}
-                    for r in rows
-                ],
-                "holds": [_hold(h) for h in holds],
-                "jobs": [_row(j) for j in jobs],
-                "certificates": [
-                    {"seq": c["seq"], "hash": c["hash"], **_json(c["body"])} for c in certs
-                ],
-                "requests": [dict(r) for r in requests],
-            }
-            if at is not None:
-                when = _at(at, ctx.clock.now())
-                open_timers = [
-                    store.timer_from_row(r) for r in rows if r["status"] in ("pending", "blocked")
-                ]
-                fired = [store.timer_from_row(r) for r in rows if r["status"] == "fired"]
-                answers = domain.dry_run(ctx.rules, open_timers, holds, when, fired)
-                result["at"] = when
-                result["dry_run"] = [a.model_dump() for a in answers]
-            return result
-
-        @router.get("/retention/dry-run")
-        async def dry_run_all(at: str) -> dict[str, Any]:
-            """For every subject: how many categories would be deleted, restricted or blocked."""
+    @router.get("/subjects/{subject_id}/retention")
+    async def subject_retention(subject_id: str, at: str | None = None) -> dict[str, Any]:
+        """Schedule per category, holds, jobs, certificates; with `at`, the dry run."""
+        async with ctx.pool.acquire() as conn:
+            subject = await store.subject(conn, subject_id)
+            rows = await store.subject_timers(conn, subject_id)
+            holds = await store.holds_for(conn, [subject_id])
+            jobs = await store.list_jobs(conn, subject_id=subject_id)
+            certs = await store.subject_certificates(conn, subject_id)
+            requests = await store.subject_requests(conn, subject_id)
+        result: dict[str, Any] = {
+            "subject_id": subject_id,
+            "account_id": subject["account_id"] if subject else None,
+            "account_status": subject["status"] if subject else None,
+            "categories": _per_category(ctx, rows, jobs),
+            "schedule": [
+                {k: v for k, v in dict(r).items() if k not in ("subject_id", "account_id")}
+                for r in rows
+            ],
+            "holds": [_hold(h) for h in holds],
+            "jobs": [_row(j) for j in jobs],
+            "certificates": [
+                {"seq": c["seq"], "hash": c["hash"], **_json(c["body"])} for c in certs
+            ],
+            "requests": [dict(r) for r in requests],
+        }
+        if at is not None:
             when = _at(at, ctx.clock.now())
-            counts: Counter[tuple[str, str, str]] = Counter()
-            subjects: set[str] = set()
-            async with runtime.pool.acquire() as conn:
-                holds = [
-                    store.hold_from_row(r)
-                    for r in await store.all_holds(conn)
-                    if r["released_at"] is None
-                ]
-                after = 0
-                while page := await store.open_timers_page(conn, when, after, PAGE):
-                    after = page[-1].id
-                    for firing in domain.due_jobs(page, holds, when):
-                        answer = domain.firing_answer(firing)
-                        counts[(answer.category, answer.action, answer.reason)] += 1
-                        subjects.add(firing.timer.subject_id)
-            return {
-                "at": when,
-                "subjects": len(subjects),
-                "counts": [
-                    {"category": c, "action": a, "reason": r, "count": n}
-                    for (c, a, r), n in sorted(counts.items())
-                ],
-            }
+            open_timers = [
+                store.timer_from_row(r) for r in rows if r["status"] in ("pending", "blocked")
+            ]
+            fired = [store.timer_from_row(r) for r in rows if r["status"] == "fired"]
+            answers = domain.dry_run(ctx.rules, open_timers, holds, when, fired)
+            result["at"] = when
+            result["dry_run"] = [a.model_dump() for a in answers]
+        return result
 
-        @router.get("/jobs")
-        async def jobs(
-            overdue: bool | None = None,
-            status: str | None = Query(None, pattern="^(issued|completed|failed|cancelled)$"),
-            subject_id: str | None = None,
-            request_id: str | None = None,
-            limit: int = Query(1000, ge=1, le=10_000),
-        ) -> dict[str, Any]:
-            """Jobs by overdue flag, status, subject or request."""
-            async with runtime.pool.acquire() as conn:
-                rows = await store.list_jobs(
-                    conn,
-                    overdue=overdue,
-                    status=status,
-                    subject_id=subject_id,
-                    request_id=request_id,
-                    limit=limit,
-                )
-            return {"jobs": [_row(r) for r in rows]}
+    @router.get("/retention/dry-run")
+    async def dry_run_all(at: str) -> dict[str, Any]:
+        """For every subject: how many categories would be deleted, restricted or blocked."""
+        when = _at(at, ctx.clock.now())
+        counts: Counter[tuple[str, str, str]] = Counter()
+        subjects: set[str] = set()
+        async with ctx.pool.acquire() as conn:
+            holds = [
+                store.hold_from_row(r)
+                for r in await store.all_holds(conn)
+                if r["released_at"] is None
+            ]
+            after = 0
+            while page := await store.open_timers_page(conn, when, after, PAGE):
+                after = page[-1].id
+                for firing in domain.due_jobs(page, holds, when):
+                    answer = domain.firing_answer(firing)
+                    counts[(answer.category, answer.action, answer.reason)] += 1
+                    subjects.add(firing.timer.subject_id)
+        return {
+            "at": when,
+            "subjects": len(subjects),
+            "counts": [
+                {"category": c, "action": a, "reason": r, "count": n}
+                for (c, a, r), n in sorted(counts.items())
+            ],
+        }
 
-        @router.get("/requests")
-        async def requests_due(
-            due_within_days: int = Query(7, ge=0, le=366),
-            limit: int = Query(1000, ge=1, le=10_000),
-        ) -> dict[str, Any]:
-            """Open requests whose deadline is within N days (or already past), soonest first."""
-            now = ctx.clock.now()
-            async with runtime.pool.acquire() as conn:
-                rows = await store.open_requests_due_before(
-                    conn, now + timedelta(days=due_within_days), limit
-                )
-            return {
-                "requests": [
-                    {**dict(r), "overdue": r["overdue"] or r["deadline"] < now} for r in rows
-                ]
-            }
+    @router.get("/jobs")
+    async def jobs(
+        overdue: bool | None = None,
+        status: str | None = Query(None, pattern="^(issued|completed|failed|cancelled)$"),
+        subject_id: str | None = None,
+        request_id: str | None = None,
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """Jobs by overdue flag, status, subject or request."""
+        async with ctx.pool.acquire() as conn:
+            rows = await store.list_jobs(
+                conn,
+                overdue=overdue,
+                status=status,
+                subject_id=subject_id,
+                request_id=request_id,
+                limit=limit,
+            )
+        return {"jobs": [_row(r) for r in rows]}
 
-        @router.get("/requests/{request_id}")
-        async def request(request_id: str) -> dict[str, Any]:
-            """A request: status, deadline (and extension), outcome per category, its jobs."""
-            async with runtime.pool.acquire() as conn:
-                req = await store.request(conn, request_id, lock=False)
-                if req is None:
-                    raise HTTPException(404, "unknown request")
-                outcomes = await store.outcomes(conn, request_id)
-                jobs = await store.list_jobs(conn, request_id=request_id)
-            now = ctx.clock.now()
-            return {
-                **dict(req),
-                "overdue": req["overdue"] or domain.is_overdue(req["deadline"], req["status"], now),
-                "outcomes": [o.model_dump() for o in outcomes],
-                "jobs": [_row(j) for j in jobs],
-            }
+    @router.get("/requests")
+    async def requests_due(
+        due_within_days: int = Query(7, ge=0, le=366),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """Open requests whose deadline is within N days (or already past), soonest first."""
+        now = ctx.clock.now()
+        async with ctx.pool.acquire() as conn:
+            rows = await store.open_requests_due_before(
+                conn, now + timedelta(days=due_within_days), limit
+            )
+        return {
+            "requests": [{**dict(r), "overdue": r["overdue"] or r["deadline"] < now} for r in rows]
+        }
 
-        @router.get("/holds")
-        async def holds(include_released: bool = False) -> dict[str, Any]:
-            """Legal holds, each with what it covers and why."""
-            async with runtime.pool.acquire() as conn:
-                rows = await store.all_holds(conn)
-            return {
-                "holds": [
-                    {
-                        **dict(r),
-                        "active": r["released_at"] is None,
-                        "explanation": _explain(r),
-                    }
-                    for r in rows
-                    if include_released or r["released_at"] is None
-                ]
-            }
+    @router.get("/requests/{request_id}")
+    async def request(request_id: str) -> dict[str, Any]:
+        """A request: status, deadline (and extension), outcome per category, its jobs."""
+        async with ctx.pool.acquire() as conn:
+            req = await store.request(conn, request_id, lock=False)
+            if req is None:
+                raise HTTPException(404, "unknown request")
+            outcomes = await store.outcomes(conn, request_id)
+            jobs = await store.list_jobs(conn, request_id=request_id)
+        now = ctx.clock.now()
+        return {
+            **dict(req),
+            "overdue": req["overdue"] or domain.is_overdue(req["deadline"], req["status"], now),
+            "outcomes": [o.model_dump() for o in outcomes],
+            "jobs": [_row(j) for j in jobs],
+        }
 
-        @router.get("/certificates/verify")
-        async def verify() -> dict[str, Any]:
-            """Check the deletion-certificate chain and that every completed deletion has one."""
-            async with runtime.pool.acquire() as conn:
-                problems = await verify_certificates(conn)
-            return {"intact": not problems, "problems": problems}
+    @router.get("/holds")
+    async def holds(include_released: bool = False) -> dict[str, Any]:
+        """Legal holds, each with what it covers and why."""
+        async with ctx.pool.acquire() as conn:
+            rows = await store.all_holds(conn)
+        return {
+            "holds": [
+                {
+                    **dict(r),
+                    "active": r["released_at"] is None,
+                    "explanation": _explain(r),
+                }
+                for r in rows
+                if include_released or r["released_at"] is None
+            ]
+        }
 
-        return router
+    @router.get("/certificates/verify")
+    async def verify() -> dict[str, Any]:
+        """Check the deletion-certificate chain and that every completed deletion has one."""
+        async with ctx.pool.acquire() as conn:
+            problems = await verify_certificates(conn)
+        return {"intact": not problems, "problems": problems}
 
-    return build
+    return Api(router)
 
 
 async def verify_certificates(conn: Any) -> list[str]:

@@ -1,56 +1,78 @@
-"""Wiring: settings, rules, the ServiceSpec and the ASGI app (`uvicorn --factory`)."""
+"""Wiring of the retention service: `uvicorn --factory services.retention.app:create`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fastapi import FastAPI
+from faststream.kafka import KafkaMessage, KafkaRouter
 
-from services.retention import handlers
-from services.retention.api import make_router
+from services.retention import api, loops
+from services.retention.context import Context
+from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
-from services.retention.timers import timer_loop
-from services.retention.workflow import Context
-from shared.catalogue import load_retention
 from shared.contract.events import DeletionJob, RectificationJob, RequestStatusChanged
-from shared.plumbing.clock import Clock, SystemClock
-from shared.plumbing.logging import configure_logging
-from shared.plumbing.service import Runtime, ServiceSpec
+from shared.contract.topics import Topics
+from shared.plumbing.clock import Clock
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import (
+    PIPELINE,
+    Runtime,
+    ServiceSpec,
+    batch_subscriber,
+    create_app,
+    records_of,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def spec(ctx: Context) -> ServiceSpec:
-    """The retention service on the shared plumbing."""
+def consumed(t: Topics) -> list[str]:
+    """Account lifecycle, requests, legal holds, receipts and consent states."""
+    return [
+        t.accounts_lifecycle,
+        t.privacy_requests,
+        t.legal_holds,
+        t.privacy_receipts,
+        t.consent_state,
+    ]
+
+
+def inbound(settings: RetentionSettings) -> KafkaRouter:
+    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    router = KafkaRouter()
+
+    @batch_subscriber(router, settings, *consumed(settings.topics))
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
+
+    return router
+
+
+def spec(ctx: Context) -> ServiceSpec[Context]:
+    """What the retention service consumes, publishes, serves and runs."""
+    t = ctx.settings.topics
     return ServiceSpec(
         name="retention",
+        context=ctx,
         migrations=MIGRATIONS,
-        topics=lambda s: [
-            s.topics.accounts_lifecycle,
-            s.topics.privacy_requests,
-            s.topics.legal_holds,
-            s.topics.privacy_receipts,
-            s.topics.consent_state,
-        ],
-        accepts=handlers.ACCEPTS,
-        make_apply=lambda _runtime: handlers.make_apply(ctx),
-        make_api=make_router(ctx),
-        background=[timer_loop(ctx)],
-        publishes=lambda s: {
-            s.topics.privacy_jobs: DeletionJob | RectificationJob,
-            s.topics.requests_status: RequestStatusChanged,
+        inbound=inbound(ctx.settings),
+        handlers=HANDLERS,
+        publishes={
+            t.privacy_jobs: DeletionJob | RectificationJob,
+            t.requests_status: RequestStatusChanged,
         },
+        api=api.make_api,
+        loops=loops.loops(),
     )
 
 
-def build_runtime(settings: RetentionSettings, clock: Clock | None = None) -> Runtime:
-    """A runtime over the rules in `settings.retention_file` (raises ConfigError if invalid)."""
-    ctx = Context(settings, load_retention(settings.retention_file), clock or SystemClock())
-    return Runtime(settings, spec(ctx), ctx.clock)
+def build_runtime(settings: RetentionSettings, clock: Clock | None = None) -> Runtime[Context]:
+    """The retention service over the rules in `settings.retention_file` (tests pass a clock)."""
+    return Runtime(spec(Context.from_settings(settings, clock)))
 
 
 def create() -> FastAPI:
-    """The ASGI app, settings from the environment (RETENTION_…)."""
+    """The ASGI app, settings from the environment (RETENTION_...)."""
     settings = RetentionSettings()  # type: ignore[call-arg]  # required values come from env
-    configure_logging(settings.log_format, settings.log_level)
-    return build_runtime(settings).asgi()
+    return create_app(spec(Context.from_settings(settings)))

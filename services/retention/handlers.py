@@ -1,5 +1,6 @@
-"""Apply consumed events inside the pipeline's transaction: decide (domain), save (store), publish.
+"""Where events enter the retention service: one handler per event type (`HANDLERS`).
 
+Each runs inside the pipeline's transaction: decide (domain), save (store), publish (outbox).
 The pipeline has already deduplicated the batch; a `RetentionError` from the domain is a
 contract violation and dead-letters the one event before anything is written for it.
 """
@@ -10,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from services.retention import domain, store, workflow
+from services.retention.context import Context
 from services.retention.domain import Hold
-from services.retention.workflow import Context
 from shared.contract.events import (
     AccountClosed,
     AccountReopened,
@@ -30,55 +31,20 @@ from shared.contract.events import (
     SubscriptionChanged,
 )
 from shared.plumbing.db import Conn
+from shared.plumbing.handlers import Handlers, Tx, plain_tx
 from shared.plumbing.logging import get_logger
-from shared.plumbing.pipeline import ApplyFn, Batch
 
 log = get_logger(__name__)
-
-ACCEPTS = {
-    "account.signed_up.v1",
-    "account.closed.v1",
-    "account.reopened.v1",
-    "subscription.changed.v1",
-    "erasure.requested.v1",
-    "rectification.requested.v1",
-    "request.cancelled.v1",
-    "request.extended.v1",
-    "legal_hold.placed.v1",
-    "legal_hold.released.v1",
-    "deletion.completed.v1",
-    "deletion.failed.v1",
-    "rectification.completed.v1",
-    "rectification.failed.v1",
-    "consent.state.v1",
-}
-
-
-def make_apply(ctx: Context) -> ApplyFn:
-    """The service's apply function over the rules in force."""
-
-    async def apply(conn: Conn, batch: Batch) -> None:
-        for event in batch.events:
-            handler = HANDLERS.get(type(event))
-            if handler is None:
-                continue
-            try:
-                await handler(conn, batch, ctx, event)
-            except domain.RetentionError as exc:
-                batch.reject(event, f"contract: {exc}")
-
-    return apply
-
 
 # --- accounts -----------------------------------------------------------------------------
 
 
-async def on_signed_up(conn: Conn, batch: Batch, ctx: Context, e: AccountSignedUp) -> None:
+async def on_signed_up(ctx: Context, tx: Tx, e: AccountSignedUp) -> None:
     """Map the subject to its account; a closure seen first (other partition) still counts."""
-    await store.upsert_subject(conn, e.subject, e.data.account_id, e.time)
-    account = await store.lock_account(conn, e.data.account_id)
+    await store.upsert_subject(tx.conn, e.subject, e.data.account_id, e.time)
+    account = await store.lock_account(tx.conn, e.data.account_id)
     if account is not None and account["status"] == "closed":
-        await _join_closed_account(conn, ctx, e.subject, account)
+        await _join_closed_account(tx.conn, ctx, e.subject, account)
 
 
 async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, account: Any) -> None:
@@ -94,54 +60,54 @@ async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, accoun
     await store.insert_timers(conn, [subject_id] * len(plans), plans, ctx.clock.now())
 
 
-async def on_closed(conn: Conn, batch: Batch, ctx: Context, e: AccountClosed) -> None:
+async def on_closed(ctx: Context, tx: Tx, e: AccountClosed) -> None:
     account_id = e.data.account_id
-    await store.ensure_subject(conn, e.subject, account_id)
-    account = await store.lock_account(conn, account_id)
+    await store.ensure_subject(tx.conn, e.subject, account_id)
+    account = await store.lock_account(tx.conn, account_id)
     if account is not None and account["status"] == "closed":
-        await _join_closed_account(conn, ctx, e.subject, account)  # the first closure counts
+        await _join_closed_account(tx.conn, ctx, e.subject, account)  # the first closure counts
         return
-    if not await store.set_lifecycle(conn, account_id, "closed", e.data.closed_at, e.time):
+    if not await store.set_lifecycle(tx.conn, account_id, "closed", e.data.closed_at, e.time):
         return  # a newer reopening was applied already
     days = account["crm_retention_days"] if account else None
     plans = domain.schedule_for_closure(ctx.rules, days, e.data.closed_at)
     live = [
         r["subject_id"]
-        for r in await store.account_subjects(conn, account_id)
+        for r in await store.account_subjects(tx.conn, account_id)
         if r["erased_at"] is None
     ]
     await store.insert_timers(
-        conn,
+        tx.conn,
         [s for s in live for _ in plans],
         [p for _ in live for p in plans],
         ctx.clock.now(),
     )
 
 
-async def on_reopened(conn: Conn, batch: Batch, ctx: Context, e: AccountReopened) -> None:
+async def on_reopened(ctx: Context, tx: Tx, e: AccountReopened) -> None:
     account_id = e.data.account_id
-    await store.ensure_subject(conn, e.subject, account_id)
-    await store.lock_account(conn, account_id)
-    if not await store.set_lifecycle(conn, account_id, "open", None, e.time):
+    await store.ensure_subject(tx.conn, e.subject, account_id)
+    await store.lock_account(tx.conn, account_id)
+    if not await store.set_lifecycle(tx.conn, account_id, "open", None, e.time):
         return
-    members = [r["subject_id"] for r in await store.account_subjects(conn, account_id)]
-    await store.cancel_closure_timers(conn, members)
+    members = [r["subject_id"] for r in await store.account_subjects(tx.conn, account_id)]
+    await store.cancel_closure_timers(tx.conn, members)
 
 
-async def on_subscription(conn: Conn, batch: Batch, ctx: Context, e: SubscriptionChanged) -> None:
+async def on_subscription(ctx: Context, tx: Tx, e: SubscriptionChanged) -> None:
     """Account-level terms (keyed by account id): recompute the account's pending CRM timers."""
     d = e.data
-    if not await store.set_terms(conn, d.account_id, d.plan, d.crm_retention_days, e.time):
+    if not await store.set_terms(tx.conn, d.account_id, d.plan, d.crm_retention_days, e.time):
         return
     affected = [n for n, r in ctx.rules.categories.items() if r.period_from == "subscription"]
-    rows = await store.account_timers(conn, d.account_id, affected)
+    rows = await store.account_timers(tx.conn, d.account_id, affected)
     dues = [
         domain.recompute_due(ctx.rules, r["category"], d.crm_retention_days, r["base_at"])
         for r in rows
     ]
     keep = [(r, due) for r, due in zip(rows, dues, strict=True) if due is not None]
     await store.set_dues(
-        conn,
+        tx.conn,
         [r["id"] for r, _ in keep],
         [due for _, due in keep if due is not None],
         [ctx.rules.categories[r["category"]].owner for r, _ in keep],
@@ -151,22 +117,22 @@ async def on_subscription(conn: Conn, batch: Batch, ctx: Context, e: Subscriptio
 # --- requests -----------------------------------------------------------------------------
 
 
-async def on_erasure(conn: Conn, batch: Batch, ctx: Context, e: ErasureRequested) -> None:
+async def on_erasure(ctx: Context, tx: Tx, e: ErasureRequested) -> None:
     now = ctx.clock.now()
     categories = domain.erasure_scope(ctx.rules, e.data.scope)
     request_id = e.data.request_id
-    subject = await store.subject(conn, e.subject)
+    subject = await store.subject(tx.conn, e.subject)
     account_id = subject["account_id"] if subject else None
     closed_at = subject["closed_at"] if subject and subject["status"] == "closed" else None
     if closed_at is None and e.data.scope == "all":
         closed_at = now  # an erasure of everything on an open account counts as its closure
     deadline = domain.request_deadline(e.time)
-    if not await store.insert_request(conn, request_id, e.subject, "erasure", e.time, deadline):
+    if not await store.insert_request(tx.conn, request_id, e.subject, "erasure", e.time, deadline):
         raise domain.RetentionError(f"request {request_id} is known already")
     decisions = domain.decide_erasure(
         ctx.rules,
         categories,
-        await store.holds_for(conn, [e.subject]),
+        await store.holds_for(tx.conn, [e.subject]),
         now,
         subject_id=e.subject,
         account_id=account_id,
@@ -174,17 +140,15 @@ async def on_erasure(conn: Conn, batch: Batch, ctx: Context, e: ErasureRequested
         crm_retention_days=subject["crm_retention_days"] if subject else None,
     )
     if e.data.scope == "all":
-        await store.mark_erased(conn, e.subject, now)
-    await store.supersede(conn, e.subject, categories, request_id)
+        await store.mark_erased(tx.conn, e.subject, now)
+    await store.supersede(tx.conn, e.subject, categories, request_id)
     plans = [p for d in decisions for p in d.plans]
-    await store.insert_timers(conn, [e.subject] * len(plans), plans, now, request_id)
-    await store.put_outcomes(conn, request_id, [domain.erasure_outcome(d) for d in decisions])
-    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+    await store.insert_timers(tx.conn, [e.subject] * len(plans), plans, now, request_id)
+    await store.put_outcomes(tx.conn, request_id, [domain.erasure_outcome(d) for d in decisions])
+    await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
-async def on_rectification(
-    conn: Conn, batch: Batch, ctx: Context, e: RectificationRequested
-) -> None:
+async def on_rectification(ctx: Context, tx: Tx, e: RectificationRequested) -> None:
     rule = ctx.rules.categories.get(e.data.category)
     if rule is None:
         raise domain.UnknownCategory(f"unknown category: {e.data.category}")
@@ -192,7 +156,7 @@ async def on_rectification(
     request_id = e.data.request_id
     deadline = domain.request_deadline(e.time)
     if not await store.insert_request(
-        conn, request_id, e.subject, "rectification", e.time, deadline
+        tx.conn, request_id, e.subject, "rectification", e.time, deadline
     ):
         raise domain.RetentionError(f"request {request_id} is known already")
     row: dict[str, Any] = {
@@ -204,8 +168,10 @@ async def on_rectification(
         "due_by": deadline,
         "fields": e.data.fields,
     }
-    await store.insert_jobs(conn, "rectification", now, now + ctx.settings.receipt_timeout, [row])
-    batch.outbox.publish(
+    await store.insert_jobs(
+        tx.conn, "rectification", now, now + ctx.settings.receipt_timeout, [row]
+    )
+    tx.outbox.publish(
         ctx.settings.topics.privacy_jobs, workflow.rectification_event(row, e.data.fields, 1, now)
     )
     outcome = domain.Outcome(
@@ -214,22 +180,22 @@ async def on_rectification(
         reason="rectification job issued",
         owner=rule.owner,
     )
-    await store.put_outcomes(conn, request_id, [outcome])
-    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+    await store.put_outcomes(tx.conn, request_id, [outcome])
+    await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
-async def on_cancelled(conn: Conn, batch: Batch, ctx: Context, e: RequestCancelled) -> None:
+async def on_cancelled(ctx: Context, tx: Tx, e: RequestCancelled) -> None:
     """Stop what a request has not issued yet (jobs already issued run to their receipt)."""
     request_id = e.data.request_id
-    req = await store.request(conn, request_id)
+    req = await store.request(tx.conn, request_id)
     if req is None or req["cancelled_at"] is not None:
         return  # not ours (an export request) or cancelled already
     now = ctx.clock.now()
-    await store.cancel_request(conn, request_id, now)
-    stopped = await store.cancel_request_timers(conn, request_id)
-    issued = {j["category"] for j in await store.list_jobs(conn, request_id=request_id)}
-    await store.restore_superseded(conn, request_id, sorted(set(stopped) - issued))
-    current = {o.category: o for o in await store.outcomes(conn, request_id)}
+    await store.cancel_request(tx.conn, request_id, now)
+    stopped = await store.cancel_request_timers(tx.conn, request_id)
+    issued = {j["category"] for j in await store.list_jobs(tx.conn, request_id=request_id)}
+    await store.restore_superseded(tx.conn, request_id, sorted(set(stopped) - issued))
+    current = {o.category: o for o in await store.outcomes(tx.conn, request_id)}
     cancelled = [
         domain.Outcome(
             category=c,
@@ -239,26 +205,26 @@ async def on_cancelled(conn: Conn, batch: Batch, ctx: Context, e: RequestCancell
         )
         for c in sorted(set(stopped) - issued)
     ]
-    await store.put_outcomes(conn, request_id, cancelled)
-    await workflow.publish_status(conn, ctx, batch.outbox, request_id, now)
+    await store.put_outcomes(tx.conn, request_id, cancelled)
+    await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
-async def on_extended(conn: Conn, batch: Batch, ctx: Context, e: RequestExtended) -> None:
+async def on_extended(ctx: Context, tx: Tx, e: RequestExtended) -> None:
     request_id = e.data.request_id
-    req = await store.request(conn, request_id)
+    req = await store.request(tx.conn, request_id)
     if req is None:
         return  # not ours (an export request)
     deadline = domain.extend_deadline(
         req["requested_at"], req["extended"], e.data.new_deadline, req["deadline"]
     )
-    await store.extend_request(conn, request_id, deadline, f"extended: {e.data.reason}")
-    await workflow.publish_status(conn, ctx, batch.outbox, request_id, ctx.clock.now())
+    await store.extend_request(tx.conn, request_id, deadline, f"extended: {e.data.reason}")
+    await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, ctx.clock.now())
 
 
 # --- holds --------------------------------------------------------------------------------
 
 
-async def on_hold_placed(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldPlaced) -> None:
+async def on_hold_placed(ctx: Context, tx: Tx, e: LegalHoldPlaced) -> None:
     d = e.data
     hold = Hold(
         hold_id=d.hold_id,
@@ -268,16 +234,16 @@ async def on_hold_placed(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldPla
         categories=None if d.categories == "all" else tuple(d.categories),
         reason=d.reason.value,
     )
-    await store.place_hold(conn, hold, e.time)
+    await store.place_hold(tx.conn, hold, e.time)
     log.info("legal_hold_placed", hold_id=d.hold_id, scope=d.scope)
 
 
-async def on_hold_released(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldReleased) -> None:
+async def on_hold_released(ctx: Context, tx: Tx, e: LegalHoldReleased) -> None:
     """Release: the timers it blocked become due again; the loop issues them (or re-blocks)."""
     d = e.data
     subject_id = e.subject if d.scope == "subject" else None
-    await store.release_hold(conn, d.hold_id, d.scope, subject_id, d.account_id, e.time)
-    released = await store.unblock(conn, [d.hold_id])
+    await store.release_hold(tx.conn, d.hold_id, d.scope, subject_id, d.account_id, e.time)
+    released = await store.unblock(tx.conn, [d.hold_id])
     log.info("legal_hold_released", hold_id=d.hold_id, timers_due_again=released)
 
 
@@ -285,18 +251,17 @@ async def on_hold_released(conn: Conn, batch: Batch, ctx: Context, e: LegalHoldR
 
 
 async def on_receipt(
-    conn: Conn,
-    batch: Batch,
     ctx: Context,
+    tx: Tx,
     e: DeletionCompleted | DeletionFailed | RectificationCompleted | RectificationFailed,
 ) -> None:
     kind = "deletion" if isinstance(e, DeletionCompleted | DeletionFailed) else "rectification"
-    job = await store.job(conn, e.data.job_id)
+    job = await store.job(tx.conn, e.data.job_id)
     if job is None or job["kind"] != kind:
-        batch.reject(e, f"unknown job {e.data.job_id[:200]}")
+        tx.batch.reject(e, f"unknown job {e.data.job_id[:200]}")
         return
     if job["owner"] != e.data.owner:
-        batch.reject(e, f"receipt from {e.data.owner[:100]} for a job of {job['owner']}")
+        tx.batch.reject(e, f"receipt from {e.data.owner[:100]} for a job of {job['owner']}")
         return
     if job["status"] != "issued":
         return  # a late receipt of a job already closed
@@ -304,20 +269,20 @@ async def on_receipt(
     outcome: domain.Outcome | None = None
     if isinstance(e, DeletionCompleted | RectificationCompleted):
         records = e.data.records_deleted if isinstance(e, DeletionCompleted) else 0
-        await store.complete_job(conn, job["job_id"], now, records)
+        await store.complete_job(tx.conn, job["job_id"], now, records)
         if isinstance(e, DeletionCompleted):
-            await store.append_certificate(conn, _certificate(job, e, now))
+            await store.append_certificate(tx.conn, _certificate(job, e, now))
             if job["mode"] != "restrict":
                 outcome = domain.Outcome(
                     category=job["category"], outcome="deleted", owner=job["owner"]
                 )
         elif job["request_id"]:
-            await store.drop_outcome(conn, job["request_id"], job["category"])
+            await store.drop_outcome(tx.conn, job["request_id"], job["category"])
     elif e.data.retryable:
         wait = domain.backoff(ctx.settings.retry_backoff, job["attempt"], ctx.settings.max_backoff)
-        await store.retry_job(conn, job["job_id"], e.data.error[:2000], now + wait)
+        await store.retry_job(tx.conn, job["job_id"], e.data.error[:2000], now + wait)
     else:
-        await store.fail_job(conn, job["job_id"], e.data.error[:2000])
+        await store.fail_job(tx.conn, job["job_id"], e.data.error[:2000])
         outcome = domain.Outcome(
             category=job["category"],
             outcome="failed",
@@ -326,8 +291,8 @@ async def on_receipt(
         )
     if job["request_id"]:
         if outcome is not None:
-            await store.put_outcomes(conn, job["request_id"], [outcome])
-        await workflow.publish_status(conn, ctx, batch.outbox, job["request_id"], now)
+            await store.put_outcomes(tx.conn, job["request_id"], [outcome])
+        await workflow.publish_status(tx.conn, ctx, tx.outbox, job["request_id"], now)
 
 
 def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.Certificate:
@@ -350,9 +315,9 @@ def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.Certif
 # --- consent ------------------------------------------------------------------------------
 
 
-async def on_consent_state(conn: Conn, batch: Batch, ctx: Context, e: ConsentState) -> None:
+async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
     """Marketing withdrawn (a transition, not every state message): delete its data at once."""
-    seen = await store.consent_seen(conn, e.subject)
+    seen = await store.consent_seen(tx.conn, e.subject)
     if seen is not None and seen[0] >= e.data.version:
         return  # an older state arriving late
     before = seen[1] if seen is not None else {}
@@ -361,7 +326,7 @@ async def on_consent_state(conn: Conn, batch: Batch, ctx: Context, e: ConsentSta
         p: domain.withdrawn(s.state if s else None, p in objected)
         for p, s in {**dict.fromkeys(objected), **e.data.purposes}.items()
     }
-    await store.put_consent(conn, e.subject, e.data.version, gone)
+    await store.put_consent(tx.conn, e.subject, e.data.version, gone)
     now = ctx.clock.now()
     plans = []
     for name, rule in ctx.rules.categories.items():
@@ -380,23 +345,27 @@ async def on_consent_state(conn: Conn, batch: Batch, ctx: Context, e: ConsentSta
                     due_at=now,
                 )
             )
-    await store.insert_timers(conn, [e.subject] * len(plans), plans, now)
+    await store.insert_timers(tx.conn, [e.subject] * len(plans), plans, now)
 
 
-HANDLERS: dict[type, Any] = {
-    AccountSignedUp: on_signed_up,
-    AccountClosed: on_closed,
-    AccountReopened: on_reopened,
-    SubscriptionChanged: on_subscription,
-    ErasureRequested: on_erasure,
-    RectificationRequested: on_rectification,
-    RequestCancelled: on_cancelled,
-    RequestExtended: on_extended,
-    LegalHoldPlaced: on_hold_placed,
-    LegalHoldReleased: on_hold_released,
-    DeletionCompleted: on_receipt,
-    DeletionFailed: on_receipt,
-    RectificationCompleted: on_receipt,
-    RectificationFailed: on_receipt,
-    ConsentState: on_consent_state,
-}
+HANDLERS: Handlers[Context, Tx] = Handlers(
+    {
+        AccountSignedUp: on_signed_up,
+        AccountClosed: on_closed,
+        AccountReopened: on_reopened,
+        SubscriptionChanged: on_subscription,
+        ErasureRequested: on_erasure,
+        RectificationRequested: on_rectification,
+        RequestCancelled: on_cancelled,
+        RequestExtended: on_extended,
+        LegalHoldPlaced: on_hold_placed,
+        LegalHoldReleased: on_hold_released,
+        DeletionCompleted: on_receipt,
+        DeletionFailed: on_receipt,
+        RectificationCompleted: on_receipt,
+        RectificationFailed: on_receipt,
+        ConsentState: on_consent_state,
+    },
+    begin=plain_tx,
+    refused=(domain.RetentionError,),
+)

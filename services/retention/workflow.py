@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
 from services.retention import domain, store
+from services.retention.context import Context
 from services.retention.domain import Firing, Hold, Outcome, Timer
-from services.retention.settings import RetentionSettings
-from shared.catalogue import RetentionRules
+from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.contract.events import (
     CategoryOutcome,
     DeletionJob,
@@ -31,25 +30,12 @@ from shared.contract.events import (
     RequestStatusChanged,
     RequestStatusData,
 )
-from shared.plumbing.clock import Clock
 from shared.plumbing.db import Conn
 from shared.plumbing.outbox import Outbox, OutboxRow
 
 SOURCE = "privacy-plane.retention"
 DELETION_TYPE = "deletion.job.v1"
-
-
-@dataclass
-class Context:
-    """What handlers and loops share: settings, the rules in force and the clock."""
-
-    settings: RetentionSettings
-    rules: RetentionRules
-    clock: Clock
-
-    @property
-    def receipt_cap(self) -> timedelta:
-        return max(self.settings.max_backoff, self.settings.receipt_timeout)
+DELETION_HEADERS = kafka_headers(DELETION_TYPE)
 
 
 # --- events -------------------------------------------------------------------------------
@@ -77,10 +63,6 @@ def deletion_event(
     )
 
 
-def _utc(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def deletion_row(
     topic: str, row: dict[str, Any] | asyncpg.Record, attempt: int, now: datetime
 ) -> OutboxRow:
@@ -97,22 +79,18 @@ def deletion_row(
     }
     if row["request_id"] is not None:
         data["request_id"] = row["request_id"]
-    data["due_by"] = _utc(row["due_by"])
+    data["due_by"] = event_time(row["due_by"])
     data["attempt"] = attempt
     event_id = domain.event_id_for(row["job_id"], attempt)
-    event = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": DELETION_TYPE,
-        "subject": row["subject_id"],
-        "time": _utc(now),
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    return OutboxRow(
-        topic, row["subject_id"].encode(), orjson.dumps(event), {"ce_type": DELETION_TYPE}, event_id
+    value = encode_envelope(
+        event_id=event_id,
+        source=SOURCE,
+        event_type=DELETION_TYPE,
+        subject=row["subject_id"],
+        time=event_time(now),
+        data=data,
     )
+    return OutboxRow(topic, row["subject_id"].encode(), value, DELETION_HEADERS, event_id)
 
 
 def rectification_event(

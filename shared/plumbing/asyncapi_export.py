@@ -10,6 +10,7 @@ placeholder settings; the servers section names the compose broker `kafka:9092`.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import sys
@@ -26,6 +27,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
 PLACEHOLDERS: dict[str, Any] = {
     "kafka_bootstrap_servers": "kafka:9092",
     "database_url": SecretStr("postgresql://service@postgres:5432/privacy"),
+    "service_key": SecretStr(base64.b64encode(bytes(32)).decode()),  # a key of the right size
 }
 
 

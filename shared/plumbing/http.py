@@ -33,7 +33,7 @@ def bearer(settings: ServiceSettings) -> Any:
     return Depends(check)
 
 
-def ops_router(runtime: Runtime) -> APIRouter:
+def ops_router(runtime: Runtime[Any]) -> APIRouter:
     """Open endpoints (keep them on the internal network): health, readiness, metrics."""
     router = APIRouter(include_in_schema=False)
 
@@ -64,7 +64,7 @@ def ops_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-def docs_router(runtime: Runtime, app: FastAPI) -> APIRouter:
+def docs_router(runtime: Runtime[Any], app: FastAPI) -> APIRouter:
     """API documents: AsyncAPI and OpenAPI (behind the bearer token like the read API)."""
     router = APIRouter(include_in_schema=False)
 
@@ -85,7 +85,7 @@ def docs_router(runtime: Runtime, app: FastAPI) -> APIRouter:
     return router
 
 
-def _specification(runtime: Runtime) -> Any:
+def _specification(runtime: Runtime[Any]) -> Any:
     from faststream.specification import AsyncAPI
 
     return AsyncAPI(
@@ -96,6 +96,6 @@ def _specification(runtime: Runtime) -> Any:
     ).to_specification()  # FastStream 0.7: the factory builds the schema object
 
 
-def asyncapi_schema(runtime: Runtime) -> str:
+def asyncapi_schema(runtime: Runtime[Any]) -> str:
     """The service's AsyncAPI document as JSON."""
     return str(_specification(runtime).to_json())

@@ -48,6 +48,11 @@ BACKGROUND_RESTARTS = Counter(
     "Background loops (relay, timers, expiry...) started again after failing or ending early",
     ["service", "task"],
 )
+BACKGROUND_FAILURES = Counter(
+    "pp_background_failures_total",
+    "Failed rounds of a background loop, and items a loop held back after they failed",
+    ["service", "loop", "kind"],
+)
 REQUESTS = Gauge(
     "pp_requests",
     "Privacy requests by kind, status and overdue flag",

@@ -11,29 +11,36 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI
-from faststream import AckPolicy, Context
+from faststream import AckPolicy
+from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
+from starlette.middleware import Middleware
 
 from shared.plumbing import db, http, metrics
-from shared.plumbing.clock import Clock, SystemClock
+from shared.plumbing.clock import Clock
+from shared.plumbing.context import ServiceContext
+from shared.plumbing.handlers import Handlers
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.logging import configure_logging, get_logger
+from shared.plumbing.loops import Items, Loop, run_loop
 from shared.plumbing.outbox import Relay
-from shared.plumbing.pipeline import ApplyFn, Pipeline
+from shared.plumbing.pipeline import Pipeline, RecordLike
 from shared.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
 
-Background = Callable[["Runtime", asyncio.Event], Coroutine[Any, Any, None]]
+LAG_EVERY = 10.0
+PIPELINE: Any = Injected("pipeline")
+"""What a service's subscriber takes its pipeline as (the runtime sets it at start)."""
 
 
 async def supervise(
@@ -76,33 +83,47 @@ async def supervise(
         delay = min(delay * 2, max_delay)
 
 
-@dataclass
-class ServiceSpec:
-    """What makes one service: everything else is shared."""
+C = TypeVar("C", bound=ServiceContext)
+Subscriber = TypeVar("Subscriber", bound=Callable[..., Awaitable[None]])
+
+
+@dataclass(frozen=True)
+class Api:
+    """A service's HTTP side: routes behind the bearer token, open routes, ASGI middleware."""
+
+    private: APIRouter
+    public: APIRouter | None = None
+    """Routes NOT behind the bearer token (e.g. signed download links carry their own auth)."""
+    middleware: Sequence[Middleware] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSpec(Generic[C]):
+    """What makes one service, declared in its `app.py`: everything else is shared."""
 
     name: str
+    context: C
     migrations: Path
-    topics: Callable[[ServiceSettings], list[str]]
-    accepts: set[str]
-    make_apply: Callable[[Runtime], ApplyFn]
-    make_api: Callable[[Runtime], APIRouter] | None = None
-    make_public_api: Callable[[Runtime], APIRouter] | None = None
-    """Routes NOT behind the bearer token (e.g. signed download links carry their own auth)."""
-    background: Sequence[Background] = field(default_factory=tuple)
-    publishes: Callable[[ServiceSettings], dict[str, Any]] | None = None
+    inbound: KafkaRouter
+    """The service's batch subscriber (`inbound_options`), declared in its `app.py`."""
+    handlers: Handlers[C, Any]
+    publishes: Mapping[str, Any]
     """Topic -> contract model (or union) this service publishes, for the AsyncAPI document."""
+    api: Callable[[C], Api] | None = None
+    loops: Sequence[Loop[C]] = ()
 
 
-def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter:
-    """The service's one subscriber: batches from its topics into the pipeline.
+def batch_subscriber(
+    router: KafkaRouter, settings: ServiceSettings, *topics: str
+) -> Callable[[Subscriber], Subscriber]:
+    """How every service consumes: batches into the pipeline, offsets after the commit.
 
     Ack policy NACK_ON_ERROR on purpose: offsets are committed only after `process` returns
     (the database transaction has committed); an exception seeks back and replays the batch.
-    Poison never raises here (the pipeline dead-letters it), so only transient faults replay.
+    Poison never raises there (the pipeline dead-letters it), so only transient faults replay.
+    Consumer options every service shares (an isolation level, say) are set here once.
     """
-    router = KafkaRouter()
-
-    @router.subscriber(
+    decorator = router.subscriber(
         *topics,
         group_id=settings.consumer_group,
         batch=True,
@@ -113,12 +134,13 @@ def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter
         decoder=_raw,
         title=f"{settings.service_name}-inbound",
     )
-    async def consume(_: Any, msg: KafkaMessage, pipeline: Pipeline = Context("pipeline")) -> None:
-        raw = msg.raw_message
-        records = raw if isinstance(raw, tuple | list) else (raw,)
-        await pipeline.process(records)
+    return cast(Callable[[Subscriber], Subscriber], decorator)
 
-    return router
+
+def records_of(msg: KafkaMessage) -> Sequence[RecordLike]:
+    """The Kafka records of one consumed batch, as the pipeline takes them."""
+    raw = msg.raw_message
+    return raw if isinstance(raw, tuple | list) else (raw,)
 
 
 async def _raw(msg: Any) -> Any:
@@ -126,15 +148,15 @@ async def _raw(msg: Any) -> Any:
     return None
 
 
-class Runtime:
-    """A running service: settings, pool, broker, relay, background loops."""
+class Runtime(Generic[C]):
+    """A running service: its context, pool, broker, relay, pipeline and background loops."""
 
-    def __init__(
-        self, settings: ServiceSettings, spec: ServiceSpec, clock: Clock | None = None
-    ) -> None:
-        self.settings = settings
+    def __init__(self, spec: ServiceSpec[C]) -> None:
         self.spec = spec
-        self.clock: Clock = clock or SystemClock()
+        self.context: C = spec.context
+        self.settings: ServiceSettings = spec.context.settings
+        self.clock: Clock = spec.context.clock
+        settings = self.settings
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
             client_id=f"privacy-plane-{spec.name}",
@@ -143,7 +165,7 @@ class Runtime:
             # partitions and cleanup policies, never implicitly with broker defaults.
             allow_auto_create_topics=False,
         )
-        self.broker.include_router(consumer_router(settings, spec.topics(settings)))
+        self.broker.include_router(spec.inbound)
         self._document_publications()
         self._pool: asyncpg.Pool | None = None
         self.pipeline: Pipeline | None = None
@@ -154,9 +176,8 @@ class Runtime:
 
     def _document_publications(self) -> None:
         """Doc-only FastStream publishers: the outbox relay publishes, AsyncAPI describes."""
-        published = self.spec.publishes(self.settings) if self.spec.publishes else {}
         deadletter = self.settings.topics.deadletter
-        for topic, schema in {**published, deadletter: bytes}.items():
+        for topic, schema in {**self.spec.publishes, deadletter: bytes}.items():
             self.broker.publisher(
                 topic,
                 schema=schema,
@@ -180,7 +201,7 @@ class Runtime:
         return self.settings.database_url.get_secret_value()
 
     async def start(self) -> None:
-        """Migrate, open the pool, start the relay, the consumer and background loops."""
+        """Migrate, open the pool and context, start the relay, the consumer and the loops."""
         s = self.settings
         conn = await asyncpg.connect(self.dsn)
         try:
@@ -190,6 +211,7 @@ class Runtime:
         self._pool = await db.create_pool(
             self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
         )
+        await self.context.open(self._pool)
 
         def new_producer() -> AIOKafkaProducer:
             return make_producer(s.kafka_bootstrap_servers, s.kafka, s.kafka_compression)
@@ -210,15 +232,16 @@ class Runtime:
             schema=s.db_schema,
             pool=self.pool,
             deadletter_topic=s.topics.deadletter,
-            accepts=self.spec.accepts,
-            apply=self.spec.make_apply(self),
+            accepts=self.spec.handlers.accepts,
+            apply=self.spec.handlers.apply(self.context),
             tombstone_topics=frozenset(s.topics.compacted()),
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
-        self._background("consumer-lag", self._report_lag)
-        for loop in self.spec.background:
-            self._background(loop.__name__, functools.partial(loop, self, self._stop))
+        lag: Loop[Any] = Loop("consumer-lag", self._report_lag, lambda _: LAG_EVERY)
+        for loop in (lag, *self.spec.loops):
+            run = functools.partial(run_loop, loop, self.context, s.service_name, self._stop)
+            self._background(loop.name, run)
         self.started = True
         log.info("service_started", service=s.service_name)
 
@@ -227,22 +250,20 @@ class Runtime:
         supervised = supervise(self.settings.service_name, name, run, self._stop)
         self._tasks.append(asyncio.create_task(supervised, name=name))
 
-    async def _report_lag(self, every: float = 10.0) -> None:
+    async def _report_lag(self, _: ServiceContext, __: Items) -> bool:
         """Publish the consumer lag per partition (end offset minus position) as a gauge."""
         service = self.settings.service_name
-        while not self._stop.is_set():
-            for subscriber in self.broker.subscribers:
-                consumer = getattr(subscriber, "consumer", None)
-                if consumer is None:
-                    continue
-                for tp in consumer.assignment():
-                    with contextlib.suppress(Exception):  # a rebalance may take tp away
-                        end = consumer.highwater(tp)
-                        if end is not None:
-                            lag = max(0, end - await consumer.position(tp))
-                            metrics.CONSUMER_LAG.labels(service, tp.topic, tp.partition).set(lag)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), every)
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                with contextlib.suppress(Exception):  # a rebalance may take tp away
+                    end = consumer.highwater(tp)
+                    if end is not None:
+                        lag = max(0, end - await consumer.position(tp))
+                        metrics.CONSUMER_LAG.labels(service, tp.topic, tp.partition).set(lag)
+        return False
 
     async def stop(self) -> None:
         """Stop consuming (the batch in hand commits), stop loops, drain the outbox, close."""
@@ -255,6 +276,7 @@ class Runtime:
         self._tasks.clear()
         if self.relay is not None:
             await self.relay.producer.stop()  # the relay's current one (it may renew it)
+        await self.context.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -274,23 +296,25 @@ class Runtime:
 
         # Only health, readiness and metrics are open (DESIGN §5): no public Swagger/ReDoc,
         # and the OpenAPI and AsyncAPI documents need the token like the read API.
+        api = self.spec.api(self.context) if self.spec.api is not None else None
         app = FastAPI(
             title=f"Privacy Plane {self.spec.name}",
             lifespan=lifespan,
             docs_url=None,
             redoc_url=None,
             openapi_url=None,
+            middleware=list(api.middleware) if api else None,
         )
         app.include_router(http.ops_router(self))
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
-        if self.spec.make_api is not None:
-            app.include_router(self.spec.make_api(self), dependencies=[http.bearer(self.settings)])
-        if self.spec.make_public_api is not None:
-            app.include_router(self.spec.make_public_api(self))
+        if api is not None:
+            app.include_router(api.private, dependencies=[http.bearer(self.settings)])
+            if api.public is not None:
+                app.include_router(api.public)
         return app
 
 
-def create_app(settings: ServiceSettings, spec: ServiceSpec) -> FastAPI:
+def create_app(spec: ServiceSpec[Any]) -> FastAPI:
     """Configure logging once and build the ASGI app for `uvicorn --factory`."""
-    configure_logging(settings.log_format, settings.log_level)
-    return Runtime(settings, spec).asgi()
+    configure_logging(spec.context.settings.log_format, spec.context.settings.log_level)
+    return Runtime(spec).asgi()

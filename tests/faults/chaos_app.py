@@ -70,7 +70,7 @@ class KillPlan:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def install(runtime: Runtime, plan: KillPlan) -> None:
+def install(runtime: Runtime[Any], plan: KillPlan) -> None:
     """Wrap the pipeline and the relay's producer so that `plan` sees each point."""
     pipeline, relay = runtime.pipeline, runtime.relay
     assert pipeline is not None
@@ -113,7 +113,7 @@ def create() -> FastAPI:
     app = importlib.import_module(os.environ["PP_FAULT_APP"])
     settings = settings_class(app)()
     configure_logging(settings.log_format, settings.log_level)
-    runtime: Runtime = app.build_runtime(settings)
+    runtime: Runtime[Any] = app.build_runtime(settings)
     spec = os.environ.get("PP_FAULT_KILL", "")
     if spec:
         plan = KillPlan(spec)

@@ -52,16 +52,17 @@ def service_settings(app_module: str, infra: Infra, schema: str, dsn: str | None
     return cls(**{k: v for k, v in values.items() if k in fields})
 
 
-def runtime_of(app_module: str, settings: ServiceSettings) -> Runtime:
-    runtime: Runtime = importlib.import_module(app_module).build_runtime(settings)
+def runtime_of(app_module: str, settings: ServiceSettings) -> Runtime[Any]:
+    runtime: Runtime[Any] = importlib.import_module(app_module).build_runtime(settings)
     return runtime
 
 
-def public_paths(runtime: Runtime) -> set[str]:
+def public_paths(runtime: Runtime[Any]) -> set[str]:
     """Routes that carry their own authorisation (signed links), by the service's own spec."""
-    if runtime.spec.make_public_api is None:
+    api = runtime.spec.api(runtime.context) if runtime.spec.api else None
+    if api is None or api.public is None:
         return set()
-    return {r.path for r in runtime.spec.make_public_api(runtime).routes if isinstance(r, Route)}
+    return {r.path for r in api.public.routes if isinstance(r, Route)}
 
 
 def endpoints(routes: list[Any], prefix: str = "") -> list[tuple[str, set[str]]]:
@@ -109,8 +110,8 @@ async def test_every_endpoint_but_health_readiness_metrics_refuses_a_missing_or_
                 checked.append(f"{method} {path}")
     assert open_answers == []
     own = (
-        [p for p, _ in endpoints(runtime.spec.make_api(runtime).routes)]
-        if runtime.spec.make_api
+        [p for p, _ in endpoints(runtime.spec.api(runtime.context).private.routes)]
+        if runtime.spec.api
         else []
     )
     assert len(checked) >= len(own) + 3  # the read API, OpenAPI and the two AsyncAPI routes

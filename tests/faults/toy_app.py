@@ -9,19 +9,20 @@ that a background loop fires once, claimed with `FOR UPDATE SKIP LOCKED` across 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
+from faststream.kafka import KafkaMessage, KafkaRouter
 from pydantic_settings import SettingsConfigDict
 
 from shared.contract.events import (
     EVENT_TYPES,
     AccountClosed,
+    AnyEvent,
     ConsentState,
     ConsentStateData,
     ConsentWithdrawn,
@@ -31,11 +32,21 @@ from shared.contract.events import (
     DeletionReason,
 )
 from shared.plumbing import outbox
-from shared.plumbing.clock import Clock
-from shared.plumbing.db import Conn, is_transient
+from shared.plumbing.clock import Clock, SystemClock
+from shared.plumbing.context import ServiceContext
+from shared.plumbing.handlers import Handlers, Tx, plain_tx
+from shared.plumbing.loops import Items, Loop
 from shared.plumbing.outbox import Outbox
-from shared.plumbing.pipeline import ApplyFn, Batch
-from shared.plumbing.service import Runtime, ServiceSpec, create_app
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import (
+    PIPELINE,
+    Api,
+    Runtime,
+    ServiceSpec,
+    batch_subscriber,
+    create_app,
+    records_of,
+)
 from shared.plumbing.settings import ServiceSettings
 
 MIGRATIONS = Path(__file__).parent / "toy_migrations"
@@ -69,58 +80,58 @@ def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
 
 
-def make_apply(runtime: Runtime) -> ApplyFn:
-    settings = runtime.settings
-    delay = settings.timer_delay_ms if isinstance(settings, ToySettings) else 200
+@dataclass(kw_only=True)
+class ToyContext(ServiceContext):
+    """The toy's shared object: the plumbing's, plus the timer delay."""
 
-    async def apply(conn: Conn, batch: Batch) -> None:
-        for event in batch.events:
-            if isinstance(event, AccountClosed) and event.data.reason == "forbidden":
-                batch.reject(event, "contract: toy rule forbids this reason")
-                continue
-            if isinstance(event, ConsentWithdrawn) and event.data.purpose == "transactional_email":
-                batch.reject(event, "contract: transactional_email cannot be withdrawn")
-                continue
-            await conn.execute(INSERT_SEEN, event.id, event.source, event.subject, event.type)
-            if isinstance(event, AccountClosed):
-                await conn.execute(ARM_TIMER, event.id, event.subject, delay)
-            state = ConsentState(
-                id=derived_id(event.source, event.id),
-                source="privacy-plane.toy",
-                subject=event.subject,
-                time=event.time,
-                data=ConsentStateData(version=1, purposes={}),
-            )
-            batch.outbox.publish(settings.topics.consent_state, state)
-
-    return apply
+    timer_delay_ms: int = 200
 
 
-async def fire_timers(runtime: Runtime, stop: asyncio.Event) -> None:
+async def on_event(ctx: ToyContext, tx: Tx, event: AnyEvent) -> None:
+    """Any contract event: a `seen` row and a state; two rules dead-letter; closures arm a timer."""
+    if isinstance(event, AccountClosed) and event.data.reason == "forbidden":
+        tx.batch.reject(event, "contract: toy rule forbids this reason")
+        return
+    if isinstance(event, ConsentWithdrawn) and event.data.purpose == "transactional_email":
+        tx.batch.reject(event, "contract: transactional_email cannot be withdrawn")
+        return
+    await tx.conn.execute(INSERT_SEEN, event.id, event.source, event.subject, event.type)
+    if isinstance(event, AccountClosed):
+        await tx.conn.execute(ARM_TIMER, event.id, event.subject, ctx.timer_delay_ms)
+    state = ConsentState(
+        id=derived_id(event.source, event.id),
+        source="privacy-plane.toy",
+        subject=event.subject,
+        time=event.time,
+        data=ConsentStateData(version=1, purposes={}),
+    )
+    tx.outbox.publish(ctx.settings.topics.consent_state, state)
+
+
+HANDLERS: Handlers[ToyContext, Tx] = Handlers(
+    dict.fromkeys(EVENT_TYPES.values(), on_event), begin=plain_tx
+)
+
+
+async def fire_timers(ctx: ToyContext, _: Items) -> bool:
     """Fire due timers once each, whichever replica claims them."""
     replica = f"{os.getpid()}"
-    while not stop.is_set():
-        try:
-            async with runtime.pool.acquire() as conn, conn.transaction():
-                due = await conn.fetch(CLAIM_DUE)
-                if due:
-                    ids = [r["timer_id"] for r in due]
-                    await conn.execute(MARK_FIRED, ids)
-                    await conn.execute(RECORD_FIRING, ids, replica)
-                    out = Outbox()
-                    for row in due:
-                        out.publish(runtime.settings.topics.privacy_jobs, _job(runtime, row))
-                    await outbox.write(conn, out.rows, runtime.settings.db_schema)
-        except Exception as exc:  # the database away: try again shortly; anything else stops
-            if not is_transient(exc):
-                raise
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.1)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        due = await conn.fetch(CLAIM_DUE)
+        if due:
+            ids = [r["timer_id"] for r in due]
+            await conn.execute(MARK_FIRED, ids)
+            await conn.execute(RECORD_FIRING, ids, replica)
+            out = Outbox()
+            for row in due:
+                out.publish(ctx.settings.topics.privacy_jobs, _job(ctx, row))
+            await outbox.write(conn, out.rows, ctx.settings.db_schema)
+    return False
 
 
-def _job(runtime: Runtime, row: asyncpg.Record) -> DeletionJob:
+def _job(ctx: ToyContext, row: asyncpg.Record) -> DeletionJob:
     timer_id = str(row["timer_id"])
-    now = runtime.clock.now()
+    now = ctx.now()
     return DeletionJob(
         id=derived_id("timer", timer_id),
         subject=str(row["subject"]),
@@ -137,42 +148,60 @@ def _job(runtime: Runtime, row: asyncpg.Record) -> DeletionJob:
     )
 
 
-def make_api(runtime: Runtime) -> APIRouter:
+def make_api(ctx: ToyContext) -> Api:
     router = APIRouter()
 
     @router.get("/v1/seen/{subject}")
     async def seen(subject: str) -> dict[str, int]:
-        async with runtime.pool.acquire() as conn:
+        async with ctx.pool.acquire() as conn:
             count = await conn.fetchval("SELECT count(*) FROM seen WHERE subject = $1", subject)
         return {"count": int(count)}
+
+    return Api(router)
+
+
+def inbound(settings: ServiceSettings) -> KafkaRouter:
+    """Every inbound contract topic."""
+    t, router = settings.topics, KafkaRouter()
+    topics = [
+        t.accounts_lifecycle,
+        t.consent_changes,
+        t.privacy_requests,
+        t.legal_holds,
+        t.privacy_receipts,
+    ]
+
+    @batch_subscriber(router, settings, *topics)
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
 
     return router
 
 
-def spec() -> ServiceSpec:
+def spec(ctx: ToyContext) -> ServiceSpec[ToyContext]:
     """The toy's spec: every inbound contract topic, every contract type."""
     return ServiceSpec(
         name="toy",
+        context=ctx,
         migrations=MIGRATIONS,
-        topics=lambda s: [
-            s.topics.accounts_lifecycle,
-            s.topics.consent_changes,
-            s.topics.privacy_requests,
-            s.topics.legal_holds,
-            s.topics.privacy_receipts,
-        ],
-        accepts=set(EVENT_TYPES),
-        make_apply=make_apply,
-        make_api=make_api,
-        background=(fire_timers,),
+        inbound=inbound(ctx.settings),
+        handlers=HANDLERS,
+        publishes={},
+        api=make_api,
+        loops=[Loop("toy-timers", fire_timers, lambda _: 0.1)],
     )
 
 
-def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runtime:
+def _context(settings: ServiceSettings, clock: Clock | None = None) -> ToyContext:
+    delay = settings.timer_delay_ms if isinstance(settings, ToySettings) else 200
+    return ToyContext(settings=settings, clock=clock or SystemClock(), timer_delay_ms=delay)
+
+
+def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runtime[ToyContext]:
     """The toy runtime for in-process tests."""
-    return Runtime(settings, spec(), clock)
+    return Runtime(spec(_context(settings, clock)))
 
 
 def create() -> FastAPI:
     """For `uvicorn --factory tests.faults.toy_app:create`."""
-    return create_app(ToySettings(), spec())  # type: ignore[call-arg]
+    return create_app(spec(_context(ToySettings())))  # type: ignore[call-arg]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from faststream.kafka import KafkaMessage, KafkaRouter
 
 from shared.contract.codec import decode, new_event
 from shared.contract.events import (
@@ -19,9 +20,10 @@ from shared.contract.events import (
     ConsentStateData,
 )
 from shared.contract.topics import Topics
-from shared.plumbing.db import Conn
-from shared.plumbing.pipeline import ApplyFn, Batch
-from shared.plumbing.service import Runtime, ServiceSpec
+from shared.plumbing.context import ServiceContext
+from shared.plumbing.handlers import Handlers, Tx, plain_tx
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import PIPELINE, Runtime, ServiceSpec, batch_subscriber, records_of
 from shared.plumbing.settings import ServiceSettings
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
@@ -31,37 +33,46 @@ pytestmark = pytest.mark.integration
 TOY_MIGRATIONS = Path(__file__).parent / "toy_migrations"
 
 
-def toy_apply(runtime: Runtime) -> ApplyFn:
-    async def apply(conn: Conn, batch: Batch) -> None:
-        for event in batch.events:
-            if isinstance(event, AccountClosed) and event.data.reason == "forbidden":
-                batch.reject(event, "contract: toy rule forbids this reason")
-                continue
-            await conn.execute(
-                "INSERT INTO toy_seen (event_id, subject, type) VALUES ($1, $2, $3)",
-                event.id,
-                event.subject,
-                event.type,
-            )
-            state = new_event(
-                ConsentState,
-                subject=event.subject,
-                source="toy",
-                data=ConsentStateData(version=1, purposes={}),
-            )
-            batch.outbox.publish(runtime.settings.topics.consent_state, state)
-
-    return apply
-
-
-def toy_spec() -> ServiceSpec:
-    return ServiceSpec(
-        name="toy",
-        migrations=TOY_MIGRATIONS,
-        topics=lambda s: [s.topics.accounts_lifecycle],
-        accepts={"account.signed_up.v1", "account.closed.v1"},
-        make_apply=toy_apply,
+async def on_account(ctx: ServiceContext, tx: Tx, event: AccountSignedUp | AccountClosed) -> None:
+    if isinstance(event, AccountClosed) and event.data.reason == "forbidden":
+        tx.batch.reject(event, "contract: toy rule forbids this reason")
+        return
+    await tx.conn.execute(
+        "INSERT INTO toy_seen (event_id, subject, type) VALUES ($1, $2, $3)",
+        event.id,
+        event.subject,
+        event.type,
     )
+    state = new_event(
+        ConsentState,
+        subject=event.subject,
+        source="toy",
+        data=ConsentStateData(version=1, purposes={}),
+    )
+    tx.outbox.publish(ctx.settings.topics.consent_state, state)
+
+
+TOY_HANDLERS: Handlers[ServiceContext, Tx] = Handlers(
+    {AccountSignedUp: on_account, AccountClosed: on_account}, begin=plain_tx
+)
+
+
+def toy_runtime(settings: ServiceSettings) -> Runtime[ServiceContext]:
+    router = KafkaRouter()
+
+    @batch_subscriber(router, settings, settings.topics.accounts_lifecycle)
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
+
+    spec = ServiceSpec(
+        name="toy",
+        context=ServiceContext(settings=settings),
+        migrations=TOY_MIGRATIONS,
+        inbound=router,
+        handlers=TOY_HANDLERS,
+        publishes={},
+    )
+    return Runtime(spec)
 
 
 def toy_settings(infra: Infra, topics: Topics, schema: str) -> ServiceSettings:
@@ -111,7 +122,7 @@ async def wait_rows(
 
 
 async def test_event_lands_once_and_its_outbox_event_is_published(infra, topics, schema):
-    runtime = Runtime(toy_settings(infra, topics, schema), toy_spec())
+    runtime = toy_runtime(toy_settings(infra, topics, schema))
     await runtime.start()
     try:
         event = signed_up("usr_1")
@@ -132,7 +143,7 @@ async def test_event_lands_once_and_its_outbox_event_is_published(infra, topics,
 async def test_poison_goes_to_deadletter_and_the_next_event_is_still_consumed(
     infra, topics, schema
 ):
-    runtime = Runtime(toy_settings(infra, topics, schema), toy_spec())
+    runtime = toy_runtime(toy_settings(infra, topics, schema))
     await runtime.start()
     try:
         good = signed_up("usr_9")
@@ -177,7 +188,7 @@ async def test_crash_between_db_commit_and_offset_commit_replays_without_doublin
     infra, topics, schema
 ):
     settings = toy_settings(infra, topics, schema)
-    first = Runtime(settings, toy_spec())
+    first = toy_runtime(settings)
     await first.start()
     assert first.pipeline is not None
     real_process = first.pipeline.process
@@ -194,7 +205,7 @@ async def test_crash_between_db_commit_and_offset_commit_replays_without_doublin
     await asyncio.wait_for(crashed.wait(), 30)
     await first.stop()
 
-    second = Runtime(settings, toy_spec())
+    second = toy_runtime(settings)
     await second.start()
     try:
         rows = await wait_rows(infra, schema, 5)
@@ -213,7 +224,7 @@ async def test_crash_between_db_commit_and_offset_commit_replays_without_doublin
 
 async def test_two_replicas_share_the_work_with_one_relay_and_no_event_twice(infra, topics, schema):
     settings = toy_settings(infra, topics, schema)
-    replicas = [Runtime(settings, toy_spec()), Runtime(settings, toy_spec())]
+    replicas = [toy_runtime(settings), toy_runtime(settings)]
     for replica in replicas:
         await replica.start()
     try:

@@ -10,8 +10,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.consent.app import MIGRATIONS, load_catalogue
-from services.consent.handlers import ACCEPTS, Consent, make_apply
+from services.consent.app import MIGRATIONS
+from services.consent.context import Context
+from services.consent.handlers import HANDLERS
 from services.consent.settings import ConsentSettings
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
@@ -27,7 +28,7 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 @dataclass
 class Setup:
-    consent: Consent
+    consent: Context
     pipeline: Pipeline
     pool: asyncpg.Pool
     clock: ManualClock
@@ -60,14 +61,14 @@ async def setup(infra: Infra, schema: str) -> AsyncIterator[Setup]:
         await conn.close()
     pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=3)
     clock = ManualClock(NOW)
-    consent = Consent(settings, load_catalogue(settings), clock)
+    consent = Context.from_settings(settings, clock)
     pipeline = Pipeline(
         service="consent",
         schema=schema,
         pool=pool,
         deadletter_topic="dead",
-        accepts=ACCEPTS,
-        apply=make_apply(consent),
+        accepts=HANDLERS.accepts,
+        apply=HANDLERS.apply(consent),
     )
     try:
         yield Setup(consent, pipeline, pool, clock)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.consent.handlers import expire_due
+from services.consent.loops import expire_due
 from services.consent.store import lock_subjects
 from shared.contract.codec import decode, new_event
 from shared.contract.events import (

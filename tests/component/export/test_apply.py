@@ -20,8 +20,9 @@ import asyncpg
 import pytest
 
 from services.export import store as export_store
-from services.export.app import MIGRATIONS, build_runtime, spec
+from services.export.app import MIGRATIONS, build_runtime
 from services.export.domain import deadline_for
+from services.export.handlers import HANDLERS
 from services.export.loops import delete_exchange_files
 from services.export.settings import ExportSettings
 from shared.contract.codec import decode, encode, new_event
@@ -120,8 +121,8 @@ async def _fed(settings: ExportSettings) -> AsyncIterator[Fed]:
         schema=settings.db_schema,
         pool=pool,
         deadletter_topic=settings.topics.deadletter,
-        accepts=spec().accepts,
-        apply=spec().make_apply(runtime),
+        accepts=HANDLERS.accepts,
+        apply=HANDLERS.apply(runtime.context),
         retry_for=1.0,
     )
     try:
@@ -318,7 +319,7 @@ async def test_with_the_setting_a_taken_exchange_file_is_queued_for_deletion_and
     queued = [r["path"] for r in await fed.pool.fetch("SELECT path FROM exchange_deletions")]
     assert queued == [str(small_file)]
     assert small_file.exists()  # only after the intake committed, by the cleaner loop
-    ctx = cast(Any, SimpleNamespace(runtime=SimpleNamespace(pool=fed.pool)))
+    ctx = cast(Any, SimpleNamespace(pool=fed.pool))
     assert await delete_exchange_files(ctx)
     assert not small_file.exists()
     assert big_file.exists()  # a failed part's file stays for the owner to fix

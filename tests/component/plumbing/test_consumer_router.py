@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter, TestKafkaBroker
 
+from services.consent import app as consent_app
+from services.export import app as export_app
+from services.retention import app as retention_app
 from shared.contract.topics import Topics
-from shared.plumbing.service import consumer_router
+from shared.plumbing.pipeline import Pipeline
+from shared.plumbing.service import PIPELINE, batch_subscriber, records_of
 from shared.plumbing.settings import ServiceSettings
 
 
@@ -18,6 +23,17 @@ class RecordingPipeline:
 
     async def process(self, records: Any) -> None:
         self.batches.append(list(records))
+
+
+def consumer_router(settings: ServiceSettings, topics: list[str]) -> KafkaRouter:
+    """A subscriber declared as each service's `app.inbound` declares its own."""
+    router = KafkaRouter()
+
+    @batch_subscriber(router, settings, *topics)
+    async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
+        await pipeline.process(records_of(msg))
+
+    return router
 
 
 def settings() -> ServiceSettings:
@@ -51,3 +67,12 @@ def test_the_subscriber_commits_only_after_processing_in_its_own_group():
     assert subscriber.ack_policy is AckPolicy.NACK_ON_ERROR
     assert subscriber.group_id == "privacy-plane-unit"
     assert set(subscriber.topic_names) == {"c.consent.changes", "c.accounts.lifecycle"}
+
+
+@pytest.mark.parametrize("app", [consent_app, retention_app, export_app])
+def test_each_service_consumes_its_topics_in_batches_committed_after_processing(app: Any):
+    s = settings()
+    router = app.inbound(s)
+    (subscriber,) = cast(list[Any], router.subscribers)
+    assert subscriber.ack_policy is AckPolicy.NACK_ON_ERROR
+    assert set(subscriber.topic_names) == set(app.consumed(s.topics))

@@ -8,10 +8,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from services.retention import handlers, timers
+from services.retention import handlers
+from services.retention import loops as timers
 from services.retention.app import MIGRATIONS
+from services.retention.context import Context
 from services.retention.settings import RetentionSettings
-from services.retention.workflow import Context
 from shared.catalogue import Period, RetentionRules, load_retention
 from shared.contract.envelope import CloudEvent
 from shared.plumbing import db
@@ -52,7 +53,7 @@ def context(infra: Any, schema: str, rules: RetentionRules | None = None) -> Con
         db_schema=schema,
         api_token="t",
     )
-    return Context(settings, rules or load_retention(), ManualClock(T0))
+    return Context(settings=settings, rules=rules or load_retention(), clock=ManualClock(T0))
 
 
 async def apply(pool: asyncpg.Pool, ctx: Context, *events: CloudEvent[Any]) -> Batch:
@@ -63,7 +64,7 @@ async def apply(pool: asyncpg.Pool, ctx: Context, *events: CloudEvent[Any]) -> B
         _dead_letter=lambda _record, reason: OutboxRow("dead", None, None, {"error": reason}),
     )
     async with pool.acquire() as conn, conn.transaction():
-        await handlers.make_apply(ctx)(conn, batch)
+        await handlers.HANDLERS.apply(ctx)(conn, batch)
     return batch
 
 

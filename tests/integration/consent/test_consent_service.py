@@ -75,7 +75,7 @@ class Service:
     topics: Topics
     settings: ConsentSettings
     clock: ManualClock
-    runtime: Runtime
+    runtime: Runtime[Any]
     http: httpx.AsyncClient
     db: asyncpg.Connection
 

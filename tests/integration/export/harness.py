@@ -67,7 +67,7 @@ class Harness:
     schema: str
     settings: ExportSettings
     clock: ManualClock
-    runtime: Runtime
+    runtime: Runtime[Any]
     http: httpx.AsyncClient
     jobs_seen: dict[str, list[ExportJob]] = field(default_factory=dict)
 

@@ -129,7 +129,7 @@ class Harness:
     """One running retention service with its clock, database and HTTP client."""
 
     def __init__(
-        self, infra: Infra, topics: Topics, schema: str, runtime: Runtime, clock: ManualClock
+        self, infra: Infra, topics: Topics, schema: str, runtime: Runtime[Any], clock: ManualClock
     ):
         self.infra = infra
         self.topics = topics

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.consent import domain
-from services.consent.handlers import Consent
+from services.consent.context import Context
 from services.consent.settings import ConsentSettings
 from shared.catalogue import load_purposes
 from shared.contract.codec import decode, encode, new_event
@@ -15,14 +15,14 @@ from shared.plumbing.clock import ManualClock
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
-def consent() -> Consent:
+def consent() -> Context:
     settings = ConsentSettings(
         kafka_bootstrap_servers="kafka:9092",
         database_url="postgresql://u:p@db/x",
         api_token="t",
         ledger_key="k",
     )
-    return Consent(settings, load_purposes(), ManualClock(NOW))
+    return Context(settings=settings, catalogue=load_purposes(), clock=ManualClock(NOW))
 
 
 def a_state() -> domain.SubjectState:

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 # Importing these registers the pp_* metrics the alerts and the dashboard use.
 import services.export.metrics
-import services.retention.timers  # noqa: F401
+import services.retention.loops  # noqa: F401
 import shared.plumbing.metrics  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]

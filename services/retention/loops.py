@@ -7,21 +7,18 @@ and never do the same row twice; jobs go out through the outbox in the claiming 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from datetime import datetime, timedelta
 
 import asyncpg
 from prometheus_client import Counter, Gauge
 
 from services.retention import domain, store, workflow
-from services.retention.workflow import Context
+from services.retention.context import Context
 from shared.plumbing import outbox
-from shared.plumbing.db import is_database_failure
 from shared.plumbing.logging import get_logger
+from shared.plumbing.loops import Items, Loop
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
-from shared.plumbing.service import Background, Runtime
 
 log = get_logger(__name__)
 
@@ -42,43 +39,25 @@ RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"
 GAUGE_EVERY = 2.0
 
 
-def timer_loop(ctx: Context) -> Background:
-    """The background loop bound to `ctx` (a ServiceSpec background entry)."""
+def loops() -> list[Loop[Context]]:
+    """The retention loops: timers (once the rules in force are applied) and request gauges."""
+    rules_applied = False
 
-    async def run(runtime: Runtime, stop: asyncio.Event) -> None:
-        while not stop.is_set():  # no timer fires before the rules in force are applied
-            try:
-                await apply_rules(runtime.pool, ctx)
-                break
-            except Exception as exc:  # no failure may leave the timers without their loop
-                if is_database_failure(exc):
-                    log.warning("retention_rules_retry", error=str(exc)[:200])
-                else:
-                    log.error("retention_rules_error", error=f"{type(exc).__name__}: {exc}"[:300])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-        last_gauge = 0.0
-        while not stop.is_set():
-            busy = False
-            try:
-                busy = await tick(runtime.pool, ctx, runtime.settings.db_schema)
-                if time.monotonic() - last_gauge > GAUGE_EVERY:
-                    await update_gauges(runtime.pool, ctx)
-                    last_gauge = time.monotonic()
-            except Exception as exc:
-                # The loop must outlive any failure: a timer that never fires is a broken
-                # promise. Database outages retry quietly; anything else is logged loudly.
-                if is_database_failure(exc):
-                    log.warning("retention_loop_retry", error=str(exc)[:200])
-                else:
-                    log.error("retention_loop_error", error=f"{type(exc).__name__}: {exc}"[:300])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
-            if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), ctx.settings.poll_interval)
+    async def fire_timers(ctx: Context, _: Items) -> bool:
+        nonlocal rules_applied
+        if not rules_applied:  # no timer fires before the rules in force are applied
+            await apply_rules(ctx.pool, ctx)
+            rules_applied = True
+        return await tick(ctx.pool, ctx, ctx.settings.db_schema)
 
-    return run
+    async def report(ctx: Context, _: Items) -> bool:
+        await update_gauges(ctx.pool, ctx)
+        return False
+
+    return [
+        Loop("retention-timers", fire_timers, lambda ctx: ctx.settings.poll_interval),
+        Loop("retention-gauges", report, lambda _: GAUGE_EVERY),
+    ]
 
 
 async def tick(pool: asyncpg.Pool, ctx: Context, schema: str) -> bool:

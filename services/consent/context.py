@@ -1,0 +1,106 @@
+"""What the consent service's handlers, loops and API share: one `Context`, built at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from services.consent import domain
+from services.consent.domain import SubjectState
+from services.consent.settings import ConsentSettings
+from shared.catalogue import PurposeCatalogue, load_purposes
+from shared.contract.codec import encode_envelope, event_time, kafka_headers
+from shared.plumbing.clock import Clock, SystemClock
+from shared.plumbing.context import ServiceContext
+from shared.plumbing.outbox import OutboxRow
+
+SOURCE = "privacy-plane.consent"
+STATE_TYPE = "consent.state.v1"
+STATE_HEADERS = kafka_headers(STATE_TYPE)
+"""Shared by every state row (never changed): the outbox packs one dict's JSON once per batch."""
+
+
+def load_catalogue(settings: ConsentSettings) -> PurposeCatalogue:
+    """The purpose catalogue: the configured file, or the shared one."""
+    return load_purposes(settings.purposes_file) if settings.purposes_file else load_purposes()
+
+
+@dataclass(kw_only=True)
+class Context(ServiceContext):
+    """Settings, clock, pools, the purpose catalogue and the ledger key."""
+
+    settings: ConsentSettings
+    catalogue: PurposeCatalogue
+    key: bytes = field(init=False)
+    reads: asyncpg.Pool | None = field(default=None, init=False)
+    """Connections for the decision endpoint: single read-only statements, no reset on release."""
+    _last_time: tuple[datetime | None, str] = field(init=False, default=(None, ""))
+
+    def __post_init__(self) -> None:
+        self.key = self.settings.ledger_key.get_secret_value().encode()
+
+    @classmethod
+    def from_settings(cls, settings: ConsentSettings, clock: Clock | None = None) -> Context:
+        """The context for `settings`, with the catalogue they name."""
+        catalogue = load_catalogue(settings)
+        return cls(settings=settings, catalogue=catalogue, clock=clock or SystemClock())
+
+    def read_pool(self) -> asyncpg.Pool:
+        """The decision endpoint's pool, or the service's own until that is open."""
+        return self.reads or self.pool
+
+    async def open(self, pool: asyncpg.Pool) -> None:
+        await super().open(pool)
+        settings = self.settings
+        self.reads = await asyncpg.create_pool(
+            settings.database_url.get_secret_value(),
+            min_size=1,
+            max_size=settings.read_pool_size,
+            server_settings={"search_path": settings.db_schema, "timezone": "UTC"},
+            reset=_no_reset,
+            command_timeout=10,
+        )
+
+    async def close(self) -> None:
+        reads, self.reads = self.reads, None
+        if reads is not None:
+            await reads.close()
+        await super().close()
+
+    def principal(self, subject: str) -> str:
+        """How the ledger and the suppression list name `subject`."""
+        return domain.pseudonym(self.key, subject)
+
+    def _event_time(self, now: datetime) -> str:
+        """`now` as a CloudEvents time; a batch formats its one `now` once."""
+        if self._last_time[0] != now:
+            self._last_time = (now, event_time(now))
+        return self._last_time[1]
+
+    def state_row(self, state: SubjectState, now: datetime) -> OutboxRow:
+        """`consent.state.v1` for a state, encoded straight to JSON (the ingest hot path).
+
+        Its id is fixed by subject and version, so a replay re-emits the same event.
+        """
+        event_id = f"consent-state:{state.subject}:{state.version}"
+        value = encode_envelope(
+            event_id=event_id,
+            source=SOURCE,
+            event_type=STATE_TYPE,
+            subject=state.subject,
+            time=self._event_time(now),
+            data=domain.state_json(state, self.catalogue, now),
+        )
+        return OutboxRow(
+            self.settings.topics.consent_state,
+            state.subject.encode(),
+            value,
+            STATE_HEADERS,
+            event_id,
+        )
+
+
+async def _no_reset(_: asyncpg.Connection) -> None:
+    """Nothing to reset: these connections never change session state."""

@@ -1,0 +1,52 @@
+"""What the export service's handlers, loops and API share: one `Context`, built at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.export import domain, parts
+from services.export.domain import Request
+from services.export.settings import ExportSettings
+from services.export.storage import FolderStorage, Storage
+from shared.catalogue import load_purposes, load_retention
+from shared.contract.codec import new_event
+from shared.contract.events import RequestStatusChanged
+from shared.plumbing.clock import Clock, SystemClock
+from shared.plumbing.context import ServiceContext
+from shared.plumbing.outbox import Outbox
+
+SOURCE = "privacy-plane.export"
+
+
+@dataclass(kw_only=True)
+class Context(ServiceContext):
+    """Settings, clock, pool, the key vault and the bundle storage."""
+
+    settings: ExportSettings
+    vault: parts.KeyVault
+    storage: Storage
+    information: dict[str, domain.CategoryInfo]
+    """What the access file says of each category: purposes, legal basis, retention."""
+
+    @classmethod
+    def from_settings(cls, settings: ExportSettings, clock: Clock | None = None) -> Context:
+        """The context for `settings`: their service key and storage folder."""
+        return cls(
+            settings=settings,
+            clock=clock or SystemClock(),
+            vault=parts.KeyVault(settings.service_key_bytes()),
+            storage=FolderStorage(settings.storage_dir),
+            information=domain.information(settings.owners, load_retention(), load_purposes()),
+        )
+
+    def publish_status(self, out: Outbox, request: Request, reason: str | None = None) -> None:
+        """request.status.v1 for the request as it stands."""
+        now = self.now()
+        event = new_event(
+            RequestStatusChanged,
+            subject=request.subject,
+            source=SOURCE,
+            data=domain.status_data(request, now, reason),
+            time=now,
+        )
+        out.publish(self.settings.topics.requests_status, event)
