@@ -20,7 +20,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.consent import domain, store
+from services.consent import decisions, fastpath, ledger, store
 from services.consent.domain import SubjectState
 from services.consent.handlers import Consent
 from services.consent.settings import ConsentSettings
@@ -91,7 +91,7 @@ async def _no_reset(_: asyncpg.Connection) -> None:
     """Nothing to reset: these connections never change session state."""
 
 
-def decision_body(decision: domain.Decision, at: datetime | None) -> bytes:
+def decision_body(decision: decisions.Decision, at: datetime | None) -> bytes:
     """The decision endpoint's JSON."""
     return orjson.dumps(
         {
@@ -164,7 +164,7 @@ class FastDecisions:
         assert rule is not None
         now = self.consent.clock.now()
         state = await store.load_state(self.reads.get(), subject) or SubjectState(subject)
-        body = decision_body(domain.decide(state, purpose, rule, now), None)
+        body = decision_body(decisions.decide(state, purpose, rule, now), None)
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -196,8 +196,8 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
             now = at
             principal = consent.principal(subject_id)
             entries = await store.ledger_until(reads.get(), principal, at)
-            state = domain.state_at(subject_id, entries, at)
-        body = decision_body(domain.decide(state, purpose, rule, now), at)
+            state = ledger.state_at(subject_id, entries, at)
+        body = decision_body(decisions.decide(state, purpose, rule, now), at)
         return Response(body, media_type="application/json")
 
     @router.get("/{subject_id}/consent")
@@ -205,7 +205,7 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
         """The subject's full current state (catalogue defaults for an unknown subject)."""
         async with runtime.pool.acquire() as conn:
             state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
-        data = domain.state_data(state, consent.catalogue, consent.clock.now())
+        data = fastpath.state_data(state, consent.catalogue, consent.clock.now())
         return {"subject": subject_id, **data.model_dump(mode="json"), "version": state.version}
 
     @router.get("/{subject_id}/consent/history")
@@ -220,7 +220,7 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
         next_after = entries[-1].seq if len(entries) == limit else None
         return HistoryOut(
             subject=subject_id,
-            entries=[domain.entry_record(e) for e in entries],
+            entries=[ledger.entry_record(e) for e in entries],
             next_after=next_after,
         )
 
@@ -231,7 +231,7 @@ def make_api(consent: Consent, runtime: Runtime, reads: ReadPool | None = None) 
         async with runtime.pool.acquire() as conn:
             entries = await store.ledger(conn, principal)
             head, salt = await store.head(conn, principal)
-        check = domain.verify_chain(entries, head, salt)
+        check = ledger.verify_chain(entries, head, salt)
         return ChainOut(
             ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason
         )

@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.consent import domain, store
-from services.consent.domain import Change, Facts, Head, SubjectState
+from services.consent import domain, fastpath, ledger, store
+from services.consent.domain import Change, SubjectState
+from services.consent.ledger import Facts, Head
 from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeCatalogue
 from shared.contract.codec import new_event
@@ -80,7 +81,7 @@ class Consent:
 
     def principal(self, subject: str) -> str:
         """How the ledger and the suppression list name `subject`."""
-        return domain.pseudonym(self.key, subject)
+        return ledger.pseudonym(self.key, subject)
 
     def _event_time(self, now: datetime) -> str:
         """`now` as a CloudEvents time; a batch formats its one `now` once."""
@@ -102,7 +103,7 @@ class Consent:
             "subject": state.subject,
             "time": self._event_time(now),
             "datacontenttype": "application/json",
-            "data": domain.state_json(state, self.catalogue, now),
+            "data": fastpath.state_json(state, self.catalogue, now),
         }
         return OutboxRow(
             self.settings.topics.consent_state,
@@ -166,16 +167,16 @@ class Unit:
 
     def chain(
         self, head_of: Callable[[str], tuple[Head, bytes | None]]
-    ) -> tuple[list[domain.LedgerEntry], dict[str, tuple[Head, bytes]]]:
+    ) -> tuple[list[ledger.LedgerEntry], dict[str, tuple[Head, bytes]]]:
         """The queued lines chained onto each person's (head, salt) from `head_of` (a new
         person gets a fresh salt): the entries, and the new head and salt per person."""
-        entries: list[domain.LedgerEntry] = []
+        entries: list[ledger.LedgerEntry] = []
         new_heads: dict[str, tuple[Head, bytes]] = {}
         for subject, items in self.lines.items():
             p = self.principal(subject)
             head, salt = head_of(p)
             salt = salt or os.urandom(16)
-            chained, new_head = domain.chain(head, p, subject, salt, items, self.now)
+            chained, new_head = ledger.chain(head, p, subject, salt, items, self.now)
             new_heads[p] = (new_head, salt)
             entries.extend(chained)
         return entries, new_heads
@@ -251,7 +252,7 @@ def _apply_change(consent: Consent, unit: Unit, batch: Batch, event: AnyEvent) -
     except domain.ConsentRuleViolation as exc:
         batch.reject(event, str(exc))
         return
-    unit.record(event.subject, domain.facts(event), outcome.changes)
+    unit.record(event.subject, ledger.facts(event), outcome.changes)
     if outcome.changed:
         unit.changed(outcome.state)
 
@@ -276,7 +277,7 @@ async def _answer_export(
     if not consent.settings.publish:
         return
     entries = await store.ledger(conn, unit.principal(job.subject)) if with_records else []
-    records = [domain.entry_record(e) for e in entries]
+    records = [ledger.entry_record(e) for e in entries]
     chunks = chunk_records(records, consent.settings.export_part_bytes)
     for index, chunk in enumerate(chunks):
         sealed, sha256 = seal_records(job.data.public_key, chunk)

@@ -39,8 +39,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
 from services.consent.app import MIGRATIONS, consumed_topics, load_catalogue, tune_gc
-from services.consent.domain import Head, LedgerEntry, SubjectState
+from services.consent.domain import SubjectState
 from services.consent.handlers import ACCEPTS, Consent, Unit, apply_events, expire_due
+from services.consent.ledger import Head, LedgerEntry
 from services.consent.settings import ConsentSettings
 from shared.plumbing import db
 from shared.plumbing.clock import Clock, SystemClock

@@ -10,7 +10,9 @@ from datetime import datetime
 import asyncpg
 import orjson
 
-from services.consent.domain import Head, LedgerEntry, SubjectState, from_doc, to_doc
+from services.consent.document import from_doc, to_doc
+from services.consent.domain import SubjectState
+from services.consent.ledger import Head, LedgerEntry
 from shared.plumbing.db import Conn
 
 LOCK_SUBJECTS = """
