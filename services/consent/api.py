@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.consent import domain, store
+from services.consent import decisions, fastpath, ledger, store
 from services.consent.context import Context
 from services.consent.domain import SubjectState
 from shared.catalogue import PurposeRule
@@ -49,7 +49,7 @@ class ChainOut(BaseModel):
     reason: str | None
 
 
-def decision_body(decision: domain.Decision, at: datetime | None) -> bytes:
+def decision_body(decision: decisions.Decision, at: datetime | None) -> bytes:
     """The decision endpoint's JSON."""
     return orjson.dumps(
         {
@@ -119,7 +119,7 @@ class FastDecisions:
         assert rule is not None
         now = self.ctx.now()
         state = await store.load_state(self.ctx.read_pool(), subject) or SubjectState(subject)
-        body = decision_body(domain.decide(state, purpose, rule, now), None)
+        body = decision_body(decisions.decide(state, purpose, rule, now), None)
         headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -150,8 +150,8 @@ def make_api(ctx: Context) -> Api:
             now = at
             principal = ctx.principal(subject_id)
             entries = await store.ledger_until(ctx.read_pool(), principal, at)
-            state = domain.state_at(subject_id, entries, at)
-        body = decision_body(domain.decide(state, purpose, rule, now), at)
+            state = ledger.state_at(subject_id, entries, at)
+        body = decision_body(decisions.decide(state, purpose, rule, now), at)
         return Response(body, media_type="application/json")
 
     @router.get("/{subject_id}/consent")
@@ -159,7 +159,7 @@ def make_api(ctx: Context) -> Api:
         """The subject's full current state (catalogue defaults for an unknown subject)."""
         async with ctx.pool.acquire() as conn:
             state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
-        data = domain.state_data(state, ctx.catalogue, ctx.now())
+        data = fastpath.state_data(state, ctx.catalogue, ctx.now())
         return {"subject": subject_id, **data.model_dump(mode="json"), "version": state.version}
 
     @router.get("/{subject_id}/consent/history")
@@ -174,7 +174,7 @@ def make_api(ctx: Context) -> Api:
         next_after = entries[-1].seq if len(entries) == limit else None
         return HistoryOut(
             subject=subject_id,
-            entries=[domain.entry_record(e) for e in entries],
+            entries=[ledger.entry_record(e) for e in entries],
             next_after=next_after,
         )
 
@@ -185,7 +185,7 @@ def make_api(ctx: Context) -> Api:
         async with ctx.pool.acquire() as conn:
             entries = await store.ledger(conn, principal)
             head, salt = await store.head(conn, principal)
-        check = domain.verify_chain(entries, head, salt)
+        check = ledger.verify_chain(entries, head, salt)
         return ChainOut(
             ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason
         )

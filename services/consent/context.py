@@ -7,7 +7,7 @@ from datetime import datetime
 
 import asyncpg
 
-from services.consent import domain
+from services.consent import fastpath, ledger
 from services.consent.domain import SubjectState
 from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeCatalogue, load_purposes
@@ -71,7 +71,7 @@ class Context(ServiceContext):
 
     def principal(self, subject: str) -> str:
         """How the ledger and the suppression list name `subject`."""
-        return domain.pseudonym(self.key, subject)
+        return ledger.pseudonym(self.key, subject)
 
     def _event_time(self, now: datetime) -> str:
         """`now` as a CloudEvents time; a batch formats its one `now` once."""
@@ -91,7 +91,7 @@ class Context(ServiceContext):
             event_type=STATE_TYPE,
             subject=state.subject,
             time=self._event_time(now),
-            data=domain.state_json(state, self.catalogue, now),
+            data=fastpath.state_json(state, self.catalogue, now),
         )
         return OutboxRow(
             self.settings.topics.consent_state,

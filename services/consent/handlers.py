@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.consent import domain, store
+from services.consent import domain, ledger, store
 from services.consent.context import SOURCE, Context
-from services.consent.domain import Change, Facts, Head, SubjectState
+from services.consent.domain import Change, SubjectState
+from services.consent.ledger import Facts, Head
 from shared.contract.codec import new_event
 from shared.contract.events import (
     AccountSignedUp,
@@ -103,16 +104,16 @@ class Unit:
 
     def chain(
         self, head_of: Callable[[str], tuple[Head, bytes | None]]
-    ) -> tuple[list[domain.LedgerEntry], dict[str, tuple[Head, bytes]]]:
+    ) -> tuple[list[ledger.LedgerEntry], dict[str, tuple[Head, bytes]]]:
         """The queued lines chained onto each person's (head, salt) from `head_of` (a new
         person gets a fresh salt): the entries, and the new head and salt per person."""
-        entries: list[domain.LedgerEntry] = []
+        entries: list[ledger.LedgerEntry] = []
         new_heads: dict[str, tuple[Head, bytes]] = {}
         for subject, items in self.lines.items():
             p = self.principal(subject)
             head, salt = head_of(p)
             salt = salt or os.urandom(16)
-            chained, new_head = domain.chain(head, p, subject, salt, items, self.now)
+            chained, new_head = ledger.chain(head, p, subject, salt, items, self.now)
             new_heads[p] = (new_head, salt)
             entries.extend(chained)
         return entries, new_heads
@@ -158,7 +159,7 @@ async def on_change(ctx: Context, unit: Unit, event: domain.ChangeEvent) -> None
         return
     state = unit.states.get(event.subject) or SubjectState(event.subject)
     outcome = domain.apply_event(state, event, ctx.catalogue)
-    unit.record(event.subject, domain.facts(event), outcome.changes)
+    unit.record(event.subject, ledger.facts(event), outcome.changes)
     if outcome.changed:
         unit.changed(outcome.state)
 
@@ -221,7 +222,7 @@ async def _answer_export(
     if not ctx.settings.publish:
         return
     entries = await store.ledger(conn, unit.principal(job.subject)) if with_records else []
-    records = [domain.entry_record(e) for e in entries]
+    records = [ledger.entry_record(e) for e in entries]
     parts = sealed_parts(
         job.data,
         EXPORT_CATEGORY,

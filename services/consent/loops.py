@@ -11,8 +11,8 @@ import uuid
 
 from services.consent import domain, store
 from services.consent.context import SOURCE, Context
-from services.consent.domain import Facts
 from services.consent.handlers import IDS, Unit
+from services.consent.ledger import Facts
 from shared.plumbing import outbox
 from shared.plumbing.db import Conn
 from shared.plumbing.loops import Items, Loop

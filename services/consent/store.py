@@ -10,7 +10,9 @@ from datetime import datetime
 import asyncpg
 import orjson
 
-from services.consent.domain import Head, LedgerEntry, SubjectState, from_doc, to_doc
+from services.consent.document import from_doc, to_doc
+from services.consent.domain import SubjectState
+from services.consent.ledger import Head, LedgerEntry
 from shared.plumbing.db import Conn
 
 LOCK_SUBJECTS = """
@@ -55,6 +57,15 @@ INSERT INTO suppressed (principal, erased_at, request_id, event_id)
 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
 ON CONFLICT DO NOTHING
 """
+SELECT_SUPPRESSED = "SELECT principal FROM suppressed"
+COPY_SUPPRESSED = """
+INSERT INTO suppressed (principal, erased_at, request_id, event_id)
+SELECT principal, erased_at, request_id, event_id FROM "{source}".suppressed
+ON CONFLICT DO NOTHING
+"""
+"""The suppression list of schema `{source}` (formatted in: an identifier), for a rebuild."""
+SELECT_NOT_EMPTY = "SELECT EXISTS (SELECT FROM subjects) OR EXISTS (SELECT FROM inbox)"
+COUNT_SUBJECTS = "SELECT count(*) FROM subjects"
 SELECT_HEAD = "SELECT seq, hash, salt FROM ledger_heads WHERE principal = $1"
 UPSERT_HEADS = """
 INSERT INTO ledger_heads (principal, seq, hash, salt)

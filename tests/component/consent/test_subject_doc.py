@@ -14,7 +14,7 @@ import pytest
 
 from services.consent import store
 from services.consent.app import MIGRATIONS
-from services.consent.domain import to_doc
+from services.consent.document import to_doc
 from shared.contract.codec import new_event
 from shared.contract.events import ConsentChangeData, ConsentGranted, ConsentWithdrawn
 from shared.plumbing import db

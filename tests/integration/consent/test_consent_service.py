@@ -21,7 +21,7 @@ import orjson
 import pytest
 import yaml
 
-from services.consent import domain, store
+from services.consent import ledger, store
 from services.consent.app import build_runtime
 from services.consent.rebuild import RebuildError, rebuild
 from services.consent.settings import ConsentSettings
@@ -699,7 +699,7 @@ async def rebuilt_equals_live(service: Service, into: str) -> None:
         for p in principals:
             head, salt = await store.head(service.db, p)
             entries = await store.ledger(service.db, p)
-            check = domain.verify_chain(entries, head, salt)
+            check = ledger.verify_chain(entries, head, salt)
             assert check.ok, (p, check)
             if p in erased:
                 assert salt is None

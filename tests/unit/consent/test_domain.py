@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.consent import domain
-from services.consent.domain import Head, SubjectState
+from services.consent import decisions, document, domain, fastpath, ledger
+from services.consent.domain import SubjectState
+from services.consent.ledger import Head
 from shared.catalogue import PurposeRule, load_purposes
 from shared.contract.codec import new_event
 from shared.contract.events import (
@@ -73,10 +74,10 @@ def fold(*events, state: SubjectState | None = None) -> SubjectState:
     return state
 
 
-def decision(state: SubjectState, purpose: str, minute: int = 1000) -> domain.Decision:
+def decision(state: SubjectState, purpose: str, minute: int = 1000) -> decisions.Decision:
     rule = CATALOGUE.get(purpose)
     assert rule is not None
-    return domain.decide(state, purpose, rule, at(minute))
+    return decisions.decide(state, purpose, rule, at(minute))
 
 
 def test_unknown_subject_gets_the_catalogue_defaults():
@@ -117,9 +118,9 @@ def test_an_older_event_arriving_late_is_recorded_but_changes_nothing():
 def test_events_in_any_order_end_in_the_same_state():
     events = [grant("marketing_email", 1), withdraw("marketing_email", 2), gpc(3)]
     events += [grant("analytics_cookies", 4), grant("partner_marketing", 5)]
-    in_order = domain.to_doc(fold(*events))
-    assert domain.to_doc(fold(*reversed(events))) == in_order
-    assert domain.to_doc(fold(*events[2:], *events[:2])) == in_order
+    in_order = document.to_doc(fold(*events))
+    assert document.to_doc(fold(*reversed(events))) == in_order
+    assert document.to_doc(fold(*events[2:], *events[:2])) == in_order
 
 
 def test_gpc_withdraws_gpc_purposes_and_only_an_explicit_grant_restores_one():
@@ -132,7 +133,7 @@ def test_gpc_withdraws_gpc_purposes_and_only_an_explicit_grant_restores_one():
     assert decision(state, "marketing_email").allowed is False
     state = fold(grant("marketing_email", 4), state=state)
     assert decision(state, "marketing_email").allowed is True
-    assert domain.state_data(state, CATALOGUE, at(5)).gpc is True
+    assert fastpath.state_data(state, CATALOGUE, at(5)).gpc is True
 
 
 def test_a_repeated_gpc_signal_does_not_undo_an_explicit_grant_given_after_the_first():
@@ -174,7 +175,7 @@ def test_a_restriction_overrides_a_grant_until_it_is_lifted():
     state = fold(grant("analytics_cookies", 1), restricted)
     assert decision(state, "analytics_cookies").reason == "restricted: usage_data"
     assert decision(state, "marketing_email").reason == "default"
-    assert domain.state_data(state, CATALOGUE, at(2)).restrictions == ["usage_data"]
+    assert fastpath.state_data(state, CATALOGUE, at(2)).restrictions == ["usage_data"]
     state = fold(lifted, state=state)
     assert decision(state, "analytics_cookies").allowed is True
     # the restriction arriving again late (older than the lift) does not come back
@@ -207,28 +208,28 @@ def test_a_grant_with_expiry_lapses_by_itself_and_expire_marks_it():
 def test_a_grant_under_an_older_policy_needs_reconsent():
     rule = PurposeRule(basis="consent", reconsent_from="2026-11")
     old = fold(grant("marketing_email", 1, policy_version="2026-10"))
-    d = domain.decide(old, "marketing_email", rule, at(2))
+    d = decisions.decide(old, "marketing_email", rule, at(2))
     assert (d.allowed, d.reconsent_required) == (False, True)
     renewed = fold(grant("marketing_email", 3, policy_version="2026-11"), state=old)
-    assert domain.decide(renewed, "marketing_email", rule, at(4)).allowed is True
-    assert domain.version_key("2") < domain.version_key("10")
+    assert decisions.decide(renewed, "marketing_email", rule, at(4)).allowed is True
+    assert decisions.version_key("2") < decisions.version_key("10")
 
 
 def test_the_document_round_trips():
     state = fold(
         signed_up(0, marketing_email=True), gpc(1), grant("personalisation", 2, expires_at=at(9))
     )
-    again = domain.from_doc(SUBJECT, state.version, domain.to_doc(state))
+    again = document.from_doc(SUBJECT, state.version, document.to_doc(state))
     assert again == state
 
 
-def entries_for(*events) -> list[domain.LedgerEntry]:
+def entries_for(*events) -> list[ledger.LedgerEntry]:
     state, items = SubjectState(SUBJECT), []
     for event in events:
         outcome = domain.apply_event(state, event, CATALOGUE)
         state = outcome.state
-        items += [(domain.facts(event), c) for c in outcome.changes]
-    entries, _ = domain.chain(Head(), "p1", SUBJECT, b"salt", items, at(100))
+        items += [(ledger.facts(event), c) for c in outcome.changes]
+    entries, _ = ledger.chain(Head(), "p1", SUBJECT, b"salt", items, at(100))
     return entries
 
 
@@ -239,20 +240,20 @@ def evidence_grant(minute: int) -> ConsentGranted:
 def test_the_chain_verifies_and_catches_a_changed_or_missing_entry():
     entries = entries_for(evidence_grant(1), withdraw("marketing_email", 2), gpc(3))
     head = Head(entries[-1].seq, entries[-1].hash)
-    assert domain.verify_chain(entries, head, b"salt").ok
+    assert ledger.verify_chain(entries, head, b"salt").ok
     changed = [*entries]
     changed[1] = replace(changed[1], new_state="granted")
-    assert domain.verify_chain(changed, head).broken_at == 2
-    assert domain.verify_chain(entries[:1] + entries[2:], head).broken_at == 2
-    assert not domain.verify_chain(entries[:-1], head).ok
+    assert ledger.verify_chain(changed, head).broken_at == 2
+    assert ledger.verify_chain(entries[:1] + entries[2:], head).broken_at == 2
+    assert not ledger.verify_chain(entries[:-1], head).ok
     forged = [replace(entries[0], evidence={"user_agent": "Chrome"}), *entries[1:]]
-    assert domain.verify_chain(forged, head, b"salt").broken_at == 1
+    assert ledger.verify_chain(forged, head, b"salt").broken_at == 1
 
 
 def test_the_chain_still_verifies_once_personal_fields_and_salt_are_gone():
     entries = entries_for(evidence_grant(1), withdraw("marketing_email", 2))
     erased = [replace(e, subject_id=None, evidence=None) for e in entries]
-    assert domain.verify_chain(erased, Head(2, entries[-1].hash)).ok
+    assert ledger.verify_chain(erased, Head(2, entries[-1].hash)).ok
 
 
 def test_point_in_time_state_counts_a_late_older_grant_for_its_own_time():
@@ -261,10 +262,10 @@ def test_point_in_time_state_counts_a_late_older_grant_for_its_own_time():
     assert rule is not None
 
     def allowed_at(minute: int) -> bool:
-        state = domain.state_at(
+        state = ledger.state_at(
             SUBJECT, [e for e in entries if e.occurred_at <= at(minute)], at(minute)
         )
-        return domain.decide(state, "marketing_email", rule, at(minute)).allowed
+        return decisions.decide(state, "marketing_email", rule, at(minute)).allowed
 
     assert [allowed_at(m) for m in (1, 3, 6)] == [False, True, False]
 
@@ -282,9 +283,9 @@ def test_the_published_state_says_what_decide_says_for_every_purpose():
     )
     scoped = fold(restricted, state=plain)
     for state in (SubjectState(SUBJECT), plain, scoped):
-        published = domain.state_json(state, CATALOGUE, at(5))["purposes"]
+        published = fastpath.state_json(state, CATALOGUE, at(5))["purposes"]
         for name, rule in CATALOGUE.purposes.items():
-            d = domain.decide(state, name, rule, at(5))
+            d = decisions.decide(state, name, rule, at(5))
             item = published[name]
             assert (item["state"], item["allowed"], item["basis"]) == (d.state, d.allowed, d.basis)
             assert item.get("since") == (d.since.isoformat() if d.since else None)

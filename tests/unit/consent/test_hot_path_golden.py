@@ -23,17 +23,15 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from bench.workload import ConsentWorkload
-from services.consent import domain
+from services.consent import decisions, document, domain, fastpath, ledger
 from services.consent.domain import (
     Change,
     ChangeEvent,
-    Facts,
-    Head,
-    LedgerEntry,
     Outcome,
     PurposeRecord,
     SubjectState,
 )
+from services.consent.ledger import Facts, Head, LedgerEntry
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule, load_purposes
 from shared.contract import codec
 from shared.contract.events import (
@@ -91,11 +89,11 @@ def ref_consent_change(
     rule = catalogue.get(data.purpose)
     if rule is None:
         known = ", ".join(sorted(catalogue.purposes))
-        raise domain.UnknownPurpose(f"contract: unknown purpose {data.purpose!r} (known: {known})")
+        raise domain.UnknownPurpose(f"unknown purpose {data.purpose!r} (known: {known})")
     granting = isinstance(event, ConsentGranted)
     if not granting and not rule.withdrawable:
         raise domain.ContractPurposeNotWithdrawable(
-            f"contract: {data.purpose} has a contract basis and cannot be withdrawn"
+            f"{data.purpose} has a contract basis and cannot be withdrawn"
         )
     record = PurposeRecord(
         domain.GRANTED if granting else domain.WITHDRAWN,
@@ -174,7 +172,7 @@ def ref_state_json(
 ) -> dict[str, Any]:
     purposes: dict[str, Any] = {}
     for name, rule in catalogue.purposes.items():
-        d = domain.decide(state, name, rule, now)
+        d = decisions.decide(state, name, rule, now)
         item: dict[str, Any] = {
             "state": d.state,
             "allowed": d.allowed,
@@ -372,32 +370,32 @@ def test_hot_paths_match_the_reference(
         assert outcome.changed == expected.changed
         if not outcome.changed:
             assert outcome.state is state  # an unchanged state is passed through
-        facts = domain.facts(event)
+        facts = ledger.facts(event)
         assert facts == ref_facts(event)
         lines.extend((facts, change) for change in outcome.changes)
         state, ref_state = outcome.state, expected.state
 
         for moment in (now, event.time, T0 + timedelta(days=365)):
-            got = domain.state_json(state, CATALOGUE, moment)
+            got = fastpath.state_json(state, CATALOGUE, moment)
             assert _bytes(got) == _bytes(ref_state_json(state, CATALOGUE, moment))
-        doc = domain.to_doc(state)
+        doc = document.to_doc(state)
         assert _bytes(doc) == _bytes(ref_to_doc(state))
-        assert domain.from_doc(subject, state.version, orjson.loads(_bytes(doc))) == state
+        assert document.from_doc(subject, state.version, orjson.loads(_bytes(doc))) == state
 
     principal = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
     for head in (Head(), Head(41, "a" * 64)):
-        entries, new_head = domain.chain(head, principal, subject, salt, lines, now)
+        entries, new_head = ledger.chain(head, principal, subject, salt, lines, now)
         ref_entries, ref_head = ref_chain(head, principal, subject, salt, lines, now)
         assert entries == ref_entries
         assert [e.hash for e in entries] == [e.hash for e in ref_entries]
         assert new_head == ref_head
         assert all(type(e) is LedgerEntry for e in entries)
-    entries, new_head = domain.chain(Head(), principal, subject, salt, lines, now)
-    assert domain.verify_chain(entries, new_head, salt).ok
+    entries, new_head = ledger.chain(Head(), principal, subject, salt, lines, now)
+    assert ledger.verify_chain(entries, new_head, salt).ok
     # one chain call per event line gives the same chain as one call for all of them
     head, one_by_one = Head(), []
     for line in lines:
-        chained, head = domain.chain(head, principal, subject, salt, [line], now)
+        chained, head = ledger.chain(head, principal, subject, salt, [line], now)
         one_by_one.extend(chained)
     assert one_by_one == entries
     assert head == new_head
@@ -405,7 +403,7 @@ def test_hot_paths_match_the_reference(
 
 def test_an_empty_chain_returns_the_head_itself() -> None:
     head = Head(3, "b" * 64)
-    assert domain.chain(head, "p", "s", b"salt", [], T0) == ([], head)
+    assert ledger.chain(head, "p", "s", b"salt", [], T0) == ([], head)
 
 
 def test_fast_built_records_stay_frozen_and_hashable() -> None:

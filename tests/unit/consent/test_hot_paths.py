@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import orjson
 import pytest
 
-from services.consent import domain
+from services.consent import document, ledger
 from shared.contract import codec
 
 AWARE = datetime(2026, 11, 1, 12, 30, 5, 123456, tzinfo=UTC)
@@ -36,11 +36,11 @@ def reference(value: object) -> bytes:
     ],
 )
 def test_canonical_bytes_match_sorted_compact_json(value: object) -> None:
-    assert domain._canonical(value) == reference(value)
+    assert ledger._canonical(value) == reference(value)
 
 
 def test_timestamps_in_utc_whatever_the_offset() -> None:
-    assert domain._ts(PLUS_TWO) == AWARE.isoformat() == domain._ts(AWARE)
+    assert document.utc_iso(PLUS_TWO) == AWARE.isoformat() == document.utc_iso(AWARE)
 
 
 def event(**changes: object) -> dict[str, object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.consent import domain
+from services.consent import domain, fastpath
 from services.consent.context import Context
 from services.consent.settings import ConsentSettings
 from shared.catalogue import load_purposes
@@ -56,7 +56,7 @@ def test_the_state_row_decodes_to_the_same_event_the_models_would_build():
     assert row.topic == "consent.state"
     assert event.id == row.event_id
     assert (event.subject, event.source, event.time) == ("usr_7", "privacy-plane.consent", NOW)
-    assert event.data == domain.state_data(state, c.catalogue, NOW)
+    assert event.data == fastpath.state_data(state, c.catalogue, NOW)
     via_models = new_event(
         ConsentState, subject="usr_7", data=event.data, source="privacy-plane.consent", time=NOW
     ).model_copy(update={"id": event.id})

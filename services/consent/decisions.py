@@ -1,0 +1,98 @@
+"""Consent decisions, pure: may this subject be processed for a purpose now, and why.
+
+A contract basis always allows; otherwise the recorded consent (or the catalogue default) decides,
+an expired grant or one under a policy older than the purpose's `reconsent_from` does not allow,
+and an active objection or restriction on the purpose or one of its categories blocks it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.consent.domain import (
+    DEFAULT,
+    EXPIRED,
+    GRANTED,
+    WITHDRAWN,
+    PurposeRecord,
+    SubjectState,
+)
+from shared.catalogue import Basis, PurposeRule
+
+_CONTRACT = Basis.CONTRACT
+BASIS_VALUES = {b: b.value for b in Basis}
+"""The basis text by member (enum `.value` is a slow property on the hot path)."""
+
+
+@dataclass(slots=True)  # treated as immutable; see domain.HOT_PATH_RECORDS
+class Decision:
+    allowed: bool
+    state: str
+    basis: str
+    reason: str
+    since: datetime | None
+    reconsent_required: bool = False
+    expires_at: datetime | None = None
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key for policy versions: numeric parts compare as numbers (`2026-10` < `2026-11`)."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"[.\-_/ ]+", version.strip())
+        if part
+    )
+
+
+def needs_reconsent(rule: PurposeRule, policy_version: str | None) -> bool:
+    """A grant under a policy version before the purpose's `reconsent_from` must be renewed."""
+    if rule.reconsent_from is None:
+        return False
+    if policy_version is None:
+        return True
+    return version_key(policy_version) < version_key(rule.reconsent_from)
+
+
+def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) -> Decision:
+    """May we process this subject for `purpose` at `now`? (restrictions and objections applied)"""
+    basis = BASIS_VALUES[rule.basis]
+    record = state.purposes.get(purpose)
+    if rule.basis is _CONTRACT:
+        return Decision(True, DEFAULT, basis, "contract necessity", None)
+    decision = _consent_decision(record, rule, basis, now)
+    blocked = _blocked(state, purpose, rule) if decision.allowed else None
+    if blocked:
+        return replace(decision, allowed=False, reason=blocked)
+    return decision
+
+
+def _consent_decision(
+    record: PurposeRecord | None, rule: PurposeRule, basis: str, now: datetime
+) -> Decision:
+    if record is None or record.state == DEFAULT:
+        return Decision(rule.default, DEFAULT, basis, "default", None)
+    lapsed = record.expires_at is not None and record.expires_at <= now
+    if record.state == EXPIRED or (record.state == GRANTED and lapsed):
+        return Decision(
+            False, EXPIRED, basis, "expired", record.expires_at, False, record.expires_at
+        )
+    if record.state == WITHDRAWN:
+        return Decision(False, WITHDRAWN, basis, "withdrawn", record.since)
+    if needs_reconsent(rule, record.policy_version):
+        reason = f"reconsent_required: granted under policy {record.policy_version}"
+        return Decision(False, GRANTED, basis, reason, record.since, True, record.expires_at)
+    return Decision(True, GRANTED, basis, "granted", record.since, False, record.expires_at)
+
+
+def _blocked(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None:
+    for target in (purpose, *rule.categories):
+        objection = state.objections.get(target)
+        if objection is not None and objection.active:
+            return f"objected: {target}"
+    for target in (purpose, *rule.categories):
+        restriction = state.restrictions.get(target)
+        if restriction is not None and restriction.active:
+            return f"restricted: {target}"
+    return None
