@@ -27,8 +27,8 @@ from shared.plumbing import db, http, metrics
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.logging import configure_logging, get_logger
-from shared.plumbing.outbox import Relay
 from shared.plumbing.pipeline import ApplyFn, Pipeline
+from shared.plumbing.relay import Relay
 from shared.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)
