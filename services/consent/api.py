@@ -8,7 +8,6 @@ A decision is one primary-key lookup of the subject's projection row plus a pure
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,6 +24,7 @@ from services.consent.domain import SubjectState
 from services.consent.handlers import Consent
 from services.consent.settings import ConsentSettings
 from shared.catalogue import PurposeRule
+from shared.plumbing.http import token_ok
 from shared.plumbing.service import Background, Runtime
 
 
@@ -151,12 +151,7 @@ class FastDecisions:
             return None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and hmac.compare_digest(
-                    token.encode(), self.expected
-                ):
-                    return purpose
-                return None
+                return purpose if token_ok(self.expected, value.decode("latin-1")) else None
         return None
 
     async def _decide(self, subject: str, purpose: str, send: Send) -> None:
