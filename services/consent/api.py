@@ -7,7 +7,6 @@ A decision is one primary-key lookup of the subject's projection row plus a pure
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +21,7 @@ from services.consent import decisions, fastpath, ledger, store
 from services.consent.context import Context
 from services.consent.domain import SubjectState
 from shared.catalogue import PurposeRule
+from shared.plumbing.http import token_ok
 from shared.plumbing.service import Api
 
 
@@ -106,12 +106,7 @@ class FastDecisions:
             return None
         for name, value in scope["headers"]:
             if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and hmac.compare_digest(
-                    token.encode(), self.expected
-                ):
-                    return purpose
-                return None
+                return purpose if token_ok(self.expected, value.decode("latin-1")) else None
         return None
 
     async def _decide(self, subject: str, purpose: str, send: Send) -> None:

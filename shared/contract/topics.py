@@ -1,8 +1,16 @@
-"""Topic names: the contract's defaults, overridable (tests prefix them)."""
+"""Topic names: the contract's defaults, overridable (tests prefix them), and which event type
+travels on which topic (DESIGN §3)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
+
+from shared.contract import events as ev
+from shared.contract.envelope import CloudEvent
 
 
 class Topics(BaseModel):
@@ -35,3 +43,55 @@ class Topics(BaseModel):
     def kept(self) -> set[str]:
         """Topics projections are rebuilt from: no time limit by default."""
         return {self.accounts_lifecycle, self.consent_changes, self.legal_holds}
+
+    def for_type(self, event_type: str) -> str:
+        """The topic events of `event_type` travel on (KeyError for a type not in the contract)."""
+        return str(getattr(self, TOPIC_OF_TYPE[event_type]))
+
+
+_CARRIED: dict[str, tuple[type[CloudEvent[Any]], ...]] = {
+    # inbound: other services publish
+    "accounts_lifecycle": (
+        ev.AccountSignedUp,
+        ev.AccountClosed,
+        ev.AccountReopened,
+        ev.SubscriptionChanged,
+    ),
+    "consent_changes": (
+        ev.ConsentGranted,
+        ev.ConsentWithdrawn,
+        ev.GpcSignal,
+        ev.ProcessingRestricted,
+        ev.ProcessingObjected,
+        ev.RestrictionLifted,
+    ),
+    "privacy_requests": (
+        ev.ErasureRequested,
+        ev.ExportRequested,
+        ev.RectificationRequested,
+        ev.RequestCancelled,
+        ev.RequestExtended,
+    ),
+    "legal_holds": (ev.LegalHoldPlaced, ev.LegalHoldReleased),
+    "privacy_receipts": (
+        ev.DeletionCompleted,
+        ev.DeletionFailed,
+        ev.RectificationCompleted,
+        ev.RectificationFailed,
+        ev.ExportPart,
+        ev.ExportPartFailed,
+    ),
+    # outbound: Privacy Plane publishes
+    "consent_state": (ev.ConsentState,),
+    "privacy_jobs": (ev.DeletionJob, ev.ExportJob, ev.RectificationJob),
+    "requests_status": (ev.RequestStatusChanged,),
+}
+
+TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
+    {
+        model.model_fields["type"].default: topic
+        for topic, models in _CARRIED.items()
+        for model in models
+    }
+)
+"""Event type -> the `Topics` field naming the topic it travels on (`Topics.for_type`)."""

@@ -16,14 +16,22 @@ if TYPE_CHECKING:
     from shared.plumbing.service import Runtime
 
 
+def token_ok(expected: bytes, authorization: str) -> bool:
+    """Whether an Authorization header value carries the bearer token `expected`.
+
+    The one check of the API token, in constant time: FastAPI routes (`bearer`) and plain
+    ASGI fronts (consent's decisions) both use it.
+    """
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected)
+
+
 def bearer(settings: ServiceSettings) -> Any:
     """A dependency that refuses a missing or wrong bearer token with 401."""
     expected = settings.api_token.get_secret_value().encode()
 
     async def check(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected):
+        if not token_ok(expected, request.headers.get("authorization", "")):
             raise HTTPException(
                 status_code=401,
                 detail="missing or invalid bearer token",

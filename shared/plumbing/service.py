@@ -32,8 +32,8 @@ from shared.plumbing.handlers import Handlers
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.logging import configure_logging, get_logger
 from shared.plumbing.loops import Items, Loop, run_loop
-from shared.plumbing.outbox import Relay
 from shared.plumbing.pipeline import Pipeline, RecordLike
+from shared.plumbing.relay import Relay
 from shared.plumbing.settings import ServiceSettings
 
 log = get_logger(__name__)

@@ -86,7 +86,6 @@ class ServiceSettings(BaseSettings):
     )
     api_token: SecretStr = Field(description="Bearer token for the HTTP API.")
     http_host: str = "127.0.0.1"
-    http_port: int = 8000
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     batch_max_records: int = Field(500, ge=1, le=10_000)

@@ -20,7 +20,8 @@ import pytest
 from shared.contract.topics import Topics
 from shared.plumbing import db, outbox
 from shared.plumbing.kafka import make_producer
-from shared.plumbing.outbox import OutboxRow, Relay
+from shared.plumbing.outbox import OutboxRow
+from shared.plumbing.relay import Relay
 from tests.faults.harness import (
     PrivateInfra,
     ServiceProcess,

@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 
 from shared.plumbing import db, outbox
 from shared.plumbing.kafka import make_producer
-from shared.plumbing.outbox import OutboxRow, Relay
+from shared.plumbing.outbox import OutboxRow
+from shared.plumbing.relay import Relay, delete_sent
 from tests.support.infra import Infra
 from tests.support.kafka import read_topic
 
@@ -159,10 +160,10 @@ async def test_sent_rows_are_deleted_exactly_by_range_or_by_id(schema, conn):
     for row in rows_for("t", 10):  # ten transactions, ten outbox rows
         await outbox.write(conn, [row], schema)
     ids = [r["id"] for r in await conn.fetch("SELECT id FROM outbox ORDER BY id")]
-    await outbox.delete_sent(conn, ids[:4])  # no gap: one range
+    await delete_sent(conn, ids[:4])  # no gap: one range
     # a gap: that row was not visible when the batch was read (its transaction committed
     # later), so it was not sent and must stay
-    await outbox.delete_sent(conn, ids[4:5] + ids[6:])
+    await delete_sent(conn, ids[4:5] + ids[6:])
     assert [r["id"] for r in await conn.fetch("SELECT id FROM outbox")] == [ids[5]]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from shared.plumbing.outbox import PartitionCache, murmur2
+from shared.plumbing.partitioning import PartitionCache, murmur2
 
 
 def test_murmur2_equals_aiokafka_for_every_length_and_byte():

@@ -1,0 +1,101 @@
+"""What every command shares: settings from the environment, one-line errors, Kafka, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import httpx
+import typer
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from rich.console import Console
+from rich.progress import Progress
+
+from shared.contract.topics import Topics
+from shared.plumbing.kafka import make_producer
+from shared.plumbing.settings import KafkaSecurity
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+SOURCE = "privacy-plane.cli"
+
+
+class CliError(Exception):
+    """A failure the operator can act on; printed as one line."""
+
+
+def env(name: str, default: str | None = None) -> str:
+    """The setting `PP_<name>` (or `<name>`), else `default`; CliError when neither is set."""
+    value = os.environ.get(f"PP_{name}") or os.environ.get(name) or default
+    if value is None:
+        raise CliError(f"set PP_{name} (or {name})")
+    return value
+
+
+def topics() -> Topics:
+    """The contract's topics, prefixed by `PP_TOPIC_PREFIX` (tests give each run its own)."""
+    return Topics().with_prefix(os.environ.get("PP_TOPIC_PREFIX", ""))
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a Kafka command; its failures print one line and exit 2 (operator) or 3 (broker)."""
+    try:
+        return asyncio.run(coro)
+    except CliError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except MessageSizeTooLargeError as exc:
+        err.print(f"[red]error:[/red] the event is larger than the broker accepts: {exc}")
+        raise typer.Exit(2) from None
+    except (KafkaError, OSError) as exc:
+        err.print(f"[red]error:[/red] Kafka at {env('KAFKA_BOOTSTRAP_SERVERS', '?')}: {exc}")
+        raise typer.Exit(3) from None
+    except httpx.HTTPError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3) from None
+
+
+async def send_all(items: Sequence[tuple[str, bytes | None, bytes | None]], label: str) -> None:
+    """Produce (topic, key, value) items with an idempotent producer, with a progress bar."""
+    producer = make_producer(
+        env("KAFKA_BOOTSTRAP_SERVERS"), KafkaSecurity(), request_timeout_ms=15000
+    )
+    await producer.start()
+    try:
+        with Progress(console=err, transient=len(items) < 50) as progress:
+            task = progress.add_task(label, total=len(items))
+            for topic, key, value in items:
+                await (await producer.send(topic, value=value, key=key))
+                progress.advance(task)
+    finally:
+        await producer.stop()
+
+
+SERVICES = {"consent": "8001", "retention": "8002", "export": "8003"}
+
+
+def api(service: str, path: str, **params: Any) -> Any:
+    """GET a service API path with the bearer token; raise CliError on failure."""
+    base = env(f"{service.upper()}_URL", f"http://127.0.0.1:{SERVICES[service]}")
+    headers = {"Authorization": f"Bearer {env('API_TOKEN')}"}
+    query = {k: v for k, v in params.items() if v is not None}
+    try:
+        response = httpx.get(f"{base}{path}", params=query, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        raise CliError(f"{service} at {base} is not answering: {exc}") from None
+    if response.status_code >= 400:
+        raise CliError(f"{service} {path}: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call `fn`; a CliError prints one line and exits 2."""
+    try:
+        return fn(*args, **kwargs)
+    except CliError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
