@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.catalogue import CategoryRule, Period, RetentionRules
+from shared.contract.events import CategoryOutcome
 
 Mode = Literal["delete", "anonymise", "restrict"]
 Reason = Literal["retention_expired", "erasure_request", "consent_withdrawn"]
@@ -108,16 +109,6 @@ class ErasureDecision(_Frozen):
     until: datetime | None = None
     hold_ids: tuple[str, ...] = ()
     plans: tuple[TimerPlan, ...] = ()
-
-
-class Outcome(_Frozen):
-    """A category's outcome as reported in `request.status.v1`."""
-
-    category: str
-    outcome: Literal["deleted", "pending", "retained", "blocked", "failed", "cancelled"]
-    reason: str | None = None
-    until: datetime | None = None
-    owner: str | None = None
 
 
 # --- rules --------------------------------------------------------------------------------
@@ -279,14 +270,14 @@ def _plan(
     )
 
 
-def erasure_outcome(decision: ErasureDecision) -> Outcome:
+def erasure_outcome(decision: ErasureDecision) -> CategoryOutcome:
     """How a fresh erasure decision is reported."""
     kind: dict[str, Literal["pending", "retained", "blocked"]] = {
         "delete": "pending",
         "restrict": "retained",
         "blocked": "blocked",
     }
-    return Outcome(
+    return CategoryOutcome(
         category=decision.category,
         outcome=kind[decision.action],
         reason=decision.reason,
@@ -444,7 +435,7 @@ def extend_deadline(
 
 
 def request_status(
-    outcomes: Sequence[Outcome], open_jobs: int, cancelled: bool
+    outcomes: Sequence[CategoryOutcome], open_jobs: int, cancelled: bool
 ) -> Literal["pending", "in_progress", "completed", "cancelled", "partially_completed"]:
     """The OpenDSR status word of a request from its outcomes and its unanswered jobs."""
     if cancelled:

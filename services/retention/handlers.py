@@ -16,6 +16,7 @@ from shared.contract.events import (
     AccountClosed,
     AccountReopened,
     AccountSignedUp,
+    CategoryOutcome,
     ConsentState,
     DeletionCompleted,
     DeletionFailed,
@@ -208,7 +209,7 @@ async def on_rectification(
     batch.outbox.publish(
         ctx.settings.topics.privacy_jobs, workflow.rectification_event(row, e.data.fields, 1, now)
     )
-    outcome = domain.Outcome(
+    outcome = CategoryOutcome(
         category=e.data.category,
         outcome="pending",
         reason="rectification job issued",
@@ -231,7 +232,7 @@ async def on_cancelled(conn: Conn, batch: Batch, ctx: Context, e: RequestCancell
     await store.restore_superseded(conn, request_id, sorted(set(stopped) - issued))
     current = {o.category: o for o in await store.outcomes(conn, request_id)}
     cancelled = [
-        domain.Outcome(
+        CategoryOutcome(
             category=c,
             outcome="cancelled",
             reason="request cancelled before the job was issued",
@@ -301,14 +302,14 @@ async def on_receipt(
     if job["status"] != "issued":
         return  # a late receipt of a job already closed
     now = ctx.clock.now()
-    outcome: domain.Outcome | None = None
+    outcome: CategoryOutcome | None = None
     if isinstance(e, DeletionCompleted | RectificationCompleted):
         records = e.data.records_deleted if isinstance(e, DeletionCompleted) else 0
         await store.complete_job(conn, job["job_id"], now, records)
         if isinstance(e, DeletionCompleted):
             await store.append_certificate(conn, _certificate(job, e, now))
             if job["mode"] != "restrict":
-                outcome = domain.Outcome(
+                outcome = CategoryOutcome(
                     category=job["category"], outcome="deleted", owner=job["owner"]
                 )
         elif job["request_id"]:
@@ -318,7 +319,7 @@ async def on_receipt(
         await store.retry_job(conn, job["job_id"], e.data.error[:2000], now + wait)
     else:
         await store.fail_job(conn, job["job_id"], e.data.error[:2000])
-        outcome = domain.Outcome(
+        outcome = CategoryOutcome(
             category=job["category"],
             outcome="failed",
             reason="the owner reported a failure it cannot retry",

@@ -13,11 +13,11 @@ from services.retention.domain import (
     GENESIS,
     Certificate,
     Hold,
-    Outcome,
     Timer,
     TimerPlan,
     certificate_hash,
 )
+from shared.contract.events import CategoryOutcome
 from shared.plumbing.db import Conn
 
 # --- rules --------------------------------------------------------------------------------
@@ -619,7 +619,7 @@ async def set_request_status(conn: Conn, request_id: str, status: str, overdue: 
     await conn.execute(SET_REQUEST_STATUS, request_id, status, overdue)
 
 
-async def put_outcomes(conn: Conn, request_id: str, outcomes: Sequence[Outcome]) -> None:
+async def put_outcomes(conn: Conn, request_id: str, outcomes: Sequence[CategoryOutcome]) -> None:
     if not outcomes:
         return
     await conn.execute(
@@ -637,8 +637,8 @@ async def drop_outcome(conn: Conn, request_id: str, category: str) -> None:
     await conn.execute(DELETE_OUTCOME, request_id, category)
 
 
-async def outcomes(conn: Conn, request_id: str) -> list[Outcome]:
-    return [Outcome(**dict(r)) for r in await conn.fetch(OUTCOMES, request_id)]
+async def outcomes(conn: Conn, request_id: str) -> list[CategoryOutcome]:
+    return [CategoryOutcome(**dict(r)) for r in await conn.fetch(OUTCOMES, request_id)]
 
 
 async def newly_overdue(conn: Conn, now: datetime, limit: int) -> list[str]:

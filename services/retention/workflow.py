@@ -15,7 +15,7 @@ import asyncpg
 import orjson
 
 from services.retention import domain, store
-from services.retention.domain import Firing, Hold, Outcome, Timer
+from services.retention.domain import Firing, Hold, Timer
 from services.retention.settings import RetentionSettings
 from shared.catalogue import RetentionRules
 from shared.contract.events import (
@@ -201,11 +201,13 @@ async def _report_firings(
         await publish_status(conn, ctx, out, request_id, now)
 
 
-async def _firing_outcome(conn: Conn, ctx: Context, f: Firing, holds: Sequence[Hold]) -> Outcome:
+async def _firing_outcome(
+    conn: Conn, ctx: Context, f: Firing, holds: Sequence[Hold]
+) -> CategoryOutcome:
     t = f.timer
     if not f.issues:
         reasons = sorted({h.reason for h in holds if h.hold_id in f.blocked_by})
-        return Outcome(
+        return CategoryOutcome(
             category=t.category,
             outcome="blocked",
             reason=f"legal hold: {', '.join(reasons)}",
@@ -214,14 +216,14 @@ async def _firing_outcome(conn: Conn, ctx: Context, f: Firing, holds: Sequence[H
     rule = ctx.rules.categories.get(t.category)
     if t.mode == "restrict" and rule is not None and rule.legal_obligation:
         assert t.request_id is not None
-        return Outcome(
+        return CategoryOutcome(
             category=t.category,
             outcome="retained",
             reason=f"legal obligation: {rule.legal_obligation}; restricted meanwhile",
             until=await store.obligation_until(conn, t.request_id, t.category),
             owner=t.owner,
         )
-    return Outcome(
+    return CategoryOutcome(
         category=t.category,
         outcome="pending",
         reason="erasure request: deletion job issued",
@@ -255,7 +257,7 @@ async def publish_status(
             status=RequestStatus(status),
             overdue=overdue,
             deadline=req["deadline"],
-            outcomes=[CategoryOutcome(**o.model_dump()) for o in outcomes],
+            outcomes=outcomes,
             reason=req["reason"],
         ),
     )

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.retention import domain, workflow
-from services.retention.domain import Certificate, Hold, Outcome, Timer
+from services.retention.domain import Certificate, Hold, Timer
 from shared.catalogue import load_retention
+from shared.contract.events import CategoryOutcome
 
 RULES = load_retention()
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -186,9 +187,9 @@ def test_a_request_is_extended_once_by_at_most_two_months():
 
 
 def test_request_status_follows_outcomes_and_open_jobs():
-    deleted = Outcome(category="crm_data", outcome="deleted")
-    retained = Outcome(category="billing_records", outcome="retained")
-    blocked = Outcome(category="usage_data", outcome="blocked")
+    deleted = CategoryOutcome(category="crm_data", outcome="deleted")
+    retained = CategoryOutcome(category="billing_records", outcome="retained")
+    blocked = CategoryOutcome(category="usage_data", outcome="blocked")
     assert domain.request_status([deleted, retained], 0, False) == "completed"
     assert domain.request_status([deleted, retained], 1, False) == "in_progress"
     assert domain.request_status([deleted, blocked], 0, False) == "partially_completed"
