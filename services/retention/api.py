@@ -47,12 +47,12 @@ def make_api(ctx: Context) -> Api:
     async def subject_retention(subject_id: str, at: str | None = None) -> dict[str, Any]:
         """Schedule per category, holds, jobs, certificates; with `at`, the dry run."""
         async with ctx.pool.acquire() as conn:
-            subject = await store.subject(conn, subject_id)
-            rows = await store.subject_timers(conn, subject_id)
-            holds = await store.holds_for(conn, [subject_id])
-            jobs = await store.list_jobs(conn, subject_id=subject_id)
-            certs = await store.subject_certificates(conn, subject_id)
-            requests = await store.subject_requests(conn, subject_id)
+            subject = await store.accounts.subject(conn, subject_id)
+            rows = await store.timers.subject_timers(conn, subject_id)
+            holds = await store.holds.holds_for(conn, [subject_id])
+            jobs = await store.jobs.list_jobs(conn, subject_id=subject_id)
+            certs = await store.certificates.subject_certificates(conn, subject_id)
+            requests = await store.requests.subject_requests(conn, subject_id)
         result: dict[str, Any] = {
             "subject_id": subject_id,
             "account_id": subject["account_id"] if subject else None,
@@ -72,10 +72,12 @@ def make_api(ctx: Context) -> Api:
         if at is not None:
             when = _at(at, ctx.clock.now())
             open_timers = [
-                store.timer_from_row(r) for r in rows if r["status"] in ("pending", "blocked")
+                store.timers.timer_from_row(r)
+                for r in rows
+                if r["status"] in ("pending", "blocked")
             ]
-            fired = [store.timer_from_row(r) for r in rows if r["status"] == "fired"]
-            answers = domain.dry_run(ctx.rules, open_timers, holds, when, fired)
+            fired = [store.timers.timer_from_row(r) for r in rows if r["status"] == "fired"]
+            answers = domain.dry_run.dry_run(ctx.rules, open_timers, holds, when, fired)
             result["at"] = when
             result["dry_run"] = [a.model_dump() for a in answers]
         return result
@@ -88,15 +90,15 @@ def make_api(ctx: Context) -> Api:
         subjects: set[str] = set()
         async with ctx.pool.acquire() as conn:
             holds = [
-                store.hold_from_row(r)
-                for r in await store.all_holds(conn)
+                store.holds.hold_from_row(r)
+                for r in await store.holds.all_holds(conn)
                 if r["released_at"] is None
             ]
             after = 0
-            while page := await store.open_timers_page(conn, when, after, PAGE):
+            while page := await store.timers.open_timers_page(conn, when, after, PAGE):
                 after = page[-1].id
-                for firing in domain.due_jobs(page, holds, when):
-                    answer = domain.firing_answer(firing)
+                for firing in domain.jobs.due_jobs(page, holds, when):
+                    answer = domain.dry_run.firing_answer(firing)
                     counts[(answer.category, answer.action, answer.reason)] += 1
                     subjects.add(firing.timer.subject_id)
         return {
@@ -118,7 +120,7 @@ def make_api(ctx: Context) -> Api:
     ) -> dict[str, Any]:
         """Jobs by overdue flag, status, subject or request."""
         async with ctx.pool.acquire() as conn:
-            rows = await store.list_jobs(
+            rows = await store.jobs.list_jobs(
                 conn,
                 overdue=overdue,
                 status=status,
@@ -136,7 +138,7 @@ def make_api(ctx: Context) -> Api:
         """Open requests whose deadline is within N days (or already past), soonest first."""
         now = ctx.clock.now()
         async with ctx.pool.acquire() as conn:
-            rows = await store.open_requests_due_before(
+            rows = await store.requests.open_requests_due_before(
                 conn, now + timedelta(days=due_within_days), limit
             )
         return {
@@ -147,15 +149,16 @@ def make_api(ctx: Context) -> Api:
     async def request(request_id: str) -> dict[str, Any]:
         """A request: status, deadline (and extension), outcome per category, its jobs."""
         async with ctx.pool.acquire() as conn:
-            req = await store.request(conn, request_id, lock=False)
+            req = await store.requests.request(conn, request_id, lock=False)
             if req is None:
                 raise HTTPException(404, "unknown request")
-            outcomes = await store.outcomes(conn, request_id)
-            jobs = await store.list_jobs(conn, request_id=request_id)
+            outcomes = await store.requests.outcomes(conn, request_id)
+            jobs = await store.jobs.list_jobs(conn, request_id=request_id)
         now = ctx.clock.now()
         return {
             **dict(req),
-            "overdue": req["overdue"] or domain.is_overdue(req["deadline"], req["status"], now),
+            "overdue": req["overdue"]
+            or domain.requests.is_overdue(req["deadline"], req["status"], now),
             "outcomes": [o.model_dump() for o in outcomes],
             "jobs": [_row(j) for j in jobs],
         }
@@ -164,7 +167,7 @@ def make_api(ctx: Context) -> Api:
     async def holds(include_released: bool = False) -> dict[str, Any]:
         """Legal holds, each with what it covers and why."""
         async with ctx.pool.acquire() as conn:
-            rows = await store.all_holds(conn)
+            rows = await store.holds.all_holds(conn)
         return {
             "holds": [
                 {
@@ -189,8 +192,8 @@ def make_api(ctx: Context) -> Api:
 
 async def verify_certificates(conn: Any) -> list[str]:
     """Problems with the certificate log: broken links, altered entries, missing certificates."""
-    problems = domain.verify_chain(await store.chain(conn))
-    missing = await store.uncertified_jobs(conn)
+    problems = domain.certificates.verify_chain(await store.certificates.chain(conn))
+    missing = await store.certificates.uncertified_jobs(conn)
     problems += [f"{j}: completed without a certificate" for j in missing]
     return problems
 
@@ -230,7 +233,7 @@ def _json(body: Any) -> dict[str, Any]:
     return value
 
 
-def _hold(hold: domain.Hold) -> dict[str, Any]:
+def _hold(hold: domain.model.Hold) -> dict[str, Any]:
     return {**hold.model_dump(), "explanation": _explain(hold.model_dump())}
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from services.retention import domain, store, workflow
 from services.retention.context import Context
-from services.retention.domain import Hold
+from services.retention.domain.model import Hold
 from shared.contract.events import (
     AccountClosed,
     AccountReopened,
     AccountSignedUp,
+    CategoryOutcome,
     ConsentState,
     DeletionCompleted,
     DeletionFailed,
@@ -41,42 +42,44 @@ log = get_logger(__name__)
 
 async def on_signed_up(ctx: Context, tx: Tx, e: AccountSignedUp) -> None:
     """Map the subject to its account; a closure seen first (other partition) still counts."""
-    await store.upsert_subject(tx.conn, e.subject, e.data.account_id, e.time)
-    account = await store.lock_account(tx.conn, e.data.account_id)
+    await store.accounts.upsert_subject(tx.conn, e.subject, e.data.account_id, e.time)
+    account = await store.accounts.lock_account(tx.conn, e.data.account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(tx.conn, ctx, e.subject, account)
 
 
 async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, account: Any) -> None:
     """Give a subject learnt of after its account's closure the closure's timers."""
-    subject = await store.subject(conn, subject_id)
+    subject = await store.accounts.subject(conn, subject_id)
     if subject is not None and subject["erased_at"] is not None:
         return
-    if await store.has_closure_timers(conn, subject_id):
+    if await store.timers.has_closure_timers(conn, subject_id):
         return
-    plans = domain.schedule_for_closure(
+    plans = domain.rules.schedule_for_closure(
         ctx.rules, account["crm_retention_days"], account["closed_at"]
     )
-    await store.insert_timers(conn, [subject_id] * len(plans), plans, ctx.clock.now())
+    await store.timers.insert_timers(conn, [subject_id] * len(plans), plans, ctx.clock.now())
 
 
 async def on_closed(ctx: Context, tx: Tx, e: AccountClosed) -> None:
     account_id = e.data.account_id
-    await store.ensure_subject(tx.conn, e.subject, account_id)
-    account = await store.lock_account(tx.conn, account_id)
+    await store.accounts.ensure_subject(tx.conn, e.subject, account_id)
+    account = await store.accounts.lock_account(tx.conn, account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(tx.conn, ctx, e.subject, account)  # the first closure counts
         return
-    if not await store.set_lifecycle(tx.conn, account_id, "closed", e.data.closed_at, e.time):
+    if not await store.accounts.set_lifecycle(
+        tx.conn, account_id, "closed", e.data.closed_at, e.time
+    ):
         return  # a newer reopening was applied already
     days = account["crm_retention_days"] if account else None
-    plans = domain.schedule_for_closure(ctx.rules, days, e.data.closed_at)
+    plans = domain.rules.schedule_for_closure(ctx.rules, days, e.data.closed_at)
     live = [
         r["subject_id"]
-        for r in await store.account_subjects(tx.conn, account_id)
+        for r in await store.accounts.account_subjects(tx.conn, account_id)
         if r["erased_at"] is None
     ]
-    await store.insert_timers(
+    await store.timers.insert_timers(
         tx.conn,
         [s for s in live for _ in plans],
         [p for _ in live for p in plans],
@@ -86,27 +89,29 @@ async def on_closed(ctx: Context, tx: Tx, e: AccountClosed) -> None:
 
 async def on_reopened(ctx: Context, tx: Tx, e: AccountReopened) -> None:
     account_id = e.data.account_id
-    await store.ensure_subject(tx.conn, e.subject, account_id)
-    await store.lock_account(tx.conn, account_id)
-    if not await store.set_lifecycle(tx.conn, account_id, "open", None, e.time):
+    await store.accounts.ensure_subject(tx.conn, e.subject, account_id)
+    await store.accounts.lock_account(tx.conn, account_id)
+    if not await store.accounts.set_lifecycle(tx.conn, account_id, "open", None, e.time):
         return
-    members = [r["subject_id"] for r in await store.account_subjects(tx.conn, account_id)]
-    await store.cancel_closure_timers(tx.conn, members)
+    members = [r["subject_id"] for r in await store.accounts.account_subjects(tx.conn, account_id)]
+    await store.timers.cancel_closure_timers(tx.conn, members)
 
 
 async def on_subscription(ctx: Context, tx: Tx, e: SubscriptionChanged) -> None:
     """Account-level terms (keyed by account id): recompute the account's pending CRM timers."""
     d = e.data
-    if not await store.set_terms(tx.conn, d.account_id, d.plan, d.crm_retention_days, e.time):
+    if not await store.accounts.set_terms(
+        tx.conn, d.account_id, d.plan, d.crm_retention_days, e.time
+    ):
         return
     affected = [n for n, r in ctx.rules.categories.items() if r.period_from == "subscription"]
-    rows = await store.account_timers(tx.conn, d.account_id, affected)
+    rows = await store.timers.account_timers(tx.conn, d.account_id, affected)
     dues = [
-        domain.recompute_due(ctx.rules, r["category"], d.crm_retention_days, r["base_at"])
+        domain.rules.recompute_due(ctx.rules, r["category"], d.crm_retention_days, r["base_at"])
         for r in rows
     ]
     keep = [(r, due) for r, due in zip(rows, dues, strict=True) if due is not None]
-    await store.set_dues(
+    await store.rules.set_dues(
         tx.conn,
         [r["id"] for r, _ in keep],
         [due for _, due in keep if due is not None],
@@ -119,20 +124,22 @@ async def on_subscription(ctx: Context, tx: Tx, e: SubscriptionChanged) -> None:
 
 async def on_erasure(ctx: Context, tx: Tx, e: ErasureRequested) -> None:
     now = ctx.clock.now()
-    categories = domain.erasure_scope(ctx.rules, e.data.scope)
+    categories = domain.erasure.erasure_scope(ctx.rules, e.data.scope)
     request_id = e.data.request_id
-    subject = await store.subject(tx.conn, e.subject)
+    subject = await store.accounts.subject(tx.conn, e.subject)
     account_id = subject["account_id"] if subject else None
     closed_at = subject["closed_at"] if subject and subject["status"] == "closed" else None
     if closed_at is None and e.data.scope == "all":
         closed_at = now  # an erasure of everything on an open account counts as its closure
-    deadline = domain.request_deadline(e.time)
-    if not await store.insert_request(tx.conn, request_id, e.subject, "erasure", e.time, deadline):
-        raise domain.RetentionError(f"request {request_id} is known already")
-    decisions = domain.decide_erasure(
+    deadline = domain.requests.request_deadline(e.time)
+    if not await store.requests.insert_request(
+        tx.conn, request_id, e.subject, "erasure", e.time, deadline
+    ):
+        raise domain.model.RetentionError(f"request {request_id} is known already")
+    decisions = domain.erasure.decide_erasure(
         ctx.rules,
         categories,
-        await store.holds_for(tx.conn, [e.subject]),
+        await store.holds.holds_for(tx.conn, [e.subject]),
         now,
         subject_id=e.subject,
         account_id=account_id,
@@ -140,27 +147,29 @@ async def on_erasure(ctx: Context, tx: Tx, e: ErasureRequested) -> None:
         crm_retention_days=subject["crm_retention_days"] if subject else None,
     )
     if e.data.scope == "all":
-        await store.mark_erased(tx.conn, e.subject, now)
-    await store.supersede(tx.conn, e.subject, categories, request_id)
+        await store.accounts.mark_erased(tx.conn, e.subject, now)
+    await store.timers.supersede(tx.conn, e.subject, categories, request_id)
     plans = [p for d in decisions for p in d.plans]
-    await store.insert_timers(tx.conn, [e.subject] * len(plans), plans, now, request_id)
-    await store.put_outcomes(tx.conn, request_id, [domain.erasure_outcome(d) for d in decisions])
+    await store.timers.insert_timers(tx.conn, [e.subject] * len(plans), plans, now, request_id)
+    await store.requests.put_outcomes(
+        tx.conn, request_id, [domain.erasure.erasure_outcome(d) for d in decisions]
+    )
     await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
 async def on_rectification(ctx: Context, tx: Tx, e: RectificationRequested) -> None:
     rule = ctx.rules.categories.get(e.data.category)
     if rule is None:
-        raise domain.UnknownCategory(f"unknown category: {e.data.category}")
+        raise domain.model.UnknownCategory(f"unknown category: {e.data.category}")
     now = ctx.clock.now()
     request_id = e.data.request_id
-    deadline = domain.request_deadline(e.time)
-    if not await store.insert_request(
+    deadline = domain.requests.request_deadline(e.time)
+    if not await store.requests.insert_request(
         tx.conn, request_id, e.subject, "rectification", e.time, deadline
     ):
-        raise domain.RetentionError(f"request {request_id} is known already")
+        raise domain.model.RetentionError(f"request {request_id} is known already")
     row: dict[str, Any] = {
-        "job_id": domain.job_id_for("rectification", request_id, e.data.category),
+        "job_id": domain.jobs.job_id_for("rectification", request_id, e.data.category),
         "subject_id": e.subject,
         "owner": rule.owner,
         "category": e.data.category,
@@ -168,36 +177,36 @@ async def on_rectification(ctx: Context, tx: Tx, e: RectificationRequested) -> N
         "due_by": deadline,
         "fields": e.data.fields,
     }
-    await store.insert_jobs(
+    await store.jobs.insert_jobs(
         tx.conn, "rectification", now, now + ctx.settings.receipt_timeout, [row]
     )
     tx.outbox.publish(
         ctx.settings.topics.privacy_jobs, workflow.rectification_event(row, e.data.fields, 1, now)
     )
-    outcome = domain.Outcome(
+    outcome = CategoryOutcome(
         category=e.data.category,
         outcome="pending",
         reason="rectification job issued",
         owner=rule.owner,
     )
-    await store.put_outcomes(tx.conn, request_id, [outcome])
+    await store.requests.put_outcomes(tx.conn, request_id, [outcome])
     await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
 async def on_cancelled(ctx: Context, tx: Tx, e: RequestCancelled) -> None:
     """Stop what a request has not issued yet (jobs already issued run to their receipt)."""
     request_id = e.data.request_id
-    req = await store.request(tx.conn, request_id)
+    req = await store.requests.request(tx.conn, request_id)
     if req is None or req["cancelled_at"] is not None:
         return  # not ours (an export request) or cancelled already
     now = ctx.clock.now()
-    await store.cancel_request(tx.conn, request_id, now)
-    stopped = await store.cancel_request_timers(tx.conn, request_id)
-    issued = {j["category"] for j in await store.list_jobs(tx.conn, request_id=request_id)}
-    await store.restore_superseded(tx.conn, request_id, sorted(set(stopped) - issued))
-    current = {o.category: o for o in await store.outcomes(tx.conn, request_id)}
+    await store.requests.cancel_request(tx.conn, request_id, now)
+    stopped = await store.timers.cancel_request_timers(tx.conn, request_id)
+    issued = {j["category"] for j in await store.jobs.list_jobs(tx.conn, request_id=request_id)}
+    await store.timers.restore_superseded(tx.conn, request_id, sorted(set(stopped) - issued))
+    current = {o.category: o for o in await store.requests.outcomes(tx.conn, request_id)}
     cancelled = [
-        domain.Outcome(
+        CategoryOutcome(
             category=c,
             outcome="cancelled",
             reason="request cancelled before the job was issued",
@@ -205,19 +214,19 @@ async def on_cancelled(ctx: Context, tx: Tx, e: RequestCancelled) -> None:
         )
         for c in sorted(set(stopped) - issued)
     ]
-    await store.put_outcomes(tx.conn, request_id, cancelled)
+    await store.requests.put_outcomes(tx.conn, request_id, cancelled)
     await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
 
 
 async def on_extended(ctx: Context, tx: Tx, e: RequestExtended) -> None:
     request_id = e.data.request_id
-    req = await store.request(tx.conn, request_id)
+    req = await store.requests.request(tx.conn, request_id)
     if req is None:
         return  # not ours (an export request)
-    deadline = domain.extend_deadline(
+    deadline = domain.requests.extend_deadline(
         req["requested_at"], req["extended"], e.data.new_deadline, req["deadline"]
     )
-    await store.extend_request(tx.conn, request_id, deadline, f"extended: {e.data.reason}")
+    await store.requests.extend_request(tx.conn, request_id, deadline, f"extended: {e.data.reason}")
     await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, ctx.clock.now())
 
 
@@ -234,7 +243,7 @@ async def on_hold_placed(ctx: Context, tx: Tx, e: LegalHoldPlaced) -> None:
         categories=None if d.categories == "all" else tuple(d.categories),
         reason=d.reason.value,
     )
-    await store.place_hold(tx.conn, hold, e.time)
+    await store.holds.place_hold(tx.conn, hold, e.time)
     log.info("legal_hold_placed", hold_id=d.hold_id, scope=d.scope)
 
 
@@ -242,8 +251,8 @@ async def on_hold_released(ctx: Context, tx: Tx, e: LegalHoldReleased) -> None:
     """Release: the timers it blocked become due again; the loop issues them (or re-blocks)."""
     d = e.data
     subject_id = e.subject if d.scope == "subject" else None
-    await store.release_hold(tx.conn, d.hold_id, d.scope, subject_id, d.account_id, e.time)
-    released = await store.unblock(tx.conn, [d.hold_id])
+    await store.holds.release_hold(tx.conn, d.hold_id, d.scope, subject_id, d.account_id, e.time)
+    released = await store.timers.unblock(tx.conn, [d.hold_id])
     log.info("legal_hold_released", hold_id=d.hold_id, timers_due_again=released)
 
 
@@ -256,7 +265,7 @@ async def on_receipt(
     e: DeletionCompleted | DeletionFailed | RectificationCompleted | RectificationFailed,
 ) -> None:
     kind = "deletion" if isinstance(e, DeletionCompleted | DeletionFailed) else "rectification"
-    job = await store.job(tx.conn, e.data.job_id)
+    job = await store.jobs.job(tx.conn, e.data.job_id)
     if job is None or job["kind"] != kind:
         tx.batch.reject(e, f"unknown job {e.data.job_id[:200]}")
         return
@@ -266,24 +275,26 @@ async def on_receipt(
     if job["status"] != "issued":
         return  # a late receipt of a job already closed
     now = ctx.clock.now()
-    outcome: domain.Outcome | None = None
+    outcome: CategoryOutcome | None = None
     if isinstance(e, DeletionCompleted | RectificationCompleted):
         records = e.data.records_deleted if isinstance(e, DeletionCompleted) else 0
-        await store.complete_job(tx.conn, job["job_id"], now, records)
+        await store.jobs.complete_job(tx.conn, job["job_id"], now, records)
         if isinstance(e, DeletionCompleted):
-            await store.append_certificate(tx.conn, _certificate(job, e, now))
+            await store.certificates.append_certificate(tx.conn, _certificate(job, e, now))
             if job["mode"] != "restrict":
-                outcome = domain.Outcome(
+                outcome = CategoryOutcome(
                     category=job["category"], outcome="deleted", owner=job["owner"]
                 )
         elif job["request_id"]:
-            await store.drop_outcome(tx.conn, job["request_id"], job["category"])
+            await store.requests.drop_outcome(tx.conn, job["request_id"], job["category"])
     elif e.data.retryable:
-        wait = domain.backoff(ctx.settings.retry_backoff, job["attempt"], ctx.settings.max_backoff)
-        await store.retry_job(tx.conn, job["job_id"], e.data.error[:2000], now + wait)
+        wait = domain.jobs.backoff(
+            ctx.settings.retry_backoff, job["attempt"], ctx.settings.max_backoff
+        )
+        await store.jobs.retry_job(tx.conn, job["job_id"], e.data.error[:2000], now + wait)
     else:
-        await store.fail_job(tx.conn, job["job_id"], e.data.error[:2000])
-        outcome = domain.Outcome(
+        await store.jobs.fail_job(tx.conn, job["job_id"], e.data.error[:2000])
+        outcome = CategoryOutcome(
             category=job["category"],
             outcome="failed",
             reason="the owner reported a failure it cannot retry",
@@ -291,12 +302,12 @@ async def on_receipt(
         )
     if job["request_id"]:
         if outcome is not None:
-            await store.put_outcomes(tx.conn, job["request_id"], [outcome])
+            await store.requests.put_outcomes(tx.conn, job["request_id"], [outcome])
         await workflow.publish_status(tx.conn, ctx, tx.outbox, job["request_id"], now)
 
 
-def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.Certificate:
-    return domain.Certificate(
+def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.certificates.Certificate:
+    return domain.certificates.Certificate(
         job_id=job["job_id"],
         subject_id=job["subject_id"],
         owner=job["owner"],
@@ -317,25 +328,25 @@ def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.Certif
 
 async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
     """Marketing withdrawn (a transition, not every state message): delete its data at once."""
-    seen = await store.consent_seen(tx.conn, e.subject)
+    seen = await store.consent.consent_seen(tx.conn, e.subject)
     if seen is not None and seen[0] >= e.data.version:
         return  # an older state arriving late
     before = seen[1] if seen is not None else {}
     objected = set(e.data.objections)
     gone = {
-        p: domain.withdrawn(s.state if s else None, p in objected)
+        p: domain.rules.withdrawn(s.state if s else None, p in objected)
         for p, s in {**dict.fromkeys(objected), **e.data.purposes}.items()
     }
-    await store.put_consent(tx.conn, e.subject, e.data.version, gone)
+    await store.consent.put_consent(tx.conn, e.subject, e.data.version, gone)
     now = ctx.clock.now()
     plans = []
     for name, rule in ctx.rules.categories.items():
         purpose = rule.also_on_withdrawal
         if purpose is None:
             continue
-        if domain.withdrawal_transition(before.get(purpose), gone.get(purpose, False)):
+        if domain.rules.withdrawal_transition(before.get(purpose), gone.get(purpose, False)):
             plans.append(
-                domain.TimerPlan(
+                domain.model.TimerPlan(
                     category=name,
                     owner=rule.owner,
                     mode="delete",
@@ -345,7 +356,7 @@ async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
                     due_at=now,
                 )
             )
-    await store.insert_timers(tx.conn, [e.subject] * len(plans), plans, now)
+    await store.timers.insert_timers(tx.conn, [e.subject] * len(plans), plans, now)
 
 
 HANDLERS: Handlers[Context, Tx] = Handlers(
@@ -367,5 +378,5 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         ConsentState: on_consent_state,
     },
     begin=plain_tx,
-    refused=(domain.RetentionError,),
+    refused=(domain.model.RetentionError,),
 )

@@ -77,7 +77,7 @@ async def fire_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetim
     """Claim up to one batch of due timers and issue (or block) them in one transaction."""
     out = Outbox()
     async with pool.acquire() as conn, conn.transaction():
-        claimed = await store.claim_due(conn, now, ctx.settings.claim_batch)
+        claimed = await store.timers.claim_due(conn, now, ctx.settings.claim_batch)
         if not claimed:
             return False
         issued, blocked = await workflow.fire(conn, ctx, out, claimed, now)
@@ -91,7 +91,7 @@ async def reissue_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: date
     """Re-issue jobs whose receipt is late or whose retry wait is over."""
     out = Outbox()
     async with pool.acquire() as conn, conn.transaction():
-        rows = await store.claim_reissue(conn, now, ctx.settings.claim_batch)
+        rows = await store.jobs.claim_reissue(conn, now, ctx.settings.claim_batch)
         if not rows:
             return False
         await workflow.reissue(conn, ctx, out, rows, now)
@@ -105,10 +105,10 @@ async def flag_overdue(pool: asyncpg.Pool, ctx: Context, schema: str, now: datet
     """Flag jobs past due-by; report requests past their deadline (once each)."""
     out = Outbox()
     async with pool.acquire() as conn, conn.transaction():
-        flagged = await store.flag_overdue(conn, now)
+        flagged = await store.jobs.flag_overdue(conn, now)
         if flagged:
             log.warning("jobs_overdue", count=flagged)
-        for request_id in await store.newly_overdue(conn, now, ctx.settings.claim_batch):
+        for request_id in await store.requests.newly_overdue(conn, now, ctx.settings.claim_batch):
             await workflow.publish_status(conn, ctx, out, request_id, now)
         await outbox.write(conn, out.rows, schema)
 
@@ -118,9 +118,9 @@ async def update_gauges(pool: asyncpg.Pool, ctx: Context) -> None:
     service = ctx.settings.service_name
     now = ctx.clock.now()
     async with pool.acquire() as conn:
-        JOBS_OVERDUE.labels(service).set(await store.count_overdue(conn))
-        counts = await store.request_counts(conn)
-        soon = await store.requests_due_soon(conn, now, now + timedelta(days=7))
+        JOBS_OVERDUE.labels(service).set(await store.jobs.count_overdue(conn))
+        counts = await store.requests.request_counts(conn)
+        soon = await store.requests.requests_due_soon(conn, now, now + timedelta(days=7))
     for kind in REQUEST_KINDS:
         for status in REQUEST_STATUSES:
             for overdue in ("true", "false"):
@@ -131,30 +131,32 @@ async def update_gauges(pool: asyncpg.Pool, ctx: Context) -> None:
 
 async def apply_rules(pool: asyncpg.Pool, ctx: Context) -> None:
     """Compare the rules with those last applied; on a change recompute pending timers."""
-    digest = domain.rules_digest(ctx.rules)
+    digest = domain.rules.rules_digest(ctx.rules)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(RULES_LOCK)
-        previous = await store.rules_state(conn)
+        previous = await store.rules.rules_state(conn)
         if previous is not None and previous[0] == digest:
             return
         moved = 0
         after = 0
-        while rows := await store.recomputable_timers(conn, after, 5000):
+        while rows := await store.rules.recomputable_timers(conn, after, 5000):
             after = rows[-1]["id"]
             changes = [
                 (r["id"], due, ctx.rules.categories[r["category"]].owner)
                 for r in rows
                 if (
-                    due := domain.recompute_due(
+                    due := domain.rules.recompute_due(
                         ctx.rules, r["category"], r["crm_retention_days"], r["base_at"]
                     )
                 )
                 is not None
             ]
-            moved += await store.set_dues(
+            moved += await store.rules.set_dues(
                 conn, [c[0] for c in changes], [c[1] for c in changes], [c[2] for c in changes]
             )
-        await store.save_rules(conn, digest, domain.rules_json(ctx.rules), ctx.clock.now())
+        await store.rules.save_rules(
+            conn, digest, domain.rules.rules_json(ctx.rules), ctx.clock.now()
+        )
     if previous is not None:
         log.warning(
             "retention_rules_changed",

@@ -15,7 +15,7 @@ import orjson
 
 from services.retention import domain, store
 from services.retention.context import Context
-from services.retention.domain import Firing, Hold, Outcome, Timer
+from services.retention.domain.model import Firing, Hold, Timer
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.contract.events import (
     CategoryOutcome,
@@ -46,7 +46,7 @@ def deletion_event(
 ) -> DeletionJob:
     """One issue of a deletion job (its event id is fixed per job and attempt)."""
     return DeletionJob(
-        id=domain.event_id_for(row["job_id"], attempt),
+        id=domain.jobs.event_id_for(row["job_id"], attempt),
         source=SOURCE,
         subject=row["subject_id"],
         time=now,
@@ -81,7 +81,7 @@ def deletion_row(
         data["request_id"] = row["request_id"]
     data["due_by"] = event_time(row["due_by"])
     data["attempt"] = attempt
-    event_id = domain.event_id_for(row["job_id"], attempt)
+    event_id = domain.jobs.event_id_for(row["job_id"], attempt)
     value = encode_envelope(
         event_id=event_id,
         source=SOURCE,
@@ -98,7 +98,7 @@ def rectification_event(
 ) -> RectificationJob:
     """One issue of a rectification job."""
     return RectificationJob(
-        id=domain.event_id_for(row["job_id"], attempt),
+        id=domain.jobs.event_id_for(row["job_id"], attempt),
         source=SOURCE,
         subject=row["subject_id"],
         time=now,
@@ -125,8 +125,8 @@ async def fire(
     now: datetime,
 ) -> tuple[int, int]:
     """Issue the claimed timers' jobs, or block those a hold covers now; (issued, blocked)."""
-    holds = await store.holds_for(conn, [t.subject_id for t, _ in claimed])
-    firings = domain.due_jobs([t for t, _ in claimed], holds, now)
+    holds = await store.holds.holds_for(conn, [t.subject_id for t, _ in claimed])
+    firings = domain.jobs.due_jobs([t for t, _ in claimed], holds, now)
     deadlines = {t.id: d for t, d in claimed}
     default_due = now + ctx.settings.job_due
     rows: list[dict[str, Any]] = []
@@ -136,7 +136,7 @@ async def fire(
         deadline = deadlines.get(f.timer.id)
         rows.append(
             {
-                "job_id": domain.timer_job_id(f.timer),
+                "job_id": domain.jobs.timer_job_id(f.timer),
                 "timer_id": f.timer.id,
                 "subject_id": f.timer.subject_id,
                 "owner": f.timer.owner,
@@ -147,12 +147,16 @@ async def fire(
                 "due_by": deadline if deadline is not None and deadline > now else default_due,
             }
         )
-    fresh = await store.insert_jobs(conn, "deletion", now, now + ctx.settings.receipt_timeout, rows)
+    fresh = await store.jobs.insert_jobs(
+        conn, "deletion", now, now + ctx.settings.receipt_timeout, rows
+    )
     for row in rows:
         if row["job_id"] in fresh:
             out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, 1, now))
     blocked = [f for f in firings if not f.issues]
-    await store.mark_blocked(conn, [f.timer.id for f in blocked], [f.blocked_by for f in blocked])
+    await store.timers.mark_blocked(
+        conn, [f.timer.id for f in blocked], [f.blocked_by for f in blocked]
+    )
     await _report_firings(conn, ctx, out, [f for f in firings if f.timer.request_id], holds, now)
     return len(rows), len(blocked)
 
@@ -170,20 +174,22 @@ async def _report_firings(
     for f in firings:
         request_id = f.timer.request_id
         assert request_id is not None
-        current = {o.category: o for o in await store.outcomes(conn, request_id)}
+        current = {o.category: o for o in await store.requests.outcomes(conn, request_id)}
         new = await _firing_outcome(conn, ctx, f, holds)
         if current.get(f.timer.category) != new:
-            await store.put_outcomes(conn, request_id, [new])
+            await store.requests.put_outcomes(conn, request_id, [new])
             changed.add(request_id)
     for request_id in sorted(changed):
         await publish_status(conn, ctx, out, request_id, now)
 
 
-async def _firing_outcome(conn: Conn, ctx: Context, f: Firing, holds: Sequence[Hold]) -> Outcome:
+async def _firing_outcome(
+    conn: Conn, ctx: Context, f: Firing, holds: Sequence[Hold]
+) -> CategoryOutcome:
     t = f.timer
     if not f.issues:
         reasons = sorted({h.reason for h in holds if h.hold_id in f.blocked_by})
-        return Outcome(
+        return CategoryOutcome(
             category=t.category,
             outcome="blocked",
             reason=f"legal hold: {', '.join(reasons)}",
@@ -192,14 +198,14 @@ async def _firing_outcome(conn: Conn, ctx: Context, f: Firing, holds: Sequence[H
     rule = ctx.rules.categories.get(t.category)
     if t.mode == "restrict" and rule is not None and rule.legal_obligation:
         assert t.request_id is not None
-        return Outcome(
+        return CategoryOutcome(
             category=t.category,
             outcome="retained",
             reason=f"legal obligation: {rule.legal_obligation}; restricted meanwhile",
-            until=await store.obligation_until(conn, t.request_id, t.category),
+            until=await store.timers.obligation_until(conn, t.request_id, t.category),
             owner=t.owner,
         )
-    return Outcome(
+    return CategoryOutcome(
         category=t.category,
         outcome="pending",
         reason="erasure request: deletion job issued",
@@ -214,14 +220,14 @@ async def publish_status(
     conn: Conn, ctx: Context, out: Outbox, request_id: str, now: datetime
 ) -> None:
     """Recompute a request's status from its outcomes and jobs, store it and publish it."""
-    req = await store.request(conn, request_id, lock=False)
+    req = await store.requests.request(conn, request_id, lock=False)
     if req is None:
         return
-    outcomes = await store.outcomes(conn, request_id)
-    open_jobs = await store.open_request_jobs(conn, request_id)
-    status = domain.request_status(outcomes, open_jobs, req["cancelled_at"] is not None)
-    overdue = req["overdue"] or domain.is_overdue(req["deadline"], status, now)
-    await store.set_request_status(conn, request_id, status, overdue)
+    outcomes = await store.requests.outcomes(conn, request_id)
+    open_jobs = await store.jobs.open_request_jobs(conn, request_id)
+    status = domain.requests.request_status(outcomes, open_jobs, req["cancelled_at"] is not None)
+    overdue = req["overdue"] or domain.requests.is_overdue(req["deadline"], status, now)
+    await store.requests.set_request_status(conn, request_id, status, overdue)
     event = RequestStatusChanged(
         id=str(uuid.uuid4()),
         source=SOURCE,
@@ -233,7 +239,7 @@ async def publish_status(
             status=RequestStatus(status),
             overdue=overdue,
             deadline=req["deadline"],
-            outcomes=[CategoryOutcome(**o.model_dump()) for o in outcomes],
+            outcomes=outcomes,
             reason=req["reason"],
         ),
     )
@@ -251,7 +257,7 @@ async def reissue(
     for row in rows:
         attempt = row["attempt"] + 1
         attempts.append(attempt)
-        wait = domain.backoff(ctx.settings.receipt_timeout, attempt, ctx.receipt_cap)
+        wait = domain.jobs.backoff(ctx.settings.receipt_timeout, attempt, ctx.receipt_cap)
         next_at.append(now + wait)
         if row["kind"] == "deletion":
             out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, attempt, now))
@@ -260,4 +266,4 @@ async def reissue(
             out.publish(
                 ctx.settings.topics.privacy_jobs, rectification_event(row, fields, attempt, now)
             )
-    await store.mark_reissued(conn, [r["job_id"] for r in rows], attempts, now, next_at)
+    await store.jobs.mark_reissued(conn, [r["job_id"] for r in rows], attempts, now, next_at)

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.retention import domain, workflow
-from services.retention.domain import Certificate, Hold, Outcome, Timer
+from services.retention.domain.certificates import Certificate
+from services.retention.domain.model import Hold, Timer
 from shared.catalogue import load_retention
+from shared.contract.events import CategoryOutcome
 
 RULES = load_retention()
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -38,7 +40,7 @@ def account_hold(categories: tuple[str, ...] | None = None) -> Hold:
 
 
 def test_closure_schedules_every_category_at_its_own_time():
-    plans = {p.category: p for p in domain.schedule_for_closure(RULES, None, T0)}
+    plans = {p.category: p for p in domain.rules.schedule_for_closure(RULES, None, T0)}
     assert plans["marketing_profile"].due_at == T0
     assert plans["usage_data"].due_at == T0 + 30 * DAY
     assert plans["crm_data"].due_at == T0 + 30 * DAY
@@ -56,13 +58,13 @@ def test_closure_schedules_every_category_at_its_own_time():
 
 
 def test_subscription_terms_set_the_crm_period():
-    plans = {p.category: p for p in domain.schedule_for_closure(RULES, 45, T0)}
+    plans = {p.category: p for p in domain.rules.schedule_for_closure(RULES, 45, T0)}
     assert plans["crm_data"].due_at == T0 + 45 * DAY
     assert plans["usage_data"].due_at == T0 + 30 * DAY
 
 
 def test_erasure_deletes_at_once_what_no_obligation_or_hold_covers():
-    decisions = domain.decide_erasure(
+    decisions = domain.erasure.decide_erasure(
         RULES,
         list(RULES.categories),
         [],
@@ -91,7 +93,7 @@ def test_erasure_deletes_at_once_what_no_obligation_or_hold_covers():
 
 
 def test_erasure_of_one_category_on_an_open_account_leaves_the_obligation_end_open():
-    (billing,) = domain.decide_erasure(
+    (billing,) = domain.erasure.decide_erasure(
         RULES,
         ["billing_records"],
         [],
@@ -107,7 +109,7 @@ def test_erasure_of_one_category_on_an_open_account_leaves_the_obligation_end_op
 
 
 def test_erasure_under_an_account_hold_is_blocked_with_the_hold_reason():
-    decisions = domain.decide_erasure(
+    decisions = domain.erasure.decide_erasure(
         RULES,
         ["crm_data", "usage_data"],
         [account_hold(("crm_data",))],
@@ -121,17 +123,17 @@ def test_erasure_under_an_account_hold_is_blocked_with_the_hold_reason():
     assert by["crm_data"].action == "blocked"
     assert by["crm_data"].hold_ids == ("h1",)
     assert by["crm_data"].reason == "legal hold: subpoena"
-    assert domain.erasure_outcome(by["crm_data"]).outcome == "blocked"
+    assert domain.erasure.erasure_outcome(by["crm_data"]).outcome == "blocked"
     assert by["usage_data"].action == "delete"
 
 
 def test_an_unknown_category_in_an_erasure_scope_is_refused():
-    with pytest.raises(domain.UnknownCategory):
-        domain.erasure_scope(RULES, ["crm_data", "dna_samples"])
+    with pytest.raises(domain.model.UnknownCategory):
+        domain.erasure.erasure_scope(RULES, ["crm_data", "dna_samples"])
 
 
 def test_a_due_timer_is_blocked_by_an_account_hold_and_a_later_one_is_not_due():
-    firings = domain.due_jobs(
+    firings = domain.jobs.due_jobs(
         [timer("usage_data", T0), timer("crm_data", T0 + DAY)], [account_hold()], T0
     )
     assert [(f.timer.category, f.blocked_by) for f in firings] == [("usage_data", ("h1",))]
@@ -139,13 +141,13 @@ def test_a_due_timer_is_blocked_by_an_account_hold_and_a_later_one_is_not_due():
 
 def test_a_subject_hold_does_not_cover_another_subject():
     held = Hold(hold_id="h2", scope="subject", subject_id="usr_2", reason="dispute")
-    (firing,) = domain.due_jobs([timer("usage_data", T0)], [held], T0)
+    (firing,) = domain.jobs.due_jobs([timer("usage_data", T0)], [held], T0)
     assert firing.issues
 
 
 def test_the_dry_run_reports_what_the_timers_would_do_and_what_is_kept():
     timers = [timer("usage_data", T0 + 30 * DAY), timer("account_profile", T0 + 90 * DAY)]
-    answers = {a.category: a for a in domain.dry_run(RULES, timers, [], T0 + 31 * DAY)}
+    answers = {a.category: a for a in domain.dry_run.dry_run(RULES, timers, [], T0 + 31 * DAY)}
     assert answers["usage_data"].action == "delete"
     assert answers["usage_data"].reason == "retention_expired"
     assert answers["account_profile"].action == "keep"
@@ -154,64 +156,64 @@ def test_the_dry_run_reports_what_the_timers_would_do_and_what_is_kept():
 
 
 def test_consent_withdrawal_counts_only_on_the_transition():
-    assert domain.withdrawal_transition(False, True)
-    assert domain.withdrawal_transition(None, True)
-    assert not domain.withdrawal_transition(True, True)
-    assert not domain.withdrawal_transition(True, False)
+    assert domain.rules.withdrawal_transition(False, True)
+    assert domain.rules.withdrawal_transition(None, True)
+    assert not domain.rules.withdrawal_transition(True, True)
+    assert not domain.rules.withdrawal_transition(True, False)
 
 
 def test_withdrawal_objection_and_expiry_count_but_restriction_and_default_do_not():
-    assert domain.withdrawn("withdrawn", objected=False)
-    assert domain.withdrawn("expired", objected=False)
-    assert domain.withdrawn("granted", objected=True)
-    assert not domain.withdrawn("granted", objected=False)  # restricted: allowed is false
-    assert not domain.withdrawn("default", objected=False)
-    assert not domain.withdrawn(None, objected=False)
+    assert domain.rules.withdrawn("withdrawn", objected=False)
+    assert domain.rules.withdrawn("expired", objected=False)
+    assert domain.rules.withdrawn("granted", objected=True)
+    assert not domain.rules.withdrawn("granted", objected=False)  # restricted: allowed is false
+    assert not domain.rules.withdrawn("default", objected=False)
+    assert not domain.rules.withdrawn(None, objected=False)
 
 
 def test_a_request_deadline_is_one_calendar_month_and_clamps_at_month_end():
-    assert domain.request_deadline(T0) == datetime(2026, 12, 26, 10, 0, tzinfo=UTC)
+    assert domain.requests.request_deadline(T0) == datetime(2026, 12, 26, 10, 0, tzinfo=UTC)
     jan31 = datetime(2027, 1, 31, tzinfo=UTC)
-    assert domain.request_deadline(jan31) == datetime(2027, 2, 28, tzinfo=UTC)
+    assert domain.requests.request_deadline(jan31) == datetime(2027, 2, 28, tzinfo=UTC)
 
 
 def test_a_request_is_extended_once_by_at_most_two_months():
-    current = domain.request_deadline(T0)
+    current = domain.requests.request_deadline(T0)
     new = datetime(2027, 2, 26, 10, 0, tzinfo=UTC)
-    assert domain.extend_deadline(T0, False, new, current) == new
-    with pytest.raises(domain.ExtensionRefused):
-        domain.extend_deadline(T0, False, new + DAY, current)
-    with pytest.raises(domain.ExtensionRefused):
-        domain.extend_deadline(T0, True, new, current)
+    assert domain.requests.extend_deadline(T0, False, new, current) == new
+    with pytest.raises(domain.model.ExtensionRefused):
+        domain.requests.extend_deadline(T0, False, new + DAY, current)
+    with pytest.raises(domain.model.ExtensionRefused):
+        domain.requests.extend_deadline(T0, True, new, current)
 
 
 def test_request_status_follows_outcomes_and_open_jobs():
-    deleted = Outcome(category="crm_data", outcome="deleted")
-    retained = Outcome(category="billing_records", outcome="retained")
-    blocked = Outcome(category="usage_data", outcome="blocked")
-    assert domain.request_status([deleted, retained], 0, False) == "completed"
-    assert domain.request_status([deleted, retained], 1, False) == "in_progress"
-    assert domain.request_status([deleted, blocked], 0, False) == "partially_completed"
-    assert domain.request_status([deleted], 0, True) == "cancelled"
-    assert domain.is_overdue(T0, "in_progress", T0 + DAY)
-    assert not domain.is_overdue(T0, "completed", T0 + DAY)
+    deleted = CategoryOutcome(category="crm_data", outcome="deleted")
+    retained = CategoryOutcome(category="billing_records", outcome="retained")
+    blocked = CategoryOutcome(category="usage_data", outcome="blocked")
+    assert domain.requests.request_status([deleted, retained], 0, False) == "completed"
+    assert domain.requests.request_status([deleted, retained], 1, False) == "in_progress"
+    assert domain.requests.request_status([deleted, blocked], 0, False) == "partially_completed"
+    assert domain.requests.request_status([deleted], 0, True) == "cancelled"
+    assert domain.requests.is_overdue(T0, "in_progress", T0 + DAY)
+    assert not domain.requests.is_overdue(T0, "completed", T0 + DAY)
 
 
 def test_backoff_doubles_and_is_capped():
     first = timedelta(minutes=5)
-    assert domain.backoff(first, 1, DAY) == first
-    assert domain.backoff(first, 3, DAY) == 4 * first
-    assert domain.backoff(first, 30, DAY) == DAY
+    assert domain.jobs.backoff(first, 1, DAY) == first
+    assert domain.jobs.backoff(first, 3, DAY) == 4 * first
+    assert domain.jobs.backoff(first, 30, DAY) == DAY
 
 
 def test_job_ids_are_deterministic_per_cause():
-    assert domain.job_id_for("timer", "7") == domain.job_id_for("timer", "7")
-    assert domain.job_id_for("timer", "7") != domain.job_id_for("timer", "8")
+    assert domain.jobs.job_id_for("timer", "7") == domain.jobs.job_id_for("timer", "7")
+    assert domain.jobs.job_id_for("timer", "7") != domain.jobs.job_id_for("timer", "8")
 
 
 def _chain(count: int) -> list[tuple[Certificate, str, str]]:
     links = []
-    prev = domain.GENESIS
+    prev = domain.certificates.GENESIS
     for i in range(count):
         cert = Certificate(
             job_id=f"job_{i}",
@@ -227,27 +229,29 @@ def _chain(count: int) -> list[tuple[Certificate, str, str]]:
             records_deleted=i,
             receipt_id=f"r{i}",
         )
-        digest = domain.certificate_hash(prev, cert)
+        digest = domain.certificates.certificate_hash(prev, cert)
         links.append((cert, prev, digest))
         prev = digest
     return links
 
 
 def test_an_intact_certificate_chain_verifies():
-    assert domain.verify_chain(_chain(3)) == []
+    assert domain.certificates.verify_chain(_chain(3)) == []
 
 
 def test_an_altered_certificate_is_detected():
     links = _chain(3)
     cert, prev, digest = links[1]
     links[1] = (cert.model_copy(update={"records_deleted": 99}), prev, digest)
-    assert domain.verify_chain(links) == ["job_1: content does not match its hash (altered)"]
+    assert domain.certificates.verify_chain(links) == [
+        "job_1: content does not match its hash (altered)"
+    ]
 
 
 def test_a_removed_certificate_is_detected():
     links = _chain(3)
     del links[1]
-    assert domain.verify_chain(links) == [
+    assert domain.certificates.verify_chain(links) == [
         "job_2: chain broken before it (a certificate was removed)"
     ]
 
@@ -263,8 +267,8 @@ def test_changing_the_rules_changes_their_digest():
             }
         }
     )
-    assert domain.rules_digest(RULES) == domain.rules_digest(load_retention())
-    assert domain.rules_digest(changed) != domain.rules_digest(RULES)
+    assert domain.rules.rules_digest(RULES) == domain.rules.rules_digest(load_retention())
+    assert domain.rules.rules_digest(changed) != domain.rules.rules_digest(RULES)
 
 
 def test_the_fast_deletion_job_encoding_matches_the_contract_encoding():
@@ -296,6 +300,6 @@ def test_timer_job_ids_are_stable_and_differ_for_other_subjects_with_the_same_se
         "due_at": datetime(2027, 1, 1, tzinfo=UTC),
     }  # fmt: skip
     first = Timer.model_validate(base)
-    assert domain.timer_job_id(first) == domain.timer_job_id(Timer.model_validate(base))
+    assert domain.jobs.timer_job_id(first) == domain.jobs.timer_job_id(Timer.model_validate(base))
     other = Timer.model_validate({**base, "subject_id": "usr_b"})
-    assert domain.timer_job_id(first) != domain.timer_job_id(other)
+    assert domain.jobs.timer_job_id(first) != domain.jobs.timer_job_id(other)
