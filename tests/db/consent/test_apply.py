@@ -18,9 +18,9 @@ from shared.contract.events import (
     ErasureRequested,
     ErasureRequestedData,
 )
-from tests.component.consent.conftest import NOW, Setup
+from tests.db.consent.conftest import NOW, Setup
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 def change(

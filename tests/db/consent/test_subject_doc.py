@@ -18,10 +18,10 @@ from services.consent.domain import to_doc
 from shared.contract.codec import new_event
 from shared.contract.events import ConsentChangeData, ConsentGranted, ConsentWithdrawn
 from shared.plumbing import db
-from tests.component.consent.conftest import NOW, Setup
+from tests.db.consent.conftest import NOW, Setup
 from tests.support.infra import Infra
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 def changes() -> list[Any]:

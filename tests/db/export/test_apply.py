@@ -50,7 +50,7 @@ from tests.integration.export.harness import (
 )
 from tests.support.records import Record
 
-pytestmark = pytest.mark.integration  # needs PostgreSQL
+pytestmark = pytest.mark.db
 
 
 @dataclass

@@ -16,7 +16,7 @@ from shared.plumbing.pipeline import Batch, CollectorPause, Pipeline
 from tests.support.infra import Infra
 from tests.support.records import Record
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 class Handler:
