@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from services.export import domain, parts, store
+from services.export import domain, part_store, parts, store
 from services.export import metrics as export_metrics
 from services.export.domain import ExportRefused, PartVerdict, Request, State
 from services.export.settings import ExportSettings
@@ -205,7 +205,7 @@ async def _extended(ctx: Context, conn: Conn, batch: Batch, event: RequestExtend
 async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> None:
     data = event.data
     row = await _own_request(conn, data.request_id)
-    status = await store.part_status(
+    status = await part_store.part_status(
         conn, data.request_id, data.owner, data.category, data.part_index
     )
     verdict = await _verdict(conn, row, event.subject, data, already_stored=status == "stored")
@@ -217,17 +217,17 @@ async def _part(ctx: Context, conn: Conn, batch: Batch, event: ExportPart) -> No
     if verdict is PartVerdict.DUPLICATE:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
         return
-    received = store.ReceivedPart.of(data, ctx.now())
+    received = part_store.ReceivedPart.of(data, ctx.now())
     try:
         received = received.stored(await asyncio.to_thread(_store_part, ctx, row, event))
     except parts.PartError as failed:
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
-    await store.save_part(conn, data.request_id, received)
+    await part_store.save_part(conn, data.request_id, received)
     taken = data.location is not None and received.status == "stored"
     if taken and ctx.settings.delete_referenced_parts:
         path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
-        await store.queue_exchange_deletion(conn, str(path), ctx.now())
+        await part_store.queue_exchange_deletion(conn, str(path), ctx.now())
     await _progress(ctx, conn, batch, row)
 
 
@@ -260,7 +260,7 @@ async def _part_failed(ctx: Context, conn: Conn, batch: Batch, event: ExportPart
     failure = domain.Failure(
         owner=data.owner, category=data.category, error=data.error, retryable=data.retryable
     )
-    await store.save_failure(conn, data.request_id, failure, ctx.now())
+    await part_store.save_failure(conn, data.request_id, failure, ctx.now())
     await _progress(ctx, conn, batch, row)
 
 
@@ -283,7 +283,7 @@ async def _verdict(
     job = (await store.jobs(conn, request_id)).get(data.owner)
     part_count = data.part_count if isinstance(data, ExportPartData) else None
     known = (
-        await store.known_part_count(conn, request_id, data.owner, data.category)
+        await part_store.known_part_count(conn, request_id, data.owner, data.category)
         if data.category is not None and part_count is not None
         else None
     )
@@ -307,8 +307,8 @@ async def _progress(ctx: Context, conn: Conn, batch: Batch, row: store.RequestRo
     jobs = await store.jobs(conn, request.request_id)
     settled = domain.settle(
         {owner: job.categories for owner, job in jobs.items()},
-        await store.summary(conn, request.request_id),
-        await store.failures(conn, request.request_id),
+        await part_store.summary(conn, request.request_id),
+        await part_store.failures(conn, request.request_id),
     )
     state = State.READY if domain.all_in(settled) else State.IN_PROGRESS
     if state is not request.state:
