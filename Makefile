@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck test test-faults bench run stop demo up down schemas compose-check asyncapi clean
+.PHONY: help install lint typecheck unit test test-faults bench run stop demo up down schemas compose-check asyncapi clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ lint: install ## ruff (lint and format check)
 
 typecheck: install ## mypy --strict
 	$(VENV)/bin/mypy shared services tests bench demo
+
+unit: install ## the pure tests alone (tests/unit): about 20 s, no Kafka or PostgreSQL
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 test: lint typecheck ## ruff, mypy and the whole test suite on real Kafka and PostgreSQL
 	$(PY) -m pytest -m "not faults" $(PYTEST_ARGS)

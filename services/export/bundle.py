@@ -12,8 +12,8 @@ from typing import IO, Any
 import orjson
 
 from services.export.domain import FORMAT_VERSION, CategoryInfo, Settled, default_schema, zip_name
+from services.export.part_store import StoredPart
 from services.export.storage import Storage, part_key
-from services.export.store import StoredPart
 
 FLUSH_AT = 256 * 1024
 

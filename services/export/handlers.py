@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from typing import cast
 
-from services.export import domain, parts, store
+from services.export import domain, part_store, parts, store
 from services.export import metrics as export_metrics
 from services.export.context import SOURCE, Context
 from services.export.domain import ExportRefused, PartVerdict, Request, State
@@ -126,7 +126,7 @@ async def on_extended(ctx: Context, tx: Tx, event: RequestExtended) -> None:
 async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     data = event.data
     row = await _own_request(tx.conn, data.request_id)
-    status = await store.part_status(
+    status = await part_store.part_status(
         tx.conn, data.request_id, data.owner, data.category, data.part_index
     )
     verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=status == "stored")
@@ -138,17 +138,17 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     if verdict is PartVerdict.DUPLICATE:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
         return
-    received = store.ReceivedPart.of(data, ctx.now())
+    received = part_store.ReceivedPart.of(data, ctx.now())
     try:
         received = received.stored(await asyncio.to_thread(_store_part, ctx, row, event))
     except parts.PartError as failed:
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
-    await store.save_part(tx.conn, data.request_id, received)
+    await part_store.save_part(tx.conn, data.request_id, received)
     taken = data.location is not None and received.status == "stored"
     if taken and ctx.settings.delete_referenced_parts:
         path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
-        await store.queue_exchange_deletion(tx.conn, str(path), ctx.now())
+        await part_store.queue_exchange_deletion(tx.conn, str(path), ctx.now())
     await _progress(ctx, tx, row)
 
 
@@ -181,7 +181,7 @@ async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     failure = domain.Failure(
         owner=data.owner, category=data.category, error=data.error, retryable=data.retryable
     )
-    await store.save_failure(tx.conn, data.request_id, failure, ctx.now())
+    await part_store.save_failure(tx.conn, data.request_id, failure, ctx.now())
     await _progress(ctx, tx, row)
 
 
@@ -204,7 +204,7 @@ async def _verdict(
     job = (await store.jobs(conn, request_id)).get(data.owner)
     part_count = data.part_count if isinstance(data, ExportPartData) else None
     known = (
-        await store.known_part_count(conn, request_id, data.owner, data.category)
+        await part_store.known_part_count(conn, request_id, data.owner, data.category)
         if data.category is not None and part_count is not None
         else None
     )
@@ -228,8 +228,8 @@ async def _progress(ctx: Context, tx: Tx, row: store.RequestRow) -> None:
     jobs = await store.jobs(tx.conn, request.request_id)
     settled = domain.settle(
         {owner: job.categories for owner, job in jobs.items()},
-        await store.summary(tx.conn, request.request_id),
-        await store.failures(tx.conn, request.request_id),
+        await part_store.summary(tx.conn, request.request_id),
+        await part_store.failures(tx.conn, request.request_id),
     )
     state = State.READY if domain.all_in(settled) else State.IN_PROGRESS
     if state is not request.state:

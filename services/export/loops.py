@@ -12,7 +12,7 @@ import contextlib
 from datetime import timedelta
 from pathlib import Path
 
-from services.export import domain, store
+from services.export import domain, part_store, store
 from services.export import metrics as export_metrics
 from services.export.bundle import BundleInput, write_bundle
 from services.export.context import Context
@@ -74,10 +74,10 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         jobs = await store.jobs(conn, request.request_id)
         settled = domain.settle(
             {owner: job.categories for owner, job in jobs.items()},
-            await store.summary(conn, request.request_id),
-            await store.failures(conn, request.request_id),
+            await part_store.summary(conn, request.request_id),
+            await part_store.failures(conn, request.request_id),
         )
-        stored = await store.stored_parts(conn, request.request_id)
+        stored = await part_store.stored_parts(conn, request.request_id)
     state, missing, outcomes = domain.finish(settled)
     bundle_id = domain.bundle_id_for(row.storage_key)
     bundle = BundleInput(
@@ -136,11 +136,11 @@ async def delete_expired(ctx: Context) -> bool:
 async def delete_exchange_files(ctx: Context) -> bool:
     """Delete one batch of exchange files whose intake committed (delete_referenced_parts)."""
     async with ctx.pool.acquire() as conn, conn.transaction():
-        paths = await store.claim_exchange_deletions(conn)
+        paths = await part_store.claim_exchange_deletions(conn)
         if not paths:
             return False
         await asyncio.to_thread(_unlink_all, paths)
-        await store.forget_exchange_deletions(conn, paths)
+        await part_store.forget_exchange_deletions(conn, paths)
     log.info("export_exchange_files_deleted", count=len(paths))
     return True
 

@@ -1,16 +1,18 @@
-"""The export service's tables (asyncpg; every method takes the caller's connection)."""
+"""The export requests' rows: each request, its jobs and its bundle (asyncpg; every function
+takes the caller's connection). Parts and failures are in `part_store`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 import orjson
 
-from services.export.domain import Failure, PartSummary, Request, State
-from shared.contract.events import CategoryOutcome, ExportPartData
+from services.export.domain import Request, State
+from shared.contract.events import CategoryOutcome
 from shared.plumbing.db import Conn
 
 INSERT_REQUEST = """
@@ -32,42 +34,6 @@ WHERE request_id = $1
 """
 INSERT_JOB = "INSERT INTO jobs (request_id, owner, job_id, categories) VALUES ($1, $2, $3, $4)"
 SELECT_JOBS = "SELECT owner, job_id, categories FROM jobs WHERE request_id = $1"
-SELECT_PART = """
-SELECT status FROM parts
-WHERE request_id = $1 AND owner = $2 AND category = $3 AND part_index = $4
-"""
-SELECT_PART_COUNT = """
-SELECT part_count FROM parts WHERE request_id = $1 AND owner = $2 AND category = $3 LIMIT 1
-"""
-UPSERT_PART = """
-INSERT INTO parts (request_id, owner, category, part_index, part_count, status, record_count,
-                   sha256, record_schema, error, received_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (request_id, owner, category, part_index) DO UPDATE
-SET status = EXCLUDED.status, record_count = EXCLUDED.record_count, sha256 = EXCLUDED.sha256,
-    record_schema = EXCLUDED.record_schema, error = EXCLUDED.error,
-    received_at = EXCLUDED.received_at
-WHERE parts.status = 'failed'
-"""
-SUMMARY = """
-SELECT owner, category, max(part_count) AS part_count,
-       count(*) FILTER (WHERE status = 'stored') AS stored,
-       coalesce(sum(record_count) FILTER (WHERE status = 'stored'), 0) AS records,
-       coalesce(array_agg('part ' || part_index || ': ' || error ORDER BY part_index)
-                FILTER (WHERE status = 'failed'), '{}') AS failed
-FROM parts WHERE request_id = $1 GROUP BY owner, category
-"""
-STORED_PARTS = """
-SELECT owner, category, part_index, record_count, sha256, record_schema FROM parts
-WHERE request_id = $1 AND status = 'stored' ORDER BY owner, category, part_index
-"""
-UPSERT_FAILURE = """
-INSERT INTO failures (request_id, owner, category, error, retryable, failed_at)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (request_id, owner, category) DO UPDATE
-SET error = EXCLUDED.error, retryable = EXCLUDED.retryable, failed_at = EXCLUDED.failed_at
-"""
-SELECT_FAILURES = "SELECT owner, category, error, retryable FROM failures WHERE request_id = $1"
 CLAIM_DUE = """
 SELECT * FROM requests
 WHERE status = 'ready'
@@ -92,6 +58,9 @@ WHERE bundle_id IS NOT NULL AND bundle_deleted_at IS NULL AND bundle_expires_at 
 ORDER BY bundle_expires_at LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
+MARK_BUNDLE_DELETED = """
+UPDATE requests SET bundle_deleted_at = $2, updated_at = now() WHERE request_id = ANY($1::text[])
+"""
 REQUEST_COUNTS = """
 SELECT CASE WHEN status IN ('ready', 'assembling') THEN 'in_progress' ELSE status END AS status,
        status IN ('pending', 'in_progress', 'ready', 'assembling') AND deadline < $1 AS overdue,
@@ -105,16 +74,6 @@ WHERE status IN ('pending', 'in_progress', 'ready', 'assembling')
 """
 LOCK_SUBJECT_REQUESTS = """
 SELECT * FROM requests WHERE subject = $1 ORDER BY request_id FOR UPDATE
-"""
-QUEUE_EXCHANGE_DELETION = """
-INSERT INTO exchange_deletions (path, queued_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
-"""
-CLAIM_EXCHANGE_DELETIONS = """
-SELECT path FROM exchange_deletions ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
-"""
-DELETE_EXCHANGE_DELETIONS = "DELETE FROM exchange_deletions WHERE path = ANY($1::text[])"
-MARK_BUNDLE_DELETED = """
-UPDATE requests SET bundle_deleted_at = $2, updated_at = now() WHERE request_id = ANY($1::text[])
 """
 
 
@@ -131,52 +90,10 @@ class RequestRow:
 
 @dataclass(frozen=True)
 class Job:
+    """The job issued to one owner: its id and the categories it asks for."""
+
     job_id: str
     categories: list[str]
-
-
-@dataclass(frozen=True)
-class ReceivedPart:
-    """A part as received: stored (its records kept) or failed (with the reason)."""
-
-    owner: str
-    category: str
-    part_index: int
-    part_count: int
-    sha256: str
-    record_schema: str | None
-    received_at: datetime
-    status: str = "stored"
-    record_count: int = 0
-    error: str | None = None
-
-    @classmethod
-    def of(cls, data: ExportPartData, now: datetime) -> ReceivedPart:
-        return cls(
-            owner=data.owner,
-            category=data.category,
-            part_index=data.part_index,
-            part_count=data.part_count,
-            sha256=data.sha256,
-            record_schema=data.record_schema,
-            received_at=now,
-        )
-
-    def stored(self, record_count: int) -> ReceivedPart:
-        return replace(self, status="stored", record_count=record_count)
-
-    def failed(self, reason: str) -> ReceivedPart:
-        return replace(self, status="failed", error=reason)
-
-
-@dataclass(frozen=True)
-class StoredPart:
-    owner: str
-    category: str
-    part_index: int
-    record_count: int
-    sha256: str
-    record_schema: str | None
 
 
 def _row(record: asyncpg.Record | None) -> RequestRow | None:
@@ -243,10 +160,12 @@ async def insert_request(
 
 
 async def set_state(conn: Conn, request_id: str, state: State) -> None:
+    """Move the request to `state`."""
     await conn.execute(SET_STATE, request_id, state.value)
 
 
 async def set_deadline(conn: Conn, request_id: str, deadline: datetime) -> None:
+    """Extend the deadline (marks the request extended)."""
     await conn.execute(SET_DEADLINE, request_id, deadline)
 
 
@@ -259,82 +178,6 @@ async def jobs(conn: Conn, request_id: str) -> dict[str, Job]:
     """The jobs issued for a request, by owner."""
     rows = await conn.fetch(SELECT_JOBS, request_id)
     return {r["owner"]: Job(r["job_id"], list(r["categories"])) for r in rows}
-
-
-async def part_status(
-    conn: Conn, request_id: str, owner: str, category: str, part_index: int
-) -> str | None:
-    """'stored', 'failed' or None."""
-    status: str | None = await conn.fetchval(SELECT_PART, request_id, owner, category, part_index)
-    return status
-
-
-async def known_part_count(conn: Conn, request_id: str, owner: str, category: str) -> int | None:
-    """The part_count earlier parts of this category gave."""
-    count: int | None = await conn.fetchval(SELECT_PART_COUNT, request_id, owner, category)
-    return count
-
-
-async def save_part(conn: Conn, request_id: str, part: ReceivedPart) -> None:
-    """Record a received part (a stored one replaces an earlier failed one)."""
-    await conn.execute(
-        UPSERT_PART,
-        request_id,
-        part.owner,
-        part.category,
-        part.part_index,
-        part.part_count,
-        part.status,
-        part.record_count,
-        part.sha256,
-        part.record_schema,
-        part.error,
-        part.received_at,
-    )
-
-
-async def summary(conn: Conn, request_id: str) -> list[PartSummary]:
-    """Per owner and category: parts expected, stored, records, failures."""
-    return [
-        PartSummary(
-            owner=r["owner"],
-            category=r["category"],
-            part_count=r["part_count"],
-            stored=r["stored"],
-            records=r["records"],
-            failed=list(r["failed"]),
-        )
-        for r in await conn.fetch(SUMMARY, request_id)
-    ]
-
-
-async def stored_parts(conn: Conn, request_id: str) -> list[StoredPart]:
-    """Every stored part, in bundle order."""
-    return [StoredPart(**dict(r)) for r in await conn.fetch(STORED_PARTS, request_id)]
-
-
-async def save_failure(conn: Conn, request_id: str, failure: Failure, now: datetime) -> None:
-    await conn.execute(
-        UPSERT_FAILURE,
-        request_id,
-        failure.owner,
-        failure.category or "",
-        failure.error,
-        failure.retryable,
-        now,
-    )
-
-
-async def failures(conn: Conn, request_id: str) -> list[Failure]:
-    return [
-        Failure(
-            owner=r["owner"],
-            category=r["category"] or None,
-            error=r["error"],
-            retryable=r["retryable"],
-        )
-        for r in await conn.fetch(SELECT_FAILURES, request_id)
-    ]
 
 
 async def claim_due(conn: Conn, now: datetime, lease_until: datetime) -> RequestRow | None:
@@ -378,6 +221,7 @@ async def claim_expired_bundles(
 
 
 async def mark_bundles_deleted(conn: Conn, request_ids: Sequence[str], now: datetime) -> None:
+    """Note that these requests' bundles are gone."""
     await conn.execute(MARK_BUNDLE_DELETED, list(request_ids), now)
 
 
@@ -385,20 +229,6 @@ async def subject_requests(conn: Conn, subject: str) -> list[RequestRow]:
     """Every export request of a subject, locked for this transaction."""
     rows = await conn.fetch(LOCK_SUBJECT_REQUESTS, subject)
     return [row for row in (_row(r) for r in rows) if row is not None]
-
-
-async def queue_exchange_deletion(conn: Conn, path: str, now: datetime) -> None:
-    """Delete an exchange file once this transaction has committed (the cleaner does it)."""
-    await conn.execute(QUEUE_EXCHANGE_DELETION, path, now)
-
-
-async def claim_exchange_deletions(conn: Conn, limit: int = 100) -> list[str]:
-    """Exchange files whose intake committed, locked for this transaction."""
-    return [r["path"] for r in await conn.fetch(CLAIM_EXCHANGE_DELETIONS, limit)]
-
-
-async def forget_exchange_deletions(conn: Conn, paths: Sequence[str]) -> None:
-    await conn.execute(DELETE_EXCHANGE_DELETIONS, list(paths))
 
 
 async def request_counts(conn: Conn, now: datetime) -> dict[tuple[str, bool], int]:

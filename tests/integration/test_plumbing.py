@@ -13,9 +13,7 @@ from faststream.kafka import KafkaMessage, KafkaRouter
 from shared.contract.codec import decode, new_event
 from shared.contract.events import (
     AccountClosed,
-    AccountClosedData,
     AccountSignedUp,
-    AccountSignedUpData,
     ConsentState,
     ConsentStateData,
 )
@@ -25,6 +23,7 @@ from shared.plumbing.handlers import Handlers, Tx, plain_tx
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import PIPELINE, Runtime, ServiceSpec, batch_subscriber, records_of
 from shared.plumbing.settings import ServiceSettings
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
 
@@ -89,12 +88,7 @@ def toy_settings(infra: Infra, topics: Topics, schema: str) -> ServiceSettings:
 
 
 def signed_up(subject: str) -> AccountSignedUp:
-    return new_event(
-        AccountSignedUp,
-        subject=subject,
-        source="accounts-service",
-        data=AccountSignedUpData(account_id="acc_1", jurisdiction="DE", policy_version="1"),
-    )
+    return make.signed_up(subject, source="accounts-service", policy_version="1")
 
 
 async def seen_rows(infra: Infra, schema: str) -> list[asyncpg.Record]:
@@ -147,11 +141,8 @@ async def test_poison_goes_to_deadletter_and_the_next_event_is_still_consumed(
     await runtime.start()
     try:
         good = signed_up("usr_9")
-        forbidden = new_event(
-            AccountClosed,
-            subject="usr_8",
-            source="accounts-service",
-            data=AccountClosedData(account_id="a", closed_at=datetime.now(UTC), reason="forbidden"),
+        forbidden = make.account_closed(
+            "usr_8", "a", closed_at=datetime.now(UTC), reason="forbidden", source="accounts-service"
         )
         conflict = good.model_copy(
             update={"data": good.data.model_copy(update={"policy_version": "2"})}

@@ -31,31 +31,20 @@ from shared.contract.codec import decode, new_event
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
     AccountSignedUp,
-    AccountSignedUpData,
-    ConsentChangeData,
     ConsentGranted,
     ConsentStateData,
     ConsentWithdrawn,
-    ErasureRequested,
-    ErasureRequestedData,
     Evidence,
     ExportJob,
     ExportJobData,
     ExportPart,
     GpcSignal,
-    GpcSignalData,
-    ProcessingObjected,
-    ProcessingObjectedData,
-    ProcessingRestricted,
-    ProcessingRestrictedData,
-    RestrictionLifted,
-    RestrictionLiftedData,
-    SignUpConsent,
 )
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
 from shared.plumbing.service import Runtime
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
 
@@ -171,31 +160,20 @@ async def service(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
 
 
 def grant(subject: str, purpose: str, minute: float, **extra: Any) -> ConsentGranted:
-    data = ConsentChangeData(purpose=purpose, source=extra.pop("source", "web_form"), **extra)
-    return new_event(ConsentGranted, subject=subject, data=data, source="web", time=at(minute))
+    via = extra.pop("source", "web_form")
+    return make.granted(subject, purpose, via=via, at=at(minute), **extra)
 
 
 def withdraw(subject: str, purpose: str, minute: float) -> ConsentWithdrawn:
-    data = ConsentChangeData(purpose=purpose, source="email_link")
-    return new_event(ConsentWithdrawn, subject=subject, data=data, source="web", time=at(minute))
+    return make.withdrawn(subject, purpose, at=at(minute))
 
 
 def signed_up(subject: str, minute: float, **consents: bool) -> AccountSignedUp:
-    data = AccountSignedUpData(
-        account_id=f"acc_{subject}",
-        jurisdiction="DE",
-        policy_version="2026-10",
-        consents=[SignUpConsent(purpose=p, granted=g) for p, g in consents.items()],
-    )
-    return new_event(
-        AccountSignedUp, subject=subject, data=data, source="accounts", time=at(minute)
-    )
+    return make.signed_up(subject, f"acc_{subject}", at=at(minute), consents=consents)
 
 
 def gpc(subject: str, minute: float) -> GpcSignal:
-    return new_event(
-        GpcSignal, subject=subject, data=GpcSignalData(), source="web", time=at(minute)
-    )
+    return make.gpc(subject, at=at(minute))
 
 
 def allowed(state: ConsentStateData | None, purpose: str) -> bool:
@@ -261,27 +239,9 @@ async def test_a_restriction_overrides_a_grant_until_lifted_and_an_objection_den
     service: Service,
 ):
     s = "usr_restrict"
-    restricted = new_event(
-        ProcessingRestricted,
-        subject=s,
-        data=ProcessingRestrictedData(categories=["usage_data"], reason="disputed accuracy"),
-        source="support",
-        time=at(2),
-    )
-    objected = new_event(
-        ProcessingObjected,
-        subject=s,
-        data=ProcessingObjectedData(purposes=["personalisation"]),
-        source="support",
-        time=at(3),
-    )
-    lifted = new_event(
-        RestrictionLifted,
-        subject=s,
-        data=RestrictionLiftedData(categories=["usage_data"]),
-        source="support",
-        time=at(4),
-    )
+    restricted = make.restricted(s, categories=["usage_data"], reason="disputed accuracy", at=at(2))
+    objected = make.objected(s, purposes=["personalisation"], at=at(3))
+    lifted = make.restriction_lifted(s, categories=["usage_data"], at=at(4))
     await service.send(service.topics.consent_changes, grant(s, "analytics_cookies", 1), restricted)
     await service.wait_version(s, 2)
     d = await service.decision(s, "analytics_cookies")
@@ -503,12 +463,8 @@ async def test_erasure_leaves_a_tombstone_a_pseudonymised_ledger_and_late_events
         grant(s, "personalisation", 1, evidence=Evidence(user_agent="Edge")),
     )
     await service.wait_version(s, 2)
-    erasure = new_event(
-        ErasureRequested,
-        subject=s,
-        data=ErasureRequestedData(request_id="req_erase_1", verified_by="support:agent_1"),
-        source="portal",
-        time=at(5),
+    erasure = make.erasure(
+        s, "req_erase_1", verified_by="support:agent_1", source="portal", at=at(5)
     )
     await service.send(service.topics.privacy_requests, erasure)
     states = await service.states(s, 3)
@@ -572,13 +528,7 @@ async def test_a_point_in_time_decision_matches_the_state_at_that_moment(service
         grant(s, "marketing_email", 30),
     )
     await service.wait_version(s, 3)
-    late_restriction = new_event(
-        ProcessingRestricted,
-        subject=s,
-        data=ProcessingRestrictedData(purposes=["marketing_email"]),
-        source="support",
-        time=at(35),
-    )
+    late_restriction = make.restricted(s, purposes=["marketing_email"], at=at(35))
     await service.send(
         service.topics.consent_changes, grant(s, "marketing_email", 15), late_restriction
     )

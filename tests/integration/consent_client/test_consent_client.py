@@ -14,9 +14,9 @@ from faststream.kafka import KafkaBroker, KafkaRouter
 from prometheus_client import REGISTRY
 
 from shared.consent_client import ConsentClient, ConsentFilter
-from shared.contract.codec import new_event
-from shared.contract.events import ConsentState, ConsentStateData, PurposeState
+from shared.contract.events import ConsentState
 from shared.contract.topics import Topics
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce
 
@@ -26,19 +26,7 @@ NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
 def state(subject: str, version: int, **allowed: bool) -> ConsentState:
-    purposes = {
-        p: PurposeState(
-            state="granted" if ok else "withdrawn", allowed=ok, since=NOW, basis="consent"
-        )
-        for p, ok in allowed.items()
-    }
-    return new_event(
-        ConsentState,
-        subject=subject,
-        source="privacy-plane.consent",
-        data=ConsentStateData(version=version, purposes=purposes),
-        time=NOW,
-    )
+    return make.consent_state(subject, version, at=NOW, **allowed)
 
 
 def tombstone(subject: str) -> tuple[bytes, None]:

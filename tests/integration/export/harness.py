@@ -26,15 +26,13 @@ from shared.contract.events import (
     ExportPart,
     ExportPartData,
     ExportRequested,
-    ExportRequestedData,
-    RequestCancelled,
-    RequestCancelledData,
     RequestStatusChanged,
 )
 from shared.contract.sealing import records_bytes, sealed_parts
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.service import Runtime
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
 
@@ -80,24 +78,14 @@ class Harness:
         return self.settings.exchange_dir
 
     async def request_export(self, subject: str, request_id: str) -> ExportRequested:
-        event = new_event(
-            ExportRequested,
-            subject=subject,
-            source="portal",
-            data=ExportRequestedData(request_id=request_id, verified_by="portal:session"),
-            time=self.clock.now(),
+        event = make.export_requested(
+            subject, request_id, verified_by="portal:session", at=self.clock.now()
         )
         await produce(self.infra.kafka, self.topics.privacy_requests, [event])
         return event
 
     async def cancel(self, subject: str, request_id: str) -> None:
-        event = new_event(
-            RequestCancelled,
-            subject=subject,
-            source="portal",
-            data=RequestCancelledData(request_id=request_id),
-            time=self.clock.now(),
-        )
+        event = make.request_cancelled(subject, request_id, at=self.clock.now())
         await produce(self.infra.kafka, self.topics.privacy_requests, [event])
 
     async def jobs(self, request_id: str, count: int) -> dict[str, ExportJob]:

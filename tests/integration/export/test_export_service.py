@@ -22,8 +22,6 @@ from shared.contract.events import (
     ExportPart,
     ExportPartFailed,
     ExportPartFailedData,
-    RequestExtended,
-    RequestExtendedData,
 )
 from shared.contract.sealing import open_sealed
 from shared.plumbing.clock import ManualClock
@@ -36,6 +34,7 @@ from tests.integration.export.harness import (
     reference_part,
     settings_for,
 )
+from tests.support import events as make
 from tests.support.kafka import produce, read_topic
 
 pytestmark = pytest.mark.integration
@@ -221,14 +220,7 @@ async def test_past_the_deadline_a_silent_owner_is_named_and_bad_parts_fail_with
     assert rows[0]["n"] == len(events)
 
     new_deadline = deadline_for(export.clock.now()) + timedelta(days=20)
-    extension = new_event(
-        RequestExtended,
-        subject=subject,
-        source="portal",
-        data=RequestExtendedData(
-            request_id=request_id, reason="complex", new_deadline=new_deadline
-        ),
-    )
+    extension = make.request_extended(subject, request_id, new_deadline, reason="complex")
     await produce(export.infra.kafka, export.topics.privacy_requests, [extension])
     await export.statuses(request_id, lambda s: any(e.data.deadline == new_deadline for e in s))
     export.clock.set(new_deadline + timedelta(seconds=1))

@@ -21,6 +21,7 @@ from shared.contract.envelope import CloudEvent, Data
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.service import Runtime
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
 
@@ -57,14 +58,11 @@ def event(model: type[E], subject: str, data: Data, at: datetime = T0, source: s
 
 
 def signed_up(subject: str, account: str, at: datetime = T0) -> ev.AccountSignedUp:
-    data = ev.AccountSignedUpData(account_id=account, jurisdiction="DE", policy_version="1")
-    return event(ev.AccountSignedUp, subject, data, at)
+    return make.signed_up(subject, account, source="test", at=at, policy_version="1")
 
 
 def closed(subject: str, account: str, at: datetime = T0) -> ev.AccountClosed:
-    return event(
-        ev.AccountClosed, subject, ev.AccountClosedData(account_id=account, closed_at=at), at
-    )
+    return make.account_closed(subject, account, closed_at=at, source="test", at=at)
 
 
 def reopened(subject: str, account: str, at: datetime) -> ev.AccountReopened:
@@ -88,8 +86,9 @@ def release(hold_id: str, subject: str, **kw: Any) -> ev.LegalHoldReleased:
 def erasure(
     subject: str, request_id: str, scope: Any = "all", at: datetime = T0
 ) -> ev.ErasureRequested:
-    data = ev.ErasureRequestedData(request_id=request_id, scope=scope, verified_by="support:1")
-    return event(ev.ErasureRequested, subject, data, at)
+    return make.erasure(
+        subject, request_id, scope=scope, verified_by="support:1", source="test", at=at
+    )
 
 
 def completed(subject: str, job_id: str, owner: str, records: int = 3) -> ev.DeletionCompleted:

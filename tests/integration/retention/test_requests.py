@@ -8,10 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.contract.events import (
-    RequestCancelled,
-    RequestCancelledData,
     RequestExtended,
-    RequestExtendedData,
     RequestStatusChanged,
 )
 from tests.integration.retention.harness import (
@@ -20,12 +17,12 @@ from tests.integration.retention.harness import (
     closed,
     completed,
     erasure,
-    event,
     eventually,
     hold,
     release,
     signed_up,
 )
+from tests.support import events as make
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +30,9 @@ DELETED_AT_ONCE = {"account_profile", "crm_data", "marketing_profile", "usage_da
 
 
 def extended(subject: str, request_id: str, deadline: datetime) -> RequestExtended:
-    data = RequestExtendedData(request_id=request_id, reason="many systems", new_deadline=deadline)
-    return event(RequestExtended, subject, data)
+    return make.request_extended(
+        subject, request_id, deadline, reason="many systems", source="test", at=T0
+    )
 
 
 async def gauge(h: Harness, name: str, labels: dict[str, str]) -> float | None:
@@ -160,7 +158,7 @@ async def test_cancelled_erasure_stops_what_was_not_issued(infra, topics, schema
         await h.jobs("request_id = 'req_2'")  # usage_data goes at once; crm_data is held
         superseded = await h.fetch("SELECT 1 FROM timers WHERE status = 'superseded'")
         assert len(superseded) == 2  # the erasure took over the closure's crm and usage timers
-        cancel = event(RequestCancelled, "usr_f", RequestCancelledData(request_id="req_2"))
+        cancel = make.request_cancelled("usr_f", "req_2", source="test", at=T0)
         await h.send(topics.privacy_requests, cancel)
         view = await eventually(
             lambda: h.get("/v1/requests/req_2"), lambda r: r["status"] == "cancelled"

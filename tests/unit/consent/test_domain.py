@@ -11,24 +11,14 @@ from services.consent import decisions, document, domain, fastpath, ledger
 from services.consent.domain import SubjectState
 from services.consent.ledger import Head
 from shared.catalogue import PurposeRule, load_purposes
-from shared.contract.codec import new_event
 from shared.contract.events import (
     AccountSignedUp,
-    AccountSignedUpData,
-    ConsentChangeData,
     ConsentGranted,
     ConsentWithdrawn,
     Evidence,
     GpcSignal,
-    GpcSignalData,
-    ProcessingObjected,
-    ProcessingObjectedData,
-    ProcessingRestricted,
-    ProcessingRestrictedData,
-    RestrictionLifted,
-    RestrictionLiftedData,
-    SignUpConsent,
 )
+from tests.support import events as make
 
 CATALOGUE = load_purposes()
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -40,31 +30,19 @@ def at(minutes: int) -> datetime:
 
 
 def grant(purpose: str, minute: int, consent_type: str = "explicit", **extra) -> ConsentGranted:
-    data = ConsentChangeData(purpose=purpose, source="web_form", consent_type=consent_type, **extra)
-    return new_event(ConsentGranted, subject=SUBJECT, data=data, source="web", time=at(minute))
+    return make.granted(SUBJECT, purpose, at=at(minute), consent_type=consent_type, **extra)
 
 
 def withdraw(purpose: str, minute: int) -> ConsentWithdrawn:
-    data = ConsentChangeData(purpose=purpose, source="email_link")
-    return new_event(ConsentWithdrawn, subject=SUBJECT, data=data, source="web", time=at(minute))
+    return make.withdrawn(SUBJECT, purpose, at=at(minute))
 
 
 def gpc(minute: int) -> GpcSignal:
-    return new_event(
-        GpcSignal, subject=SUBJECT, data=GpcSignalData(), source="web", time=at(minute)
-    )
+    return make.gpc(SUBJECT, at=at(minute))
 
 
 def signed_up(minute: int, **consents: bool) -> AccountSignedUp:
-    data = AccountSignedUpData(
-        account_id="acc_1",
-        jurisdiction="DE",
-        policy_version="2026-10",
-        consents=[SignUpConsent(purpose=p, granted=g) for p, g in consents.items()],
-    )
-    return new_event(
-        AccountSignedUp, subject=SUBJECT, data=data, source="accounts", time=at(minute)
-    )
+    return make.signed_up(SUBJECT, at=at(minute), consents=consents)
 
 
 def fold(*events, state: SubjectState | None = None) -> SubjectState:
@@ -158,20 +136,8 @@ def test_an_unticked_box_at_sign_up_stays_default_and_outranks_an_older_late_gra
 
 
 def test_a_restriction_overrides_a_grant_until_it_is_lifted():
-    restricted = new_event(
-        ProcessingRestricted,
-        subject=SUBJECT,
-        data=ProcessingRestrictedData(categories=["usage_data"]),
-        source="support",
-        time=at(2),
-    )
-    lifted = new_event(
-        RestrictionLifted,
-        subject=SUBJECT,
-        data=RestrictionLiftedData(categories=["usage_data"]),
-        source="support",
-        time=at(3),
-    )
+    restricted = make.restricted(SUBJECT, categories=["usage_data"], at=at(2))
+    lifted = make.restriction_lifted(SUBJECT, categories=["usage_data"], at=at(3))
     state = fold(grant("analytics_cookies", 1), restricted)
     assert decision(state, "analytics_cookies").reason == "restricted: usage_data"
     assert decision(state, "marketing_email").reason == "default"
@@ -183,13 +149,7 @@ def test_a_restriction_overrides_a_grant_until_it_is_lifted():
 
 
 def test_an_objection_to_a_purpose_denies_it():
-    objected = new_event(
-        ProcessingObjected,
-        subject=SUBJECT,
-        data=ProcessingObjectedData(purposes=["marketing_email"]),
-        source="support",
-        time=at(2),
-    )
+    objected = make.objected(SUBJECT, purposes=["marketing_email"], at=at(2))
     state = fold(grant("marketing_email", 1), objected)
     assert decision(state, "marketing_email").reason == "objected: marketing_email"
 
@@ -271,13 +231,7 @@ def test_point_in_time_state_counts_a_late_older_grant_for_its_own_time():
 
 
 def test_the_published_state_says_what_decide_says_for_every_purpose():
-    restricted = new_event(
-        ProcessingRestricted,
-        subject=SUBJECT,
-        data=ProcessingRestrictedData(categories=["marketing_profile"]),
-        source="support",
-        time=at(4),
-    )
+    restricted = make.restricted(SUBJECT, categories=["marketing_profile"], at=at(4))
     plain = fold(
         signed_up(0, analytics_cookies=True), grant("personalisation", 1, expires_at=at(3))
     )

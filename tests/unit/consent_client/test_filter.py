@@ -13,32 +13,17 @@ from faststream.kafka import KafkaBroker, KafkaRouter, TestKafkaBroker
 from prometheus_client import REGISTRY
 
 from shared.consent_client import ConsentCache, ConsentClient, ConsentFilter
-from shared.contract.codec import encode, new_event
+from shared.contract.codec import encode
 from shared.contract.events import (
-    AccountClosed,
-    AccountClosedData,
     ConsentState,
-    ConsentStateData,
-    PurposeState,
 )
+from tests.support import events as make
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
 def consent_state(subject: str, version: int, **allowed: bool) -> ConsentState:
-    purposes = {
-        p: PurposeState(
-            state="granted" if ok else "withdrawn", allowed=ok, since=NOW, basis="consent"
-        )
-        for p, ok in allowed.items()
-    }
-    return new_event(
-        ConsentState,
-        subject=subject,
-        source="privacy-plane.consent",
-        data=ConsentStateData(version=version, purposes=purposes),
-        time=NOW,
-    )
+    return make.consent_state(subject, version, at=NOW, **allowed)
 
 
 def record(key: bytes | None, value: bytes | None, offset: int = 0) -> ConsumerRecord[Any, Any]:
@@ -169,13 +154,7 @@ def test_client_applies_states_tombstones_and_skips_other_records() -> None:
     client = ConsentClient("127.0.0.1:1")
     granted = consent_state("usr_1", 1, marketing_email=True)
     withdrawn = consent_state("usr_1", 2, marketing_email=False)
-    closed = new_event(
-        AccountClosed,
-        subject="usr_2",
-        source="accounts",
-        data=AccountClosedData(account_id="acc_1", closed_at=NOW),
-        time=NOW,
-    )
+    closed = make.account_closed("usr_2", "acc_1", closed_at=NOW, at=NOW)
     client.apply_records(
         [
             record(*encode(granted), offset=0),

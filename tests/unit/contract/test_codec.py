@@ -10,31 +10,24 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from shared.contract.codec import DecodeError, decode, encode, new_event
+from shared.contract.codec import DecodeError, decode, encode
 from shared.contract.events import (
     ConsentChangeData,
-    ConsentGranted,
     ConsentSource,
     ConsentStateData,
-    ConsentWithdrawn,
     Evidence,
     ExportPartData,
     LegalHoldPlacedData,
     ProcessingRestrictedData,
     personal_fields,
 )
+from tests.support import events as make
 
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 
 
 def granted(**data):
-    return new_event(
-        ConsentGranted,
-        subject="usr_42",
-        source="web",
-        time=NOW,
-        data=ConsentChangeData(purpose="marketing_email", source=ConsentSource.WEB_FORM, **data),
-    )
+    return make.granted("usr_42", via=ConsentSource.WEB_FORM, at=NOW, **data)
 
 
 def test_an_event_round_trips_with_the_subject_as_kafka_key():
@@ -121,12 +114,7 @@ def test_personal_fields_are_marked():
 
 
 def test_withdrawal_and_grant_are_distinct_types():
-    withdrawn = new_event(
-        ConsentWithdrawn,
-        subject="usr_1",
-        source="web",
-        data=ConsentChangeData(purpose="marketing_email", source=ConsentSource.API),
-    )
+    withdrawn = make.withdrawn("usr_1", via=ConsentSource.API)
     assert decode(encode(withdrawn)[1]).type == "consent.withdrawn.v1"
 
 

@@ -15,9 +15,9 @@ from nacl.exceptions import CryptoError
 from services.export import links, parts
 from services.export.bundle import BundleInput, write_bundle
 from services.export.domain import Settled
+from services.export.part_store import StoredPart
 from services.export.parts import KeyVault, PartError
 from services.export.storage import FolderStorage, part_key
-from services.export.store import StoredPart
 from shared.contract.sealing import new_keypair, records_bytes, seal_records
 
 RECORDS = [{"id": 1, "name": "Ada"}, {"id": 2, "name": "Grace", "tags": ["a", "]"]}]

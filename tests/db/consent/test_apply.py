@@ -9,37 +9,31 @@ import pytest
 
 from services.consent.loops import expire_due
 from services.consent.store import lock_subjects
-from shared.contract.codec import decode, new_event
+from shared.contract.codec import decode
 from shared.contract.events import (
-    ConsentChangeData,
     ConsentGranted,
     ConsentState,
     ConsentWithdrawn,
-    ErasureRequested,
-    ErasureRequestedData,
 )
-from tests.component.consent.conftest import NOW, Setup
+from tests.db.consent.conftest import NOW, Setup
+from tests.support import events as make
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 def change(
     model: type[ConsentGranted | ConsentWithdrawn], subject: str, minute: int, **extra: Any
 ) -> Any:
-    data = ConsentChangeData(purpose="personalisation", source="api", **extra)
-    return new_event(
-        model, subject=subject, data=data, source="crm", time=NOW + timedelta(minutes=minute)
+    at = NOW + timedelta(minutes=minute)
+    return make.consent_change(
+        model, subject, "personalisation", via="api", source="crm", at=at, **extra
     )
 
 
 async def test_a_batch_with_an_erasure_in_the_middle_suppresses_what_follows(setup: Setup):
     before, after = change(ConsentGranted, "usr_b", 1), change(ConsentGranted, "usr_b", 3)
-    erasure = new_event(
-        ErasureRequested,
-        subject="usr_b",
-        data=ErasureRequestedData(request_id="req_1", verified_by="agent"),
-        source="portal",
-        time=NOW + timedelta(minutes=2),
+    erasure = make.erasure(
+        "usr_b", "req_1", verified_by="agent", source="portal", at=NOW + timedelta(minutes=2)
     )
     other = change(ConsentWithdrawn, "usr_c", 1)
     await setup.process(before, erasure, after, other)

@@ -25,18 +25,12 @@ from services.export.domain import deadline_for
 from services.export.handlers import HANDLERS
 from services.export.loops import delete_exchange_files
 from services.export.settings import ExportSettings
-from shared.contract.codec import decode, encode, new_event
+from shared.contract.codec import decode, encode
 from shared.contract.envelope import CloudEvent
 from shared.contract.events import (
     ErasureRequested,
-    ErasureRequestedData,
     ExportJob,
-    ExportRequested,
-    ExportRequestedData,
-    RequestCancelled,
-    RequestCancelledData,
     RequestExtended,
-    RequestExtendedData,
     RequestStatusChanged,
 )
 from shared.plumbing import db, outbox
@@ -49,9 +43,10 @@ from tests.integration.export.harness import (
     reference_part,
     settings_for,
 )
+from tests.support import events as make
 from tests.support.records import Record
 
-pytestmark = pytest.mark.integration  # needs PostgreSQL
+pytestmark = pytest.mark.db
 
 
 @dataclass
@@ -138,8 +133,7 @@ async def fed(infra, topics, schema, tmp_path: Path) -> AsyncIterator[Fed]:
 
 
 def requested(clock: ManualClock, subject: str = "usr_1", request_id: str = "req_1") -> Any:
-    data = ExportRequestedData(request_id=request_id, verified_by="portal")
-    return new_event(ExportRequested, subject=subject, source="portal", data=data, time=clock.now())
+    return make.export_requested(subject, request_id, at=clock.now())
 
 
 async def test_a_repeated_request_issues_its_jobs_once_and_a_reused_id_for_another_person_is_refused(
@@ -160,10 +154,8 @@ async def test_an_extension_moves_the_deadline_once_and_a_second_one_is_refused(
     deadline = deadline_for(fed.clock.now())
 
     def extend(days: int) -> RequestExtended:
-        data = RequestExtendedData(
-            request_id="req_1", reason="complex", new_deadline=deadline + timedelta(days=days)
-        )
-        return new_event(RequestExtended, subject="usr_1", source="portal", data=data)
+        new_deadline = deadline + timedelta(days=days)
+        return make.request_extended("usr_1", "req_1", new_deadline, reason="complex")
 
     await fed.feed(extend(30), extend(40))
     statuses = await fed.statuses()
@@ -173,12 +165,7 @@ async def test_an_extension_moves_the_deadline_once_and_a_second_one_is_refused(
 
 
 async def test_cancel_or_extend_of_an_unknown_request_is_left_to_retention(fed: Fed):
-    cancel = new_event(
-        RequestCancelled,
-        subject="usr_1",
-        source="portal",
-        data=RequestCancelledData(request_id="erasure_9"),
-    )
+    cancel = make.request_cancelled("usr_1", "erasure_9")
     await fed.feed(cancel)
     assert await fed.published() == []
 
@@ -187,12 +174,7 @@ async def test_a_finished_request_cannot_be_cancelled_and_late_parts_are_refused
     await fed.feed(requested(fed.clock))
     crm = (await fed.jobs())["crm"]
     await fed.pool.execute("UPDATE requests SET status = 'completed', sealed_key = NULL")
-    cancel = new_event(
-        RequestCancelled,
-        subject="usr_1",
-        source="portal",
-        data=RequestCancelledData(request_id="req_1"),
-    )
+    cancel = make.request_cancelled("usr_1", "req_1")
     await fed.feed(cancel, *inline_parts(crm, "crm_data", records_for("crm", "crm_data", 2)))
     assert await fed.dead() == [
         "contract: request is already completed; too late to cancel",
@@ -237,8 +219,9 @@ async def test_a_failed_part_can_be_resent_and_then_completes_the_category(fed: 
 
 
 def erasure(subject: str, scope: Any = "all") -> ErasureRequested:
-    data = ErasureRequestedData(request_id=f"erase_{subject}", scope=scope, verified_by="portal")
-    return new_event(ErasureRequested, subject=subject, source="portal", data=data)
+    return make.erasure(
+        subject, f"erase_{subject}", scope=scope, verified_by="portal", source="portal"
+    )
 
 
 async def test_an_erasure_cancels_the_open_export_and_deletes_the_finished_bundle_at_once(

@@ -31,7 +31,7 @@ from tests.integration.retention.harness import (
 )
 from tests.support.records import Record
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ import pytest
 from services.consent import store
 from services.consent.app import MIGRATIONS
 from services.consent.document import to_doc
-from shared.contract.codec import new_event
-from shared.contract.events import ConsentChangeData, ConsentGranted, ConsentWithdrawn
+from shared.contract.events import ConsentGranted, ConsentWithdrawn
 from shared.plumbing import db
-from tests.component.consent.conftest import NOW, Setup
+from tests.db.consent.conftest import NOW, Setup
+from tests.support import events as make
 from tests.support.infra import Infra
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 def changes() -> list[Any]:
@@ -35,9 +35,10 @@ def changes() -> list[Any]:
             (ConsentGranted, "usr_ü", "personalisation"),
         ]
     ):
-        data = ConsentChangeData(purpose=purpose, source="api")
         time = NOW + timedelta(minutes=minute)
-        events.append(new_event(model, subject=subject, data=data, source="crm", time=time))
+        events.append(
+            make.consent_change(model, subject, purpose, via="api", source="crm", at=time)
+        )
     return events
 
 

@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from shared.contract.codec import encode, new_event
-from shared.contract.events import AccountSignedUp, AccountSignedUpData
+from shared.contract.codec import encode
 from shared.plumbing import db
 from shared.plumbing.db import Conn
 from shared.plumbing.pipeline import Batch, CollectorPause, Pipeline
+from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.records import Record
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.db
 
 
 class Handler:
@@ -51,8 +51,7 @@ async def pool(infra: Infra, schema: str) -> AsyncIterator[asyncpg.Pool]:
 def records(*subjects: str) -> list[Record]:
     out = []
     for offset, subject in enumerate(subjects):
-        data = AccountSignedUpData(account_id=subject, jurisdiction="DE", policy_version="v1")
-        event = new_event(AccountSignedUp, subject=subject, data=data, source="crm")
+        event = make.signed_up(subject, subject, source="crm", policy_version="v1")
         key, value = encode(event)
         out.append(Record("accounts.lifecycle", 0, offset, key, value))
     return out
