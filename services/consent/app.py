@@ -14,7 +14,6 @@ from services.consent.handlers import HANDLERS
 from services.consent.loops import EXPIRY
 from services.consent.settings import ConsentSettings
 from shared.contract.events import ConsentState, ExportPart
-from shared.contract.topics import Topics
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -29,16 +28,11 @@ from shared.plumbing.service import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def consumed(t: Topics) -> list[str]:
-    """Sign-ups, consent changes, erasure requests and export jobs."""
-    return [t.accounts_lifecycle, t.consent_changes, t.privacy_requests, t.privacy_jobs]
-
-
 def inbound(settings: ConsentSettings) -> KafkaRouter:
-    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    """Where events enter the service: batches of the topics its handlers' types travel on."""
     router = KafkaRouter()
 
-    @batch_subscriber(router, settings, *consumed(settings.topics))
+    @batch_subscriber(router, settings, *settings.topics.for_types(HANDLERS.accepts))
     async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
         await pipeline.process(records_of(msg))
 

@@ -34,8 +34,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
-from services.consent.app import MIGRATIONS, consumed, tune_gc
+from services.consent.app import MIGRATIONS, tune_gc
 from services.consent.context import Context
+from services.consent.handlers import HANDLERS
 from services.consent.loops import expire_due
 from services.consent.replay import Ends, replay_partitions
 from services.consent.settings import ConsentSettings
@@ -92,7 +93,7 @@ async def end_offsets(settings: ConsentSettings) -> Ends:
     try:
         await consumer._client.force_metadata_update()  # every topic's partitions
         partitions = []
-        for topic in consumed(settings.topics):
+        for topic in settings.topics.for_types(HANDLERS.accepts):
             found = consumer.partitions_for_topic(topic) or set()
             if not found:  # nothing was ever written there: nothing to replay
                 log.warning("rebuild_topic_missing", topic=topic)

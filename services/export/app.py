@@ -13,7 +13,6 @@ from services.export.handlers import HANDLERS
 from services.export.loops import LOOPS
 from services.export.settings import ExportSettings
 from shared.contract.events import ExportJob, RequestStatusChanged
-from shared.contract.topics import Topics
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -28,16 +27,11 @@ from shared.plumbing.service import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def consumed(t: Topics) -> list[str]:
-    """Export requests (and erasures, cancellations, extensions) and owners' parts."""
-    return [t.privacy_requests, t.privacy_receipts]
-
-
 def inbound(settings: ExportSettings) -> KafkaRouter:
-    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    """Where events enter the service: batches of the topics its handlers' types travel on."""
     router = KafkaRouter()
 
-    @batch_subscriber(router, settings, *consumed(settings.topics))
+    @batch_subscriber(router, settings, *settings.topics.for_types(HANDLERS.accepts))
     async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
         await pipeline.process(records_of(msg))
 

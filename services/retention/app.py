@@ -12,7 +12,6 @@ from services.retention.context import Context
 from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
 from shared.contract.events import DeletionJob, RectificationJob, RequestStatusChanged
-from shared.contract.topics import Topics
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -27,22 +26,11 @@ from shared.plumbing.service import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def consumed(t: Topics) -> list[str]:
-    """Account lifecycle, requests, legal holds, receipts and consent states."""
-    return [
-        t.accounts_lifecycle,
-        t.privacy_requests,
-        t.legal_holds,
-        t.privacy_receipts,
-        t.consent_state,
-    ]
-
-
 def inbound(settings: RetentionSettings) -> KafkaRouter:
-    """Where events enter the service: batches of the consumed topics, into the pipeline."""
+    """Where events enter the service: batches of the topics its handlers' types travel on."""
     router = KafkaRouter()
 
-    @batch_subscriber(router, settings, *consumed(settings.topics))
+    @batch_subscriber(router, settings, *settings.topics.for_types(HANDLERS.accepts))
     async def consume(_: None, msg: KafkaMessage, pipeline: Pipeline = PIPELINE) -> None:
         await pipeline.process(records_of(msg))
 

@@ -3,7 +3,7 @@ travels on which topic (DESIGN §3)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -43,6 +43,11 @@ class Topics(BaseModel):
     def kept(self) -> set[str]:
         """Topics projections are rebuilt from: no time limit by default."""
         return {self.accounts_lifecycle, self.consent_changes, self.legal_holds}
+
+    def for_types(self, event_types: Iterable[str]) -> list[str]:
+        """The topics events of these types travel on, each once, in the contract's order."""
+        wanted = {TOPIC_OF_TYPE[t] for t in event_types}
+        return [getattr(self, name) for name in type(self).model_fields if name in wanted]
 
     def for_type(self, event_type: str) -> str:
         """The topic events of `event_type` travel on (KeyError for a type not in the contract)."""
