@@ -32,9 +32,9 @@ async def assemble(ctx: Context, _: Items) -> bool:
     return await assemble_one(ctx, ctx.information)
 
 
-async def clean(ctx: Context, _: Items) -> bool:
+async def clean(ctx: Context, items: Items) -> bool:
     """Delete bundles past their expiry (the export is personal data with its own retention)."""
-    return await delete_expired(ctx)
+    return await delete_expired(ctx, items)
 
 
 async def report(ctx: Context, _: Items) -> bool:
@@ -127,39 +127,54 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
     return True
 
 
-async def delete_expired(ctx: Context) -> bool:
-    """Delete expired bundles and taken exchange files; False when there were none."""
-    files = await delete_exchange_files(ctx)
-    return await _delete_expired_bundles(ctx) or files
+async def delete_expired(ctx: Context, items: Items | None = None) -> bool:
+    """Delete expired bundles and taken exchange files; False when there were none.
+
+    A file that cannot be deleted is held back with back-off while the others go.
+    """
+    items = items or Items(ctx.settings.service_name, "export-bundle-cleaner")
+    files = await delete_exchange_files(ctx, items)
+    return await _delete_expired_bundles(ctx, items) or files
 
 
-async def delete_exchange_files(ctx: Context) -> bool:
+async def delete_exchange_files(ctx: Context, items: Items | None = None) -> bool:
     """Delete one batch of exchange files whose intake committed (delete_referenced_parts)."""
+    items = items or Items(ctx.settings.service_name, "export-bundle-cleaner")
+    held = [k.removeprefix("exchange:") for k in items.held() if k.startswith("exchange:")]
     async with ctx.pool.acquire() as conn, conn.transaction():
-        paths = await part_store.claim_exchange_deletions(conn)
+        paths = await part_store.claim_exchange_deletions(conn, exclude=held)
         if not paths:
             return False
-        await asyncio.to_thread(_unlink_all, paths)
-        await part_store.forget_exchange_deletions(conn, paths)
-    log.info("export_exchange_files_deleted", count=len(paths))
+        deleted = []
+        for path in paths:
+            async with items.isolate(f"exchange:{path}") as attempt:
+                await asyncio.to_thread(_unlink, path)
+            if not attempt.failed:
+                deleted.append(path)
+        await part_store.forget_exchange_deletions(conn, deleted)
+    log.info("export_exchange_files_deleted", count=len(deleted))
     return True
 
 
-def _unlink_all(paths: list[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            Path(path).unlink()
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
 
 
-async def _delete_expired_bundles(ctx: Context) -> bool:
+async def _delete_expired_bundles(ctx: Context, items: Items) -> bool:
     now = ctx.now()
+    held = [k.removeprefix("bundle:") for k in items.held() if k.startswith("bundle:")]
     async with ctx.pool.acquire() as conn, conn.transaction():
-        expired = await store.claim_expired_bundles(conn, now)
+        expired = await store.claim_expired_bundles(conn, now, exclude=held)
         if not expired:
             return False
-        for _, bundle_id in expired:
-            await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
-        await store.mark_bundles_deleted(conn, [request_id for request_id, _ in expired], now)
-    export_metrics.BUNDLES_DELETED.inc(len(expired))
-    log.info("export_bundles_deleted", count=len(expired))
+        deleted = []
+        for request_id, bundle_id in expired:
+            async with items.isolate(f"bundle:{request_id}") as attempt:
+                await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
+            if not attempt.failed:
+                deleted.append(request_id)
+        await store.mark_bundles_deleted(conn, deleted, now)
+    export_metrics.BUNDLES_DELETED.inc(len(deleted))
+    log.info("export_bundles_deleted", count=len(deleted))
     return True

@@ -52,7 +52,8 @@ QUEUE_EXCHANGE_DELETION = """
 INSERT INTO exchange_deletions (path, queued_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
 """
 CLAIM_EXCHANGE_DELETIONS = """
-SELECT path FROM exchange_deletions ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
+SELECT path FROM exchange_deletions WHERE path <> ALL($2::text[])
+ORDER BY queued_at LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 DELETE_EXCHANGE_DELETIONS = "DELETE FROM exchange_deletions WHERE path = ANY($1::text[])"
 
@@ -189,9 +190,12 @@ async def queue_exchange_deletion(conn: Conn, path: str, now: datetime) -> None:
     await conn.execute(QUEUE_EXCHANGE_DELETION, path, now)
 
 
-async def claim_exchange_deletions(conn: Conn, limit: int = 100) -> list[str]:
-    """Exchange files whose intake committed, locked for this transaction."""
-    return [r["path"] for r in await conn.fetch(CLAIM_EXCHANGE_DELETIONS, limit)]
+async def claim_exchange_deletions(
+    conn: Conn, limit: int = 100, exclude: Sequence[str] = ()
+) -> list[str]:
+    """Exchange files whose intake committed (but `exclude`), locked for this transaction."""
+    rows = await conn.fetch(CLAIM_EXCHANGE_DELETIONS, limit, list(exclude))
+    return [r["path"] for r in rows]
 
 
 async def forget_exchange_deletions(conn: Conn, paths: Sequence[str]) -> None:

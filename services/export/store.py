@@ -55,6 +55,7 @@ WHERE request_id = $1
 CLAIM_EXPIRED_BUNDLES = """
 SELECT request_id, bundle_id FROM requests
 WHERE bundle_id IS NOT NULL AND bundle_deleted_at IS NULL AND bundle_expires_at <= $1
+  AND request_id <> ALL($3::text[])
 ORDER BY bundle_expires_at LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
@@ -213,10 +214,11 @@ async def finish(
 
 
 async def claim_expired_bundles(
-    conn: Conn, now: datetime, limit: int = 100
+    conn: Conn, now: datetime, limit: int = 100, exclude: Sequence[str] = ()
 ) -> list[tuple[str, str]]:
-    """(request_id, bundle_id) of bundles past their expiry, locked for this transaction."""
-    rows = await conn.fetch(CLAIM_EXPIRED_BUNDLES, now, limit)
+    """(request_id, bundle_id) of bundles past their expiry (but those of `exclude`'s
+    requests), locked for this transaction."""
+    rows = await conn.fetch(CLAIM_EXPIRED_BUNDLES, now, limit, list(exclude))
     return [(r["request_id"], r["bundle_id"]) for r in rows]
 
 

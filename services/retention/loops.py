@@ -7,6 +7,7 @@ and never do the same row twice; jobs go out through the outbox in the claiming 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -14,6 +15,7 @@ from prometheus_client import Counter, Gauge
 
 from services.retention import domain, store, workflow
 from services.retention.context import Context
+from services.retention.domain.model import Timer
 from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
 from shared.plumbing.loops import Items, Loop
@@ -43,12 +45,12 @@ def loops() -> list[Loop[Context]]:
     """The retention loops: timers (once the rules in force are applied) and request gauges."""
     rules_applied = False
 
-    async def fire_timers(ctx: Context, _: Items) -> bool:
+    async def fire_timers(ctx: Context, items: Items) -> bool:
         nonlocal rules_applied
         if not rules_applied:  # no timer fires before the rules in force are applied
             await apply_rules(ctx.pool, ctx)
             rules_applied = True
-        return await tick(ctx.pool, ctx, ctx.settings.db_schema)
+        return await tick(ctx.pool, ctx, ctx.settings.db_schema, items)
 
     async def report(ctx: Context, _: Items) -> bool:
         await update_gauges(ctx.pool, ctx)
@@ -60,44 +62,75 @@ def loops() -> list[Loop[Context]]:
     ]
 
 
-async def tick(pool: asyncpg.Pool, ctx: Context, schema: str) -> bool:
+async def tick(pool: asyncpg.Pool, ctx: Context, schema: str, items: Items | None = None) -> bool:
     """One pass at the current time; True when a batch was full (more work waiting)."""
     now = ctx.clock.now()
+    items = items or Items(ctx.settings.service_name, "retention-timers")
     # several claimers at once: one builds events while another waits on the database
     fired = await asyncio.gather(
-        *(fire_batch(pool, ctx, schema, now) for _ in range(ctx.settings.fire_concurrency))
+        *(fire_batch(pool, ctx, schema, now, items) for _ in range(ctx.settings.fire_concurrency))
     )
     busy = any(fired)
-    busy = await reissue_batch(pool, ctx, schema, now) or busy
+    busy = await reissue_batch(pool, ctx, schema, now, items) or busy
     await flag_overdue(pool, ctx, schema, now)
     return busy
 
 
-async def fire_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime) -> bool:
-    """Claim up to one batch of due timers and issue (or block) them in one transaction."""
+async def fire_batch(
+    pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime, items: Items | None = None
+) -> bool:
+    """Claim up to one batch of due timers and issue (or block) them in one transaction.
+
+    A timer whose firing fails (not an outage) goes back to pending and is held back with
+    back-off, while the rest of the batch fires.
+    """
+    items = items or Items(ctx.settings.service_name, "retention-timers")
     out = Outbox()
+    counts = [0, 0]
+
+    async def fire(some: Sequence[tuple[Timer, datetime | None]]) -> None:
+        part = Outbox()
+        issued, blocked = await workflow.fire(conn, ctx, part, some, now)
+        out.rows.extend(part.rows)
+        counts[0] += issued
+        counts[1] += blocked
+
     async with pool.acquire() as conn, conn.transaction():
-        claimed = await store.timers.claim_due(conn, now, ctx.settings.claim_batch)
+        held = [int(key.removeprefix("timer:")) for key in items.held() if key.startswith("timer:")]
+        claimed = await store.timers.claim_due(conn, now, ctx.settings.claim_batch, held)
         if not claimed:
             return False
-        issued, blocked = await workflow.fire(conn, ctx, out, claimed, now)
+        failed = await items.each(conn, claimed, lambda c: f"timer:{c[0].id}", fire)
+        if failed:
+            await store.timers.unclaim(conn, [timer.id for timer, _ in failed])
         await outbox.write(conn, out.rows, schema)
-    JOBS_ISSUED.labels(ctx.settings.service_name).inc(issued)
-    TIMERS_BLOCKED.labels(ctx.settings.service_name).inc(blocked)
+    JOBS_ISSUED.labels(ctx.settings.service_name).inc(counts[0])
+    TIMERS_BLOCKED.labels(ctx.settings.service_name).inc(counts[1])
     return len(claimed) == ctx.settings.claim_batch
 
 
-async def reissue_batch(pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime) -> bool:
-    """Re-issue jobs whose receipt is late or whose retry wait is over."""
+async def reissue_batch(
+    pool: asyncpg.Pool, ctx: Context, schema: str, now: datetime, items: Items | None = None
+) -> bool:
+    """Re-issue jobs whose receipt is late or whose retry wait is over (a job that fails to
+    is held back while the others go)."""
+    items = items or Items(ctx.settings.service_name, "retention-timers")
     out = Outbox()
+
+    async def reissue(some: Sequence[asyncpg.Record]) -> None:
+        part = Outbox()
+        await workflow.reissue(conn, ctx, part, some, now)
+        out.rows.extend(part.rows)
+
     async with pool.acquire() as conn, conn.transaction():
-        rows = await store.jobs.claim_reissue(conn, now, ctx.settings.claim_batch)
+        held = [key.removeprefix("job:") for key in items.held() if key.startswith("job:")]
+        rows = await store.jobs.claim_reissue(conn, now, ctx.settings.claim_batch, held)
         if not rows:
             return False
-        await workflow.reissue(conn, ctx, out, rows, now)
+        failed = await items.each(conn, rows, lambda r: f"job:{r['job_id']}", reissue)
         await outbox.write(conn, out.rows, schema)
-    JOBS_REISSUED.labels(ctx.settings.service_name).inc(len(rows))
-    log.info("jobs_reissued", count=len(rows))
+    JOBS_REISSUED.labels(ctx.settings.service_name).inc(len(rows) - len(failed))
+    log.info("jobs_reissued", count=len(rows) - len(failed))
     return len(rows) == ctx.settings.claim_batch
 
 

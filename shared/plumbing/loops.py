@@ -10,21 +10,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from shared.plumbing import metrics
-from shared.plumbing.db import is_database_failure, is_transient
+from shared.plumbing.db import Conn, is_database_failure, is_transient
 from shared.plumbing.logging import get_logger
 
 log = get_logger(__name__)
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 FIRST_DELAY = 1.0
 MAX_DELAY = 30.0
 ITEM_MAX_DELAY = 300.0
+
+
+@dataclass
+class Attempt:
+    """How one isolated item went: `failed` once its work raised (and it was held back)."""
+
+    failed: bool = False
 
 
 class Items:
@@ -56,17 +64,45 @@ class Items:
         return [key for key, (retry_at, _) in self._failing.items() if retry_at > now]
 
     @contextlib.asynccontextmanager
-    async def isolate(self, key: str) -> AsyncIterator[None]:
+    async def isolate(self, key: str) -> AsyncIterator[Attempt]:
         """Run one item's work; a failure of the item (not an outage) is held back and reported."""
+        attempt = Attempt()
         try:
-            yield
+            yield attempt
         except Exception as exc:
             if is_transient(exc):
                 raise  # an outage stops the round; the loop retries it as a whole
+            attempt.failed = True
             self._failed(key, exc)
         else:
             if self._failing.pop(key, None) is not None:
                 log.info("background_item_recovered", service=self.service, loop=self.loop)
+
+    async def each(
+        self,
+        conn: Conn,
+        batch: Sequence[T],
+        key: Callable[[T], str],
+        work: Callable[[Sequence[T]], Awaitable[None]],
+    ) -> list[T]:
+        """`work(batch)` under a savepoint; if the input breaks it, `work([item])` for each item
+        under its own savepoint, holding back the ones that fail. Returns those (the caller
+        undoes their claim in its transaction). `work` must keep its effects only on success."""
+        try:
+            async with conn.transaction():
+                await work(batch)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+        else:
+            return []
+        failed = []
+        for item in batch:
+            async with self.isolate(key(item)) as attempt, conn.transaction():
+                await work([item])
+            if attempt.failed:
+                failed.append(item)
+        return failed
 
     def _failed(self, key: str, exc: Exception) -> None:
         _, previous = self._failing.get(key, (0.0, 0.0))

@@ -35,7 +35,7 @@ WHERE job_id = $1
 """
 RETRY_JOB = "UPDATE jobs SET last_error = $2, next_action_at = $3 WHERE job_id = $1"
 CLAIM_REISSUE = """
-SELECT * FROM jobs WHERE status = 'issued' AND next_action_at <= $1
+SELECT * FROM jobs WHERE status = 'issued' AND next_action_at <= $1 AND job_id <> ALL($3::text[])
 ORDER BY next_action_at LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 MARK_REISSUED = """
@@ -104,8 +104,11 @@ async def retry_job(conn: Conn, job_id: str, error: str, at: datetime) -> None:
     await conn.execute(RETRY_JOB, job_id, error, at)
 
 
-async def claim_reissue(conn: Conn, now: datetime, limit: int) -> list[asyncpg.Record]:
-    return list(await conn.fetch(CLAIM_REISSUE, now, limit))
+async def claim_reissue(
+    conn: Conn, now: datetime, limit: int, exclude: Sequence[str] = ()
+) -> list[asyncpg.Record]:
+    """Issued jobs whose receipt is late or whose retry wait is over (but `exclude`), locked."""
+    return list(await conn.fetch(CLAIM_REISSUE, now, limit, list(exclude)))
 
 
 async def mark_reissued(

@@ -45,12 +45,13 @@ SELECT t.id, t.category, t.base_at FROM timers t JOIN subjects s ON s.subject_id
 WHERE s.account_id = $1 AND t.status IN ('pending', 'blocked')
   AND t.cause IN ('closure', 'obligation') AND t.category = ANY($2::text[])
 """
+UNCLAIM = "UPDATE timers SET status = 'pending', fired_at = NULL WHERE id = ANY($1::bigint[])"
 CLAIM_DUE = """
 WITH fired AS (
     -- ARRAY(...) makes the update find its rows by primary key (no join over all timers)
     UPDATE timers t SET status = 'fired', fired_at = $1, blocked_by = '{}'
     WHERE t.id = ANY(ARRAY(
-        SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1
+        SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1 AND id <> ALL($3::bigint[])
         ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ))
     RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at
@@ -162,12 +163,21 @@ def _timer(row: asyncpg.Record) -> Timer:
     )
 
 
-async def claim_due(conn: Conn, now: datetime, limit: int) -> list[tuple[Timer, datetime | None]]:
-    """Claim up to `limit` due timers as fired (others' locks skipped), with request deadlines.
+async def claim_due(
+    conn: Conn, now: datetime, limit: int, exclude: Sequence[int] = ()
+) -> list[tuple[Timer, datetime | None]]:
+    """Claim up to `limit` due timers (but `exclude`) as fired (others' locks skipped), with
+    request deadlines.
 
     The ones a hold turns out to cover are then marked blocked in the same transaction.
     """
-    return [(_timer(r), r["deadline"]) for r in await conn.fetch(CLAIM_DUE, now, limit)]
+    rows = await conn.fetch(CLAIM_DUE, now, limit, list(exclude))
+    return [(_timer(r), r["deadline"]) for r in rows]
+
+
+async def unclaim(conn: Conn, ids: Sequence[int]) -> None:
+    """Timers claimed in this transaction whose firing failed: pending again, to retry later."""
+    await conn.execute(UNCLAIM, list(ids))
 
 
 async def mark_blocked(conn: Conn, ids: Sequence[int], holds: Sequence[Sequence[str]]) -> None:

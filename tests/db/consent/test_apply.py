@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.consent import domain
 from services.consent.loops import expire_due
 from services.consent.store import lock_subjects
 from shared.contract.codec import decode
@@ -15,6 +16,7 @@ from shared.contract.events import (
     ConsentState,
     ConsentWithdrawn,
 )
+from shared.plumbing.loops import Items
 from tests.db.consent.conftest import NOW, Setup
 from tests.support import events as make
 
@@ -68,3 +70,35 @@ async def test_expiry_claims_only_what_no_consumer_holds_and_bumps_the_version(s
     async with setup.pool.acquire() as conn, conn.transaction():
         assert (await expire_due(setup.consent, conn))[0] == 0
     assert await setup.pool.fetchval("SELECT next_expiry FROM subjects") is None
+
+
+async def test_a_subject_whose_expiry_fails_is_held_back_and_the_others_expire(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+):
+    lapse = NOW + timedelta(minutes=30)
+    await setup.process(
+        change(ConsentGranted, "usr_bad", 1, expires_at=lapse - timedelta(minutes=1)),  # first due
+        change(ConsentGranted, "usr_ok1", 1, expires_at=lapse),
+        change(ConsentGranted, "usr_ok2", 1, expires_at=lapse),
+    )
+    setup.clock.advance(timedelta(hours=1))
+    original = domain.expire
+
+    def expire_failing_for_usr_bad(state: Any, now: Any) -> Any:
+        if state.subject == "usr_bad":
+            raise ValueError("this state cannot be expired")
+        return original(state, now)
+
+    monkeypatch.setattr(domain, "expire", expire_failing_for_usr_bad)
+    items = Items("test", "consent-expiry")
+    async with setup.pool.acquire() as conn, conn.transaction():
+        count, rows = await expire_due(setup.consent, conn, items)
+    assert count == 2
+    assert sorted(r.key or b"" for r in rows) == [b"usr_ok1", b"usr_ok2"]
+    assert items.held() == ["usr_bad"]
+    async with setup.pool.acquire() as conn, conn.transaction():
+        assert (await expire_due(setup.consent, conn, items))[0] == 0  # held back, not retried
+    monkeypatch.setattr(domain, "expire", original)  # mended
+    async with setup.pool.acquire() as conn, conn.transaction():
+        count, rows = await expire_due(setup.consent, conn, Items("test", "after-fix"))
+    assert (count, [r.key for r in rows]) == (1, [b"usr_bad"])

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from services.export import part_store
 from services.export import store as export_store
 from services.export.app import MIGRATIONS, build_runtime
 from services.export.domain import deadline_for
@@ -35,6 +36,7 @@ from shared.contract.events import (
 )
 from shared.plumbing import db, outbox
 from shared.plumbing.clock import ManualClock
+from shared.plumbing.loops import Items
 from shared.plumbing.pipeline import Pipeline
 from tests.integration.export.harness import (
     inline_parts,
@@ -303,10 +305,32 @@ async def test_with_the_setting_a_taken_exchange_file_is_queued_for_deletion_and
     assert queued == [str(small_file)]
     assert small_file.exists()  # only after the intake committed, by the cleaner loop
     ctx = cast(Any, SimpleNamespace(pool=fed.pool))
-    assert await delete_exchange_files(ctx)
+    assert await delete_exchange_files(ctx, Items("test", "cleaner"))
     assert not small_file.exists()
     assert big_file.exists()  # a failed part's file stays for the owner to fix
     assert await fed.pool.fetch("SELECT path FROM exchange_deletions") == []
+
+
+async def test_an_exchange_file_that_cannot_be_deleted_is_held_back_and_the_others_go(
+    fed: Fed, tmp_path: Path
+):
+    stuck = tmp_path / "a-folder-not-a-file"  # unlink() refuses it whoever runs the test
+    (stuck / "inside").mkdir(parents=True)
+    files = [tmp_path / f"part-{n}.json" for n in range(3)]
+    for file in files:
+        file.write_text("{}")
+    async with fed.pool.acquire() as conn:
+        for path in [files[0], stuck, files[1], files[2]]:
+            await part_store.queue_exchange_deletion(conn, str(path), fed.clock.now())
+            fed.clock.advance(timedelta(seconds=1))  # queued in this order
+    ctx = cast(Any, SimpleNamespace(pool=fed.pool))
+    items = Items("test", "cleaner")
+    assert await delete_exchange_files(ctx, items)
+    assert [f.exists() for f in files] == [False, False, False]
+    queued = [r["path"] for r in await fed.pool.fetch("SELECT path FROM exchange_deletions")]
+    assert queued == [str(stuck)]
+    assert items.held() == [f"exchange:{stuck}"]
+    assert not await delete_exchange_files(ctx, items)  # held back: nothing claimed
 
 
 async def test_export_requests_are_counted_by_status_overdue_and_near_deadline(fed: Fed):

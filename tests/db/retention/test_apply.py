@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 
-from services.retention import handlers
+from services.retention import handlers, workflow
 from services.retention import loops as timers
 from services.retention.app import MIGRATIONS
 from services.retention.context import Context
@@ -17,6 +17,7 @@ from shared.catalogue import Period, RetentionRules, load_retention
 from shared.contract.envelope import CloudEvent
 from shared.plumbing import db
 from shared.plumbing.clock import ManualClock
+from shared.plumbing.loops import Items
 from shared.plumbing.outbox import Outbox, OutboxRow
 from shared.plumbing.pipeline import Batch, Delivery
 from tests.integration.retention.harness import (
@@ -153,3 +154,37 @@ async def test_a_second_closure_keeps_the_first_schedule_and_covers_its_own_subj
             "SELECT subject_id, due_at FROM timers WHERE category = 'usage_data' ORDER BY 1"
         )
     assert [tuple(r) for r in rows] == [("usr_1", T0 + 30 * DAY), ("usr_2", T0 + 30 * DAY)]
+
+
+async def test_a_timer_whose_firing_fails_is_held_back_and_the_others_fire(
+    infra, schema, pool, monkeypatch: pytest.MonkeyPatch
+):
+    ctx = context(infra, schema)
+    for n in range(3):
+        await apply(pool, ctx, closed(f"usr_{n}", f"acc_{n}"))
+    original = workflow.fire
+
+    async def fire_failing_for_usr_1(conn: Any, c: Any, out: Any, claimed: Any, now: Any) -> Any:
+        if any(timer.subject_id == "usr_1" for timer, _ in claimed):
+            raise ValueError("this timer cannot be fired")
+        return await original(conn, c, out, claimed, now)
+
+    monkeypatch.setattr(workflow, "fire", fire_failing_for_usr_1)
+    items = Items("test", "retention-timers")
+    clock = cast(ManualClock, ctx.clock)
+    clock.advance(3 * 365 * DAY)  # every closure timer is due
+    await timers.fire_batch(pool, ctx, schema, clock.now(), items)
+    async with pool.acquire() as conn:
+        jobs = {r["subject_id"] for r in await conn.fetch("SELECT subject_id FROM jobs")}
+        stuck = await conn.fetch(
+            "SELECT status, fired_at FROM timers WHERE subject_id = 'usr_1' ORDER BY id"
+        )
+    assert jobs == {"usr_0", "usr_2"}
+    assert {(r["status"], r["fired_at"]) for r in stuck} == {("pending", None)}
+    assert items.held() != []
+    assert await timers.fire_batch(pool, ctx, schema, clock.now(), items) is False  # held
+    monkeypatch.setattr(workflow, "fire", original)  # mended
+    await timers.fire_batch(pool, ctx, schema, clock.now(), Items("test", "after-fix"))
+    async with pool.acquire() as conn:
+        jobs = {r["subject_id"] for r in await conn.fetch("SELECT subject_id FROM jobs")}
+    assert jobs == {"usr_0", "usr_1", "usr_2"}
