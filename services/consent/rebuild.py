@@ -40,7 +40,7 @@ from services.consent.handlers import HANDLERS
 from services.consent.loops import expire_due
 from services.consent.replay import Ends, replay_partitions
 from services.consent.settings import ConsentSettings
-from shared.plumbing import db
+from shared.plumbing import db, identifiers
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.logging import configure_logging, get_logger
 
@@ -68,7 +68,8 @@ async def rebuild(
         await db.migrate(conn, into_schema, MIGRATIONS)
         if await conn.fetchval(store.SELECT_NOT_EMPTY):
             raise RebuildError(f"schema {into_schema} is not empty: drop it or name a new one")
-        await conn.execute(store.COPY_SUPPRESSED.format(source=settings.db_schema))
+        source = identifiers.quoted(settings.db_schema)
+        await conn.execute(store.COPY_SUPPRESSED.format(source=source))
     finally:
         await conn.close()
     ends = await end_offsets(settings)
@@ -181,10 +182,19 @@ async def _expire_and_count(settings: ConsentSettings, into_schema: str, clock: 
         await pool.close()
 
 
+def _schema_name(value: str) -> str:
+    try:
+        return identifiers.checked(value)
+    except identifiers.InvalidIdentifier as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main() -> None:
     """CLI: rebuild into the named schema."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("schema", help="an empty schema to rebuild into")
+    parser.add_argument(
+        "schema", type=_schema_name, help="an empty schema to rebuild into (a new name)"
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds (default 3600)")
     parser.add_argument(
         "--workers", type=int, default=1, help="processes splitting the partitions (default 1)"

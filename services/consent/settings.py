@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.settings import ServiceSettings
 
 
@@ -18,7 +19,7 @@ class ConsentSettings(ServiceSettings):
     )
 
     service_name: str = "consent"
-    db_schema: str = Field("consent", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    db_schema: SchemaName = "consent"
     ledger_key: SecretStr = Field(
         description="Key of the keyed hash that names a person in the ledger and suppression list."
     )

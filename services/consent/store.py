@@ -60,10 +60,10 @@ ON CONFLICT DO NOTHING
 SELECT_SUPPRESSED = "SELECT principal FROM suppressed"
 COPY_SUPPRESSED = """
 INSERT INTO suppressed (principal, erased_at, request_id, event_id)
-SELECT principal, erased_at, request_id, event_id FROM "{source}".suppressed
+SELECT principal, erased_at, request_id, event_id FROM {source}.suppressed
 ON CONFLICT DO NOTHING
 """
-"""The suppression list of schema `{source}` (formatted in: an identifier), for a rebuild."""
+"""The suppression list of schema `{source}` (`identifiers.quoted`), for a rebuild."""
 SELECT_NOT_EMPTY = "SELECT EXISTS (SELECT FROM subjects) OR EXISTS (SELECT FROM inbox)"
 COUNT_SUBJECTS = "SELECT count(*) FROM subjects"
 SELECT_HEAD = "SELECT seq, hash, salt FROM ledger_heads WHERE principal = $1"
@@ -80,13 +80,16 @@ LEDGER_COLUMNS = (
     "expires_at, occurred_at, received_at, personal_digest, prev_hash, hash, subject_id, "
     "evidence"
 )
-SELECT_LEDGER_PAGE = f"""
-SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND seq > $2 ORDER BY seq LIMIT $3
-"""
-SELECT_LEDGER = f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 ORDER BY seq"
-SELECT_LEDGER_UNTIL = f"""
-SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 AND occurred_at <= $2 ORDER BY seq
-"""
+# S608: these format the constant LEDGER_COLUMNS, never input.
+SELECT_LEDGER_PAGE = (
+    f"SELECT {LEDGER_COLUMNS} FROM ledger"  # noqa: S608
+    " WHERE principal = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+)
+SELECT_LEDGER = f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE principal = $1 ORDER BY seq"  # noqa: S608
+SELECT_LEDGER_UNTIL = (
+    f"SELECT {LEDGER_COLUMNS} FROM ledger"  # noqa: S608
+    " WHERE principal = $1 AND occurred_at <= $2 ORDER BY seq"
+)
 LEDGER_COPY_ORDER = [*(f for f in LedgerEntry.__slots__ if f != "evidence"), "evidence"]
 _ENTRY_BEFORE_EVIDENCE = operator.attrgetter(*LEDGER_COPY_ORDER[:-1])
 """An entry's values in `LEDGER_COPY_ORDER` but evidence (written as JSON text), in one C call."""

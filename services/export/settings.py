@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalogue import load_retention
+from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.settings import ServiceSettings
 
 CONSENT_OWNER = "consent"
@@ -32,7 +33,7 @@ class ExportSettings(ServiceSettings):
     )
 
     service_name: str = "export"
-    db_schema: str = Field("export", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    db_schema: SchemaName = "export"
     service_key: SecretStr = Field(
         description="Base64 of 32 random bytes: encrypts each request's private key at rest."
     )

@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalogue import RETENTION_FILE
+from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.settings import ServiceSettings
 
 
@@ -20,7 +21,7 @@ class RetentionSettings(ServiceSettings):
     )
 
     service_name: str = "retention"
-    db_schema: str = Field("retention", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    db_schema: SchemaName = "retention"
     retention_file: Path = Field(RETENTION_FILE, description="The retention rules (YAML).")
     receipt_timeout: timedelta = Field(
         timedelta(days=1), description="No receipt within this time: the job is re-issued."

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
+from shared.plumbing import identifiers
 from shared.plumbing.logging import get_logger
 
 PLUMBING_MIGRATIONS = Path(__file__).parent / "migrations"
@@ -109,9 +110,10 @@ async def migrate(conn: asyncpg.Connection, schema: str, *directories: Path) -> 
     try:
         # Least privilege: a role that owns a schema a DBA created for it needs no CREATE on
         # the database (CREATE SCHEMA IF NOT EXISTS checks that privilege even when it exists).
+        name = identifiers.quoted(schema)
         if not await conn.fetchval(SCHEMA_EXISTS, schema):
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        await conn.execute(f'SET search_path TO "{schema}"')
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {name}")
+        await conn.execute(f"SET search_path TO {name}")
         await conn.execute(CREATE_MIGRATIONS_TABLE)
         applied = {r["name"]: r["checksum"] for r in await conn.fetch(SELECT_APPLIED)}
         done = []

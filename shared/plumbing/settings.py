@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract.topics import Topics
+from shared.plumbing.identifiers import SchemaName
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -75,7 +76,7 @@ class ServiceSettings(BaseSettings):
     service_name: str
     kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
     database_url: SecretStr = Field(description="postgresql://user:password@host:port/db")
-    db_schema: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    db_schema: SchemaName
     group_id: str | None = None
     topics: Topics = Topics()
     kafka: KafkaSecurity = KafkaSecurity()
