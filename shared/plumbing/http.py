@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.plumbing import db
 from shared.plumbing.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -51,19 +50,12 @@ def ops_router(runtime: Runtime[Any]) -> APIRouter:
 
     @router.get("/readyz")
     async def readyz() -> Response:
-        checks: dict[str, str] = {}
-        try:
-            async with runtime.pool.acquire(timeout=2) as conn:
-                pending = await db.pending_migrations(conn, runtime.spec.migrations)
-            checks["database"] = "ok"
-            checks["migrations"] = "ok" if not pending else f"pending: {', '.join(pending)}"
-        except Exception as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-        checks["broker"] = (
-            "ok" if runtime.started and await runtime.broker.ping(2.0) else "unreachable"
-        )
-        ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        """Broker and database reachable, migrations applied: from the latest background
+        check (at most a second old), ok / not ok per dependency and nothing else."""
+        state = runtime.readiness
+        ready = runtime.started and state.ready
+        body = {"ready": ready, "checks": state.public()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics")
     async def metrics() -> Response:
@@ -107,3 +99,15 @@ def _specification(runtime: Runtime[Any]) -> Any:
 def asyncapi_schema(runtime: Runtime[Any]) -> str:
     """The service's AsyncAPI document as JSON."""
     return str(_specification(runtime).to_json())
+
+
+def ops_details_router(runtime: Runtime[Any]) -> APIRouter:
+    """Readiness with its reasons, for operators (behind the bearer token)."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/v1/ops/readiness")
+    async def readiness_details() -> dict[str, Any]:
+        state = runtime.readiness
+        return {"ready": runtime.started and state.ready, "problems": state.problems}
+
+    return router

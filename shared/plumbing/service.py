@@ -25,7 +25,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, http, metrics
+from shared.plumbing import db, http, metrics, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -173,6 +173,7 @@ class Runtime(Generic[C]):
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+        self.readiness = readiness.Readiness()
 
     def _document_publications(self) -> None:
         """Doc-only FastStream publishers: the outbox relay publishes, AsyncAPI describes."""
@@ -239,7 +240,8 @@ class Runtime(Generic[C]):
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
         lag: Loop[Any] = Loop("consumer-lag", self._report_lag, lambda _: LAG_EVERY)
-        for loop in (lag, *self.spec.loops):
+        ready: Loop[Any] = Loop("readiness", self._check_ready, lambda _: readiness.EVERY)
+        for loop in (ready, lag, *self.spec.loops):
             run = functools.partial(run_loop, loop, self.context, s.service_name, self._stop)
             self._background(loop.name, run)
         self.started = True
@@ -249,6 +251,11 @@ class Runtime(Generic[C]):
         """Start `run()` as a supervised task (see `supervise`)."""
         supervised = supervise(self.settings.service_name, name, run, self._stop)
         self._tasks.append(asyncio.create_task(supervised, name=name))
+
+    async def _check_ready(self, _: ServiceContext, __: Items) -> bool:
+        """Refresh what /readyz answers (the only place it asks the database and broker)."""
+        await readiness.check(self.readiness, self.pool, self.spec.migrations, self.broker.ping)
+        return False
 
     async def _report_lag(self, _: ServiceContext, __: Items) -> bool:
         """Publish the consumer lag per partition (end offset minus position) as a gauge."""
@@ -307,6 +314,7 @@ class Runtime(Generic[C]):
         )
         app.include_router(http.ops_router(self))
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
+        app.include_router(http.ops_details_router(self), dependencies=[http.bearer(self.settings)])
         if api is not None:
             app.include_router(api.private, dependencies=[http.bearer(self.settings)])
             if api.public is not None:

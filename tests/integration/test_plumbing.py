@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from faststream.kafka import KafkaMessage, KafkaRouter
 
@@ -18,6 +22,7 @@ from shared.contract.events import (
     ConsentStateData,
 )
 from shared.contract.topics import Topics
+from shared.plumbing import db, readiness
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers, Tx, plain_tx
 from shared.plumbing.pipeline import Pipeline
@@ -231,3 +236,50 @@ async def test_two_replicas_share_the_work_with_one_relay_and_no_event_twice(inf
     finally:
         for replica in replicas:
             await replica.stop()
+
+
+async def test_readiness_is_answered_from_memory_and_asks_the_database_at_most_once_a_second(
+    infra, topics, schema, monkeypatch: pytest.MonkeyPatch
+):
+    asked = 0
+    original = db.pending_migrations
+
+    async def counted(conn: Any, *directories: Path) -> list[str]:
+        nonlocal asked
+        asked += 1
+        return await original(conn, *directories)
+
+    monkeypatch.setattr(db, "pending_migrations", counted)
+    runtime = toy_runtime(toy_settings(infra, topics, schema))
+    await runtime.start()
+    transport = httpx.ASGITransport(app=runtime.asgi())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://toy") as client:
+            for _ in range(100):
+                if (await client.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            before, started = asked, time.monotonic()
+            statuses = Counter([(await client.get("/readyz")).status_code for _ in range(10_000)])
+            took = time.monotonic() - started
+            body = (await client.get("/readyz")).json()
+            details = await client.get("/v1/ops/readiness")
+            allowed = await client.get(
+                "/v1/ops/readiness", headers={"Authorization": "Bearer t0ken"}
+            )
+    finally:
+        await runtime.stop()
+    assert statuses == {200: 10_000}
+    assert asked - before <= took / readiness.EVERY + 2  # the background check's pace, no more
+    assert body == {"ready": True, "checks": dict.fromkeys(readiness.CHECKS, "ok")}
+    assert details.status_code == 401
+    assert allowed.json() == {"ready": True, "problems": dict.fromkeys(readiness.CHECKS)}
+
+
+def test_the_open_readiness_answer_names_no_reason():
+    state = readiness.Readiness()
+    state.set("database", "unreachable: ConnectionRefusedError: [Errno 111] 127.0.0.1:5432")
+    state.set("migrations", None)
+    state.set("broker", None)
+    assert not state.ready
+    assert state.public() == {"database": "not ok", "migrations": "ok", "broker": "ok"}
