@@ -40,7 +40,7 @@ def _run(*args: str | Path, cwd: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory) -> Path:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The contract wheel, built from contract/ as pip builds it (isolated, hatchling from PyPI)."""
     out = tmp_path_factory.mktemp("contract-dist")
     _run(*PIP, "wheel", "-q", "--no-deps", "-w", out, ROOT / "contract", cwd=out)
@@ -49,7 +49,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def report(wheel, tmp_path_factory) -> dict[str, Any]:
+def report(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """What in_venv.py saw in a fresh virtualenv holding the wheel and its four dependencies."""
     work = tmp_path_factory.mktemp("contract-venv")
     venv = work / "venv"
@@ -59,7 +59,8 @@ def report(wheel, tmp_path_factory) -> dict[str, Any]:
     _run(*PIP, "--python", python, "install", "-q", wheel, cwd=work)
     given = work / "given.json"
     given.write_text(json.dumps({"examples": EXAMPLES}))
-    return json.loads(_run(python, "-I", IN_VENV, given, cwd=work))  # -I: no cwd, no env paths
+    seen: dict[str, Any] = json.loads(_run(python, "-I", IN_VENV, given, cwd=work))  # -I: no cwd
+    return seen
 
 
 def test_the_examples_cover_every_v1_type():
