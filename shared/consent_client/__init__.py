@@ -1,18 +1,19 @@
 """Consent for downstream Python services: a local cache of `consent.state` and a filter.
 
-Install with the `client` extra (`pip install 'privacy-plane[client]'`): aiokafka, FastStream,
-prometheus-client — no database, no PyYAML.
+Other teams install it as `privacy_plane.consent_client` (`pip install
+'privacy-plane-contract[client]'`): aiokafka, FastStream, prometheus-client — no database, no
+PyYAML. Imports inside this package are relative so that both names work.
 """
 
-from shared.consent_client.cache import (
+from .cache import (
     CONTRACT_PURPOSES,
     ConsentCache,
     Outcome,
     SubjectConsent,
     catalogue_defaults,
 )
-from shared.consent_client.client import ConsentClient
-from shared.consent_client.middleware import ConsentFilter, kafka_key_subject
+from .client import ConsentClient
+from .middleware import ConsentFilter, kafka_key_subject
 
 __all__ = [
     "CONTRACT_PURPOSES",

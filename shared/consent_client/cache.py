@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from shared.contract.events import ConsentStateData
+from ..contract.events import ConsentStateData
 
 CONTRACT_PURPOSES: frozenset[str] = frozenset({"transactional_email"})
 """Purposes allowed without consent in the shipped catalogue (basis `contract`, DESIGN §4)."""
@@ -37,11 +37,13 @@ class SubjectConsent:
 def catalogue_defaults() -> frozenset[str]:
     """Purposes allowed by default per the shipped catalogue (needs PyYAML: `services` extra)."""
     try:
-        from shared.catalogue import load_purposes
-    except ImportError as exc:  # the `client` extra has no PyYAML
+        # Relative: as privacy_plane.consent_client (the contract distribution) there is no
+        # catalogue, and another codebase's top-level `shared` must never be picked up.
+        from ..catalogue import load_purposes
+    except ImportError as exc:  # the `client` extras have no PyYAML (nor, there, the catalogue)
         raise ImportError(
-            "catalogue_defaults() needs PyYAML (privacy-plane[services]); pass "
-            "default_allowed explicitly instead"
+            "catalogue_defaults() needs the services' catalogue and PyYAML "
+            "(privacy-plane[services]); pass default_allowed explicitly instead"
         ) from exc
     catalogue = load_purposes()
     return frozenset(name for name, rule in catalogue.purposes.items() if rule.default)

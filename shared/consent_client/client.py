@@ -23,9 +23,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from shared.consent_client.cache import CONTRACT_PURPOSES, ConsentCache, Outcome
-from shared.contract.codec import DecodeError, decode
-from shared.contract.events import ConsentState
+from ..contract.codec import DecodeError, decode
+from ..contract.events import ConsentState
+from .cache import CONTRACT_PURPOSES, ConsentCache, Outcome
 
 log = logging.getLogger(__name__)
 

@@ -1,17 +1,24 @@
 """Privacy Plane's public event contract (v1): CloudEvents envelopes and their data models.
 
-Other platform services install this package alone (the base `privacy-plane` distribution,
-without extras) to produce and consume Privacy Plane events.
+The services import it as `shared.contract`; other teams install the same files as the
+`privacy-plane-contract` distribution and import `privacy_plane.contract` (contract/README.md).
+Imports inside this package are relative so that both names work.
 """
 
-from shared.contract.codec import DecodeError, decode, encode, new_event
-from shared.contract.envelope import CloudEvent
-from shared.contract.events import (
+from .codec import DecodeError, decode, encode, new_event
+from .envelope import CloudEvent
+from .events import (
     EVENT_TYPES,
     AnyEvent,
     personal_fields,
 )
-from shared.contract.topics import Topics
+from .topics import Topics
+
+__version__ = "1.0.0"
+"""The contract's version: the package, the AsyncAPI documents and the JSON Schemas carry it.
+
+contract/hatch_build.py reads it from this line; contract/CHANGELOG.md says what each one changed.
+"""
 
 __all__ = [
     "EVENT_TYPES",
@@ -19,6 +26,7 @@ __all__ = [
     "CloudEvent",
     "DecodeError",
     "Topics",
+    "__version__",
     "decode",
     "encode",
     "new_event",

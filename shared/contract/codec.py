@@ -19,8 +19,8 @@ from cloudevents.http import CloudEvent as SdkCloudEvent
 from cloudevents.kafka import KafkaMessage, from_structured, to_structured
 from pydantic import BaseModel, ValidationError
 
-from shared.contract.envelope import CloudEvent, Data
-from shared.contract.events import EVENT_TYPES, AnyEvent
+from .envelope import CloudEvent, Data
+from .events import EVENT_TYPES, AnyEvent
 
 E = TypeVar("E", bound=CloudEvent[Any])
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,5}\.v[0-9]{1,3}")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, model_validator
 
-from shared.contract.envelope import PERSONAL, CloudEvent, Data
+from .envelope import PERSONAL, CloudEvent, Data
 
 Category = Annotated[str, Field(min_length=1, max_length=100, examples=["crm_data"])]
 Purpose = Annotated[str, Field(min_length=1, max_length=100, examples=["marketing_email"])]

@@ -11,15 +11,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.contract.events import EVENT_TYPES
+from . import __version__
+from .events import EVENT_TYPES
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 
 def schema_for(event_type: str) -> dict[str, Any]:
-    """The JSON Schema of one event type, with its `$id`."""
+    """The JSON Schema of one event type, with its `$id` and the contract version it belongs to."""
     schema = EVENT_TYPES[event_type].model_json_schema(mode="validation")
+    # The `$id` stays put across releases (the type name carries the major version); the
+    # release that last generated the schema is an annotation, as for the AsyncAPI documents.
     schema["$id"] = f"https://privacy-plane.dev/schemas/{event_type}.json"
+    schema["x-contract-version"] = __version__
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return schema
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from shared.contract.events import ExportJobData, ExportPartData
+from .events import ExportJobData, ExportPartData
 
 
 def new_keypair() -> tuple[bytes, str]:

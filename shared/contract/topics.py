@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.contract import events as ev
-from shared.contract.envelope import CloudEvent
+from . import events as ev
+from .envelope import CloudEvent
 
 
 class Topics(BaseModel):

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.contract import __version__ as contract_version
 from shared.plumbing.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def _specification(runtime: Runtime[Any]) -> Any:
     return AsyncAPI(
         runtime.broker,
         title=f"Privacy Plane {runtime.spec.name}",
-        version="1.0.0",
+        version=contract_version,  # the documents describe the contract's events
         description="Events this service consumes and publishes (CloudEvents 1.0, JSON).",
     ).to_specification()  # FastStream 0.7: the factory builds the schema object
 

@@ -1,0 +1,17 @@
+"""The `privacy-plane` Typer app: every command, wired (needs the `services` extra)."""
+
+from __future__ import annotations
+
+import typer
+
+from shared.cli import dlq, holds, publish, subjects, topics, verify
+
+app = typer.Typer(help="Operate Privacy Plane: events, subjects, jobs, dead letters, holds.")
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(holds.app, name="hold")
+app.command()(publish.publish)
+app.command("topics")(topics.create_topics)
+app.command()(subjects.subject)
+app.command()(subjects.overdue)
+app.command("dry-run")(subjects.dry_run)
+app.command("verify-ledger")(verify.verify_ledger)
