@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ PAGED = {
 }
 
 
-def operations(spec: dict) -> list[tuple[str, str, dict]]:
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
 
 

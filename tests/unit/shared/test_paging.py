@@ -62,7 +62,7 @@ def test_dry_run_and_overdue_follow_the_cursor_to_the_last_page(monkeypatch) -> 
             "next": nxt,
         }
 
-    pages = {
+    pages: dict[str, list[dict[str, Any]]] = {
         "/v1/retention/dry-run": [
             dry(0, ["usr_a", "usr_b"], 2, "1"),
             dry(1, ["usr_b", "usr_c"], 2, "2"),
