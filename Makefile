@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit test test-faults bench run stop demo up down schemas compose-check asyncapi dist clean
+.PHONY: help install lint typecheck unit test test-faults bench run stop demo up down schemas compose-check asyncapi openapi api-docs dist clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,11 @@ compose-check: install ## validate deploy/docker-compose.yml offline (Debian's d
 
 asyncapi: install ## export each service's AsyncAPI document into docs/asyncapi/
 	$(PY) -m shared.plumbing.asyncapi_export
+
+openapi: install ## export each service's OpenAPI document into docs/openapi/
+	$(PY) -m shared.plumbing.openapi_export
+
+api-docs: asyncapi openapi ## both: docs/asyncapi/ and docs/openapi/
 
 dist: install ## build the contract distribution (privacy-plane-contract: wheel + sdist) into dist/
 	$(PY) -m build contract --outdir dist

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, Field
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,11 +21,14 @@ from services.consent import decisions, fastpath, ledger, store
 from services.consent.context import Context
 from services.consent.domain import SubjectState
 from shared.catalogue import PurposeRule
+from shared.contract.events import Purpose, PurposeState
 from shared.plumbing.http import token_ok
 from shared.plumbing.service import Api
 
 
 class DecisionOut(BaseModel):
+    """May the subject be processed for the purpose (now, or at `at`), and why."""
+
     allowed: bool
     state: str
     basis: str
@@ -36,17 +39,68 @@ class DecisionOut(BaseModel):
     at: datetime | None = None
 
 
-class HistoryOut(BaseModel):
+class ConsentOut(BaseModel):
+    """The subject's current state: every catalogue purpose (defaults for one never seen)."""
+
     subject: str
-    entries: list[dict[str, Any]]
-    next_after: int | None
+    version: int = Field(description="The subject's state version; 0 for one never seen.")
+    purposes: dict[Purpose, PurposeState]
+    restrictions: list[str]
+    objections: list[str]
+    gpc: bool
+
+
+class LedgerRecord(BaseModel):
+    """A consent-ledger entry; times are UTC ISO 8601 strings, as hashed into the chain."""
+
+    principal: str
+    seq: int
+    event_id: str
+    event_source: str
+    event_type: str
+    kind: str
+    target: str
+    old_state: str
+    new_state: str
+    applied: bool
+    note: str | None
+    collection_method: str | None
+    consent_type: str | None
+    policy_version: str | None
+    notice_id: str | None
+    jurisdiction: str | None
+    expires_at: str | None
+    occurred_at: str
+    received_at: str
+    personal_digest: str | None
+    prev_hash: str
+    hash: str
+    subject_id: str | None = Field(description="null once the subject was erased.")
+    evidence: dict[str, Any] | None
+
+
+class HistoryOut(BaseModel):
+    """A page of the subject's ledger, oldest first."""
+
+    subject: str
+    entries: list[LedgerRecord]
+    next_after: int | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )
 
 
 class ChainOut(BaseModel):
+    """Whether the subject's ledger hash chain verifies, and where it breaks."""
+
     ok: bool
     checked: int
     broken_at: int | None
     reason: str | None
+
+
+UNKNOWN_PURPOSE: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Unknown purpose: `detail` has `error` and the `known` purposes."}
+}
 
 
 def decision_body(decision: decisions.Decision, at: datetime | None) -> bytes:
@@ -131,7 +185,7 @@ def make_api(ctx: Context) -> Api:
             raise HTTPException(400, {"error": f"unknown purpose {purpose!r}", "known": known})
         return rule
 
-    @router.get("/{subject_id}/decisions", response_model=DecisionOut)
+    @router.get("/{subject_id}/decisions", response_model=DecisionOut, responses=UNKNOWN_PURPOSE)
     async def decision(subject_id: str, purpose: str, at: AwareDatetime | None = None) -> Response:
         """May we process this subject for `purpose` now (or, with `at`, at that time)?
 
@@ -150,12 +204,19 @@ def make_api(ctx: Context) -> Api:
         return Response(body, media_type="application/json")
 
     @router.get("/{subject_id}/consent")
-    async def current(subject_id: str) -> dict[str, Any]:
+    async def current(subject_id: str) -> ConsentOut:
         """The subject's full current state (catalogue defaults for an unknown subject)."""
         async with ctx.pool.acquire() as conn:
             state = await store.load_state(conn, subject_id) or SubjectState(subject_id)
         data = fastpath.state_data(state, ctx.catalogue, ctx.now())
-        return {"subject": subject_id, **data.model_dump(mode="json"), "version": state.version}
+        return ConsentOut(
+            subject=subject_id,
+            version=state.version,
+            purposes=data.purposes,
+            restrictions=data.restrictions,
+            objections=data.objections,
+            gpc=data.gpc,
+        )
 
     @router.get("/{subject_id}/consent/history")
     async def history(
@@ -169,7 +230,7 @@ def make_api(ctx: Context) -> Api:
         next_after = entries[-1].seq if len(entries) == limit else None
         return HistoryOut(
             subject=subject_id,
-            entries=[ledger.entry_record(e) for e in entries],
+            entries=[LedgerRecord.model_validate(ledger.entry_record(e)) for e in entries],
             next_after=next_after,
         )
 

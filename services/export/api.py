@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
@@ -43,8 +44,13 @@ def make_api(ctx: Context) -> Api:
 def _status_routes(ctx: Context) -> APIRouter:
     router = APIRouter(tags=["export"])
 
-    @router.get("/v1/exports/{request_id}", response_model=ExportView)
+    @router.get(
+        "/v1/exports/{request_id}",
+        response_model=ExportView,
+        responses={404: {"description": "No export request with this id."}},
+    )
     async def export_status(request_id: str) -> ExportView:
+        """Where an export request stands, with a fresh signed download link while it can."""
         async with ctx.pool.acquire() as conn:
             row = await store.get_request(conn, request_id)
         if row is None:
@@ -76,14 +82,28 @@ _VIEW_FIELDS = {
 }  # fmt: skip
 
 
+DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {}}, "description": "The bundle, streamed."},
+    403: {"description": "Invalid download link (bad signature or bundle)."},
+    410: {"description": "The link expired, or the bundle expired and was deleted."},
+}
+
+
 def _download_routes(ctx: Context) -> APIRouter:
     """The download: authorised by the link's signature and expiry alone (no bearer token)."""
     router = APIRouter(tags=["export"])
 
-    @router.get("/v1/downloads/{bundle_id}", response_class=StreamingResponse)
+    @router.get(
+        "/v1/downloads/{bundle_id}",
+        response_class=StreamingResponse,
+        responses=DOWNLOAD_RESPONSES,
+    )
     async def download(
-        bundle_id: str, expires: int = Query(...), sig: str = Query(..., max_length=128)
+        bundle_id: str,
+        expires: int = Query(..., description="Unix time the link expires (signed)."),
+        sig: str = Query(..., max_length=128, description="The link's signature."),
     ) -> StreamingResponse:
+        """The export bundle (a ZIP file); the signed link from the status is the authority."""
         async with ctx.pool.acquire() as conn:
             row = await store.get_by_bundle(conn, bundle_id)
         request_id = row.request.request_id if row else ""

@@ -1,4 +1,7 @@
-"""The HTTP read side: schedules, dry runs, jobs, requests, holds, certificates (bearer token)."""
+"""The HTTP read side: schedules, dry runs, jobs, requests, holds, certificates (bearer token).
+
+List routes answer a page at a time (`limit`, `after`, `next`; see shared.plumbing.paging).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,21 @@ from fastapi import APIRouter, HTTPException, Query
 
 from services.retention import domain, store
 from services.retention.context import Context
+from services.retention.views import (
+    ChainCheck,
+    DryRunCount,
+    DryRunPage,
+    DryRunTimer,
+    HoldRecord,
+    HoldsPage,
+    Job,
+    JobsPage,
+    Request,
+    RequestDetail,
+    RequestsPage,
+    SubjectRetention,
+)
+from shared.plumbing import paging
 from shared.plumbing.service import Api
 
 HOLD_EXPLAINED = {
@@ -18,7 +36,6 @@ HOLD_EXPLAINED = {
     "dispute": "the data is needed for a pending dispute",
     "regulator": "a regulator asked for the data to be kept",
 }
-PAGE = 5000
 
 
 def _at(value: str | None, default: datetime) -> datetime:
@@ -35,16 +52,12 @@ def _at(value: str | None, default: datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _row(record: Any) -> dict[str, Any]:
-    return {k: v for k, v in dict(record).items() if k != "fields"}
-
-
 def make_api(ctx: Context) -> Api:
     """Schedules, dry runs, jobs, requests, holds and certificates (behind the bearer token)."""
     router = APIRouter(prefix="/v1", tags=["retention"])
 
     @router.get("/subjects/{subject_id}/retention")
-    async def subject_retention(subject_id: str, at: str | None = None) -> dict[str, Any]:
+    async def subject_retention(subject_id: str, at: str | None = None) -> SubjectRetention:
         """Schedule per category, holds, jobs, certificates; with `at`, the dry run."""
         async with ctx.pool.acquire() as conn:
             subject = await store.accounts.subject(conn, subject_id)
@@ -63,7 +76,7 @@ def make_api(ctx: Context) -> Api:
                 for r in rows
             ],
             "holds": [_hold(h) for h in holds],
-            "jobs": [_row(j) for j in jobs],
+            "jobs": [dict(j) for j in jobs],
             "certificates": [
                 {"seq": c["seq"], "hash": c["hash"], **_json(c["body"])} for c in certs
             ],
@@ -79,36 +92,47 @@ def make_api(ctx: Context) -> Api:
             fired = [store.timers.timer_from_row(r) for r in rows if r["status"] == "fired"]
             answers = domain.dry_run.dry_run(ctx.rules, open_timers, holds, when, fired)
             result["at"] = when
-            result["dry_run"] = [a.model_dump() for a in answers]
-        return result
+            result["dry_run"] = answers
+        return SubjectRetention.model_validate(result)
 
     @router.get("/retention/dry-run")
-    async def dry_run_all(at: str) -> dict[str, Any]:
-        """For every subject: how many categories would be deleted, restricted or blocked."""
+    async def dry_run_all(
+        at: str, limit: int = paging.limit_query(), after: str | None = paging.after_query()
+    ) -> DryRunPage:
+        """Every subject's open timers due by `at`, a page at a time: what each would do."""
         when = _at(at, ctx.clock.now())
-        counts: Counter[tuple[str, str, str]] = Counter()
-        subjects: set[str] = set()
+        after_id = 0
+        if after is not None:
+            cursor_at, after_id = paging.decode_cursor(after, datetime, int)
+            if cursor_at != when:
+                raise HTTPException(422, "after: a cursor of a dry run at another `at`")
         async with ctx.pool.acquire() as conn:
             holds = [
                 store.holds.hold_from_row(r)
                 for r in await store.holds.all_holds(conn)
                 if r["released_at"] is None
             ]
-            after = 0
-            while page := await store.timers.open_timers_page(conn, when, after, PAGE):
-                after = page[-1].id
-                for firing in domain.jobs.due_jobs(page, holds, when):
-                    answer = domain.dry_run.firing_answer(firing)
-                    counts[(answer.category, answer.action, answer.reason)] += 1
-                    subjects.add(firing.timer.subject_id)
-        return {
-            "at": when,
-            "subjects": len(subjects),
-            "counts": [
-                {"category": c, "action": a, "reason": r, "count": n}
+            rows = await store.timers.open_timers_page(conn, when, after_id, limit + 1)
+        page, more = paging.split_page(rows, limit)
+        timers = [
+            DryRunTimer(
+                timer_id=firing.timer.id,
+                subject_id=firing.timer.subject_id,
+                **domain.dry_run.firing_answer(firing).model_dump(),
+            )
+            for firing in domain.jobs.due_jobs(page, holds, when)
+        ]
+        counts = Counter((t.category, t.action, t.reason) for t in timers)
+        return DryRunPage(
+            at=when,
+            subjects=len({t.subject_id for t in timers}),
+            counts=[
+                DryRunCount(category=c, action=a, reason=r, count=n)
                 for (c, a, r), n in sorted(counts.items())
             ],
-        }
+            timers=timers,
+            next=paging.encode_cursor(when, page[-1].id) if more else None,
+        )
 
     @router.get("/jobs")
     async def jobs(
@@ -116,9 +140,11 @@ def make_api(ctx: Context) -> Api:
         status: str | None = Query(None, pattern="^(issued|completed|failed|cancelled)$"),
         subject_id: str | None = None,
         request_id: str | None = None,
-        limit: int = Query(1000, ge=1, le=10_000),
-    ) -> dict[str, Any]:
-        """Jobs by overdue flag, status, subject or request."""
+        limit: int = paging.limit_query(),
+        after: str | None = paging.after_query(),
+    ) -> JobsPage:
+        """Jobs by overdue flag, status, subject or request, a page at a time."""
+        key = paging.decode_cursor(after, datetime, str) if after is not None else None
         async with ctx.pool.acquire() as conn:
             rows = await store.jobs.list_jobs(
                 conn,
@@ -126,27 +152,43 @@ def make_api(ctx: Context) -> Api:
                 status=status,
                 subject_id=subject_id,
                 request_id=request_id,
-                limit=limit,
+                limit=limit + 1,
+                after=key,
             )
-        return {"jobs": [_row(r) for r in rows]}
+        page, more = paging.split_page(rows, limit)
+        last = page[-1] if more else None
+        return JobsPage(
+            jobs=[Job.model_validate(dict(r)) for r in page],
+            next=None if last is None else paging.encode_cursor(last["issued_at"], last["job_id"]),
+        )
 
     @router.get("/requests")
     async def requests_due(
         due_within_days: int = Query(7, ge=0, le=366),
-        limit: int = Query(1000, ge=1, le=10_000),
-    ) -> dict[str, Any]:
+        limit: int = paging.limit_query(),
+        after: str | None = paging.after_query(),
+    ) -> RequestsPage:
         """Open requests whose deadline is within N days (or already past), soonest first."""
+        key = paging.decode_cursor(after, datetime, str) if after is not None else None
         now = ctx.clock.now()
         async with ctx.pool.acquire() as conn:
             rows = await store.requests.open_requests_due_before(
-                conn, now + timedelta(days=due_within_days), limit
+                conn, now + timedelta(days=due_within_days), limit + 1, key
             )
-        return {
-            "requests": [{**dict(r), "overdue": r["overdue"] or r["deadline"] < now} for r in rows]
-        }
+        page, more = paging.split_page(rows, limit)
+        last = page[-1] if more else None
+        return RequestsPage(
+            requests=[
+                Request.model_validate({**dict(r), "overdue": r["overdue"] or r["deadline"] < now})
+                for r in page
+            ],
+            next=None
+            if last is None
+            else paging.encode_cursor(last["deadline"], last["request_id"]),
+        )
 
-    @router.get("/requests/{request_id}")
-    async def request(request_id: str) -> dict[str, Any]:
+    @router.get("/requests/{request_id}", responses={404: {"description": "unknown request"}})
+    async def request(request_id: str) -> RequestDetail:
         """A request: status, deadline (and extension), outcome per category, its jobs."""
         async with ctx.pool.acquire() as conn:
             req = await store.requests.request(conn, request_id, lock=False)
@@ -155,37 +197,39 @@ def make_api(ctx: Context) -> Api:
             outcomes = await store.requests.outcomes(conn, request_id)
             jobs = await store.jobs.list_jobs(conn, request_id=request_id)
         now = ctx.clock.now()
-        return {
-            **dict(req),
-            "overdue": req["overdue"]
-            or domain.requests.is_overdue(req["deadline"], req["status"], now),
-            "outcomes": [o.model_dump() for o in outcomes],
-            "jobs": [_row(j) for j in jobs],
-        }
+        overdue = req["overdue"] or domain.requests.is_overdue(req["deadline"], req["status"], now)
+        return RequestDetail.model_validate(
+            {**dict(req), "overdue": overdue, "outcomes": outcomes, "jobs": [dict(j) for j in jobs]}
+        )
 
     @router.get("/holds")
-    async def holds(include_released: bool = False) -> dict[str, Any]:
-        """Legal holds, each with what it covers and why."""
+    async def holds(
+        include_released: bool = False,
+        limit: int = paging.limit_query(),
+        after: str | None = paging.after_query(),
+    ) -> HoldsPage:
+        """Legal holds, each with what it covers and why, a page at a time."""
+        key = paging.decode_cursor(after, datetime, str) if after is not None else None
         async with ctx.pool.acquire() as conn:
-            rows = await store.holds.all_holds(conn)
-        return {
-            "holds": [
-                {
-                    **dict(r),
-                    "active": r["released_at"] is None,
-                    "explanation": _explain(r),
-                }
-                for r in rows
-                if include_released or r["released_at"] is None
-            ]
-        }
+            rows = await store.holds.holds_page(conn, include_released, limit + 1, key)
+        page, more = paging.split_page(rows, limit)
+        last = page[-1] if more else None
+        return HoldsPage(
+            holds=[
+                HoldRecord.model_validate(
+                    {**dict(r), "active": r["released_at"] is None, "explanation": _explain(r)}
+                )
+                for r in page
+            ],
+            next=None if last is None else paging.encode_cursor(last["placed_at"], last["hold_id"]),
+        )
 
     @router.get("/certificates/verify")
-    async def verify() -> dict[str, Any]:
+    async def verify() -> ChainCheck:
         """Check the deletion-certificate chain and that every completed deletion has one."""
         async with ctx.pool.acquire() as conn:
             problems = await verify_certificates(conn)
-        return {"intact": not problems, "problems": problems}
+        return ChainCheck(intact=not problems, problems=problems)
 
     return Api(router)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -76,6 +76,7 @@ async def send_all(items: Sequence[tuple[str, bytes | None, bytes | None]], labe
 
 
 SERVICES = {"consent": "8001", "retention": "8002", "export": "8003"}
+PAGE_SIZE = 1000  # the services' largest page
 
 
 def api(service: str, path: str, **params: Any) -> Any:
@@ -90,6 +91,22 @@ def api(service: str, path: str, **params: Any) -> Any:
     if response.status_code >= 400:
         raise CliError(f"{service} {path}: {response.status_code} {response.text[:300]}")
     return response.json()
+
+
+def pages(service: str, path: str, **params: Any) -> Iterator[Any]:
+    """Each page of a paged list route, following its `next` cursor to the end."""
+    after = None
+    while True:
+        page = api(service, path, limit=PAGE_SIZE, after=after, **params)
+        yield page
+        after = page.get("next")
+        if not after:
+            return
+
+
+def every(service: str, path: str, key: str, **params: Any) -> list[Any]:
+    """The items under `key` of every page of a paged list route."""
+    return [item for page in pages(service, path, **params) for item in page[key]]
 
 
 def call(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from shared.cli.common import api, call, out
+from shared.cli.common import api, call, every, out, pages
 
 
 def subject(subject_id: str) -> None:
@@ -28,8 +30,8 @@ def overdue(
     days: int = typer.Option(7, help="Requests whose deadline is within this many days"),
 ) -> None:
     """Overdue jobs, and requests past or near their deadline."""
-    jobs = call(api, "retention", "/v1/jobs", overdue="true")["jobs"]
-    requests = call(api, "retention", "/v1/requests", due_within_days=days)["requests"]
+    jobs = call(every, "retention", "/v1/jobs", "jobs", overdue="true")
+    requests = call(every, "retention", "/v1/requests", "requests", due_within_days=days)
     table = Table(
         "job", "subject", "owner", "category", "mode", "status", "due by", title="overdue jobs"
     )
@@ -64,7 +66,7 @@ def dry_run(
     """What retention would delete or restrict on a date, and why (no side effects)."""
     when = (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
     if not subject_id:
-        result = call(api, "retention", "/v1/retention/dry-run", at=when)
+        result = call(dry_run_totals, when)
         out.print_json(json.dumps(result, default=str))
         return
     result = call(api, "retention", f"/v1/subjects/{subject_id}/retention", at=when)
@@ -75,3 +77,23 @@ def dry_run(
             str(row.get("due_at") or ""), ", ".join(row.get("hold_ids") or []),
         )  # fmt: skip
     out.print(table)
+
+
+def dry_run_totals(when: str) -> dict[str, Any]:
+    """The dry run over every subject, its pages added up: subjects and counts."""
+    counts: Counter[tuple[str, str, str]] = Counter()
+    subjects: set[str] = set()
+    at = when
+    for page in pages("retention", "/v1/retention/dry-run", at=when):
+        at = page["at"]
+        subjects.update(t["subject_id"] for t in page["timers"])
+        for c in page["counts"]:
+            counts[(c["category"], c["action"], c["reason"])] += c["count"]
+    return {
+        "at": at,
+        "subjects": len(subjects),
+        "counts": [
+            {"category": c, "action": a, "reason": r, "count": n}
+            for (c, a, r), n in sorted(counts.items())
+        ],
+    }

@@ -1,8 +1,9 @@
-"""Consent for downstream Python services: a local cache of `consent.state` and a filter.
+"""Consent for downstream Python services: a local cache of `consent.state`, a filter, and a
+client of the decisions API for services that ask per call.
 
 Other teams install it as `privacy_plane.consent_client` (`pip install
-'privacy-plane-contract[client]'`): aiokafka, FastStream, prometheus-client — no database, no
-PyYAML. Imports inside this package are relative so that both names work.
+'privacy-plane-contract[client]'`): aiokafka, FastStream, prometheus-client, httpx — no database,
+no PyYAML. Imports inside this package are relative so that both names work.
 """
 
 from .cache import (
@@ -13,6 +14,7 @@ from .cache import (
     catalogue_defaults,
 )
 from .client import ConsentClient
+from .decisions import Decision, DecisionError, DecisionsClient
 from .middleware import ConsentFilter, kafka_key_subject
 
 __all__ = [
@@ -20,6 +22,9 @@ __all__ = [
     "ConsentCache",
     "ConsentClient",
     "ConsentFilter",
+    "Decision",
+    "DecisionError",
+    "DecisionsClient",
     "Outcome",
     "SubjectConsent",
     "catalogue_defaults",

@@ -15,12 +15,15 @@ import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from shared.plumbing.http import asyncapi_schema
 from shared.plumbing.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from shared.plumbing.service import Runtime
 
 SERVICES = ("consent", "retention", "export")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
@@ -55,12 +58,20 @@ def settings_class(module: Any) -> type[ServiceSettings]:
     return found[0]
 
 
-def document(service: str) -> str:
-    """The service's AsyncAPI document as stable, indented JSON."""
+def placeholder_runtime(service: str) -> Runtime[Any]:
+    """The service's Runtime built (not started) from placeholder settings."""
     settings = placeholder_settings(
         settings_class(importlib.import_module(f"services.{service}.settings"))
     )
-    runtime = importlib.import_module(f"services.{service}.app").build_runtime(settings)
+    runtime: Runtime[Any] = importlib.import_module(f"services.{service}.app").build_runtime(
+        settings
+    )
+    return runtime
+
+
+def document(service: str) -> str:
+    """The service's AsyncAPI document as stable, indented JSON."""
+    runtime = placeholder_runtime(service)
     return json.dumps(json.loads(asyncapi_schema(runtime)), indent=2, sort_keys=True) + "\n"
 
 

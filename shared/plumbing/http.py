@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.contract import __version__ as contract_version
@@ -26,11 +27,28 @@ def token_ok(expected: bytes, authorization: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected)
 
 
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="The service's API token (API_TOKEN): `Authorization: Bearer <token>`.",
+    auto_error=False,  # `bearer` answers a missing or wrong token itself, with its own detail
+)
+DECLARED = Security(BEARER)
+UNAUTHORISED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token (`WWW-Authenticate: Bearer`)."}
+}
+API_VERSION = contract_version
+"""The contract's version, in the OpenAPI and AsyncAPI documents' `info.version`."""
+
+
 def bearer(settings: ServiceSettings) -> Any:
-    """A dependency that refuses a missing or wrong bearer token with 401."""
+    """A dependency that refuses a missing or wrong bearer token with 401.
+
+    It declares the HTTP bearer scheme (so OpenAPI shows it on the routes it guards) but checks
+    the header itself with `token_ok`, keeping the 401, its detail and `WWW-Authenticate`.
+    """
     expected = settings.api_token.get_secret_value().encode()
 
-    async def check(request: Request) -> None:
+    async def check(request: Request, _: HTTPAuthorizationCredentials | None = DECLARED) -> None:
         if not token_ok(expected, request.headers.get("authorization", "")):
             raise HTTPException(
                 status_code=401,
@@ -92,7 +110,7 @@ def _specification(runtime: Runtime[Any]) -> Any:
     return AsyncAPI(
         runtime.broker,
         title=f"Privacy Plane {runtime.spec.name}",
-        version=contract_version,  # the documents describe the contract's events
+        version=API_VERSION,
         description="Events this service consumes and publishes (CloudEvents 1.0, JSON).",
     ).to_specification()  # FastStream 0.7: the factory builds the schema object
 

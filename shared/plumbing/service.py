@@ -306,6 +306,7 @@ class Runtime(Generic[C]):
         api = self.spec.api(self.context) if self.spec.api is not None else None
         app = FastAPI(
             title=f"Privacy Plane {self.spec.name}",
+            version=http.API_VERSION,
             lifespan=lifespan,
             docs_url=None,
             redoc_url=None,
@@ -316,7 +317,11 @@ class Runtime(Generic[C]):
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
         app.include_router(http.ops_details_router(self), dependencies=[http.bearer(self.settings)])
         if api is not None:
-            app.include_router(api.private, dependencies=[http.bearer(self.settings)])
+            app.include_router(
+                api.private,
+                dependencies=[http.bearer(self.settings)],
+                responses=http.UNAUTHORISED,
+            )
             if api.public is not None:
                 app.include_router(api.public)
         return app

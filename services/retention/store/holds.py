@@ -33,6 +33,12 @@ ACTIVE_HOLDS = """
 SELECT hold_id, scope, subject_id, account_id, categories, reason, placed_at, released_at
 FROM holds WHERE placed_at IS NOT NULL ORDER BY placed_at, hold_id
 """
+HOLDS_PAGE = """
+SELECT hold_id, scope, subject_id, account_id, categories, reason, placed_at, released_at
+FROM holds WHERE placed_at IS NOT NULL AND ($1 OR released_at IS NULL)
+  AND ($2::timestamptz IS NULL OR (placed_at, hold_id) > ($2, $3::text))
+ORDER BY placed_at, hold_id LIMIT $4
+"""
 
 
 async def place_hold(conn: Conn, hold: Hold, at: datetime) -> bool:
@@ -85,3 +91,11 @@ async def all_holds(conn: Conn) -> list[asyncpg.Record]:
 
 def hold_from_row(row: asyncpg.Record) -> Hold:
     return _hold(row)
+
+
+async def holds_page(
+    conn: Conn, include_released: bool, limit: int, after: tuple[datetime, str] | None = None
+) -> list[asyncpg.Record]:
+    """Placed holds (active ones only unless `include_released`) by (placed_at, hold_id)."""
+    since, hold_id = after if after is not None else (None, None)
+    return list(await conn.fetch(HOLDS_PAGE, include_released, since, hold_id, limit))

@@ -53,6 +53,7 @@ SELECT job_id, kind, subject_id, owner, category, mode, reason, request_id, due_
 FROM jobs
 WHERE ($1::boolean IS NULL OR overdue = $1) AND ($2::text IS NULL OR status = $2)
   AND ($3::text IS NULL OR subject_id = $3) AND ($4::text IS NULL OR request_id = $4)
+  AND ($6::timestamptz IS NULL OR (issued_at, job_id) > ($6, $7::text))
 ORDER BY issued_at, job_id LIMIT $5
 """
 OPEN_REQUEST_JOBS = "SELECT count(*) FROM jobs WHERE request_id = $1 AND status = 'issued'"
@@ -139,8 +140,13 @@ async def list_jobs(
     subject_id: str | None = None,
     request_id: str | None = None,
     limit: int = 1000,
+    after: tuple[datetime, str] | None = None,
 ) -> list[asyncpg.Record]:
-    return list(await conn.fetch(LIST_JOBS, overdue, status, subject_id, request_id, limit))
+    """Jobs matching the filters by (issued_at, job_id), from after the key `after`."""
+    since, job_id = after if after is not None else (None, None)
+    return list(
+        await conn.fetch(LIST_JOBS, overdue, status, subject_id, request_id, limit, since, job_id)
+    )
 
 
 async def open_request_jobs(conn: Conn, request_id: str) -> int:

@@ -49,7 +49,8 @@ SUBJECT_REQUESTS = "SELECT * FROM requests WHERE subject_id = $1 ORDER BY reques
 OPEN_REQUESTS_DUE_BEFORE = """
 SELECT * FROM requests
 WHERE status IN ('pending', 'in_progress') AND cancelled_at IS NULL AND deadline < $1
-ORDER BY deadline LIMIT $2
+  AND ($3::timestamptz IS NULL OR (deadline, request_id) > ($3, $4::text))
+ORDER BY deadline, request_id LIMIT $2
 """
 
 
@@ -108,9 +109,13 @@ async def request_counts(conn: Conn) -> dict[tuple[str, str, bool], int]:
     }
 
 
-async def open_requests_due_before(conn: Conn, until: datetime, limit: int) -> list[asyncpg.Record]:
-    """Open requests whose deadline falls before `until` (overdue ones included), soonest first."""
-    return list(await conn.fetch(OPEN_REQUESTS_DUE_BEFORE, until, limit))
+async def open_requests_due_before(
+    conn: Conn, until: datetime, limit: int, after: tuple[datetime, str] | None = None
+) -> list[asyncpg.Record]:
+    """Open requests whose deadline falls before `until` (overdue ones included), soonest
+    first by (deadline, request_id), from after the key `after`."""
+    since, request_id = after if after is not None else (None, None)
+    return list(await conn.fetch(OPEN_REQUESTS_DUE_BEFORE, until, limit, since, request_id))
 
 
 async def requests_due_soon(conn: Conn, now: datetime, until: datetime) -> dict[str, int]:

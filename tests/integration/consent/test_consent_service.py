@@ -26,6 +26,7 @@ from services.consent.app import build_runtime
 from services.consent.rebuild import RebuildError, rebuild
 from services.consent.settings import ConsentSettings
 from shared.catalogue import PURPOSES_FILE
+from shared.consent_client import Decision, DecisionError, DecisionsClient
 from shared.contract import sealing
 from shared.contract.codec import decode, new_event
 from shared.contract.envelope import CloudEvent
@@ -543,6 +544,42 @@ async def test_a_point_in_time_decision_matches_the_state_at_that_moment(service
         (False, "restricted: marketing_email"),
     ]
     assert answers[3]["since"].startswith("2026-11-26T09:20:00")
+
+
+async def test_the_decisions_client_asks_the_running_service_and_raises_its_refusals(
+    service: Service,
+):
+    s = "usr_decisions_client"
+    await service.send(
+        service.topics.consent_changes,
+        grant(s, "marketing_email", 10, expires_at=at(10_000)),
+        withdraw(s, "personalisation", 20),
+    )
+    await service.wait_version(s, 2)
+    transport = httpx.ASGITransport(app=service.runtime.asgi())
+    async with DecisionsClient("http://consent", TOKEN, transport=transport) as consent:
+        now = await consent.decide(s, "marketing_email")
+        assert now == Decision.model_validate(await service.decision(s, "marketing_email"))
+        assert (now.allowed, now.state, now.reason, now.basis) == (
+            True,
+            "granted",
+            "granted",
+            "consent",
+        )
+        assert now.expires_at == at(10_000)
+        withdrawn = await consent.decide(s, "personalisation")
+        assert (withdrawn.allowed, withdrawn.state) == (False, "withdrawn")
+        before = await consent.decide(s, "marketing_email", at=at(5))
+        assert (before.allowed, before.reason, before.at) == (False, "default", at(5))
+        with pytest.raises(DecisionError) as unknown:
+            await consent.decide(s, "telepathy")
+        assert unknown.value.status == 400
+        assert "unknown purpose 'telepathy'" in unknown.value.message
+        assert "marketing_email" in unknown.value.message
+    async with DecisionsClient("http://consent", "wrong", transport=transport) as stranger:
+        with pytest.raises(DecisionError) as refused:
+            await stranger.decide(s, "marketing_email")
+    assert (refused.value.status, refused.value.message) == (401, "missing or invalid bearer token")
 
 
 async def test_an_expiring_grant_lapses_by_itself_and_the_state_is_republished(service: Service):

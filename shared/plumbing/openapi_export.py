@@ -1,0 +1,53 @@
+"""Write each service's OpenAPI document (as FastAPI generates it) into docs/openapi/.
+
+    python -m shared.plumbing.openapi_export            # write docs/openapi/<service>.json
+    python -m shared.plumbing.openapi_export --check    # exit 1 when a file is out of date
+
+The same document a running service serves at `/openapi.json` (behind its bearer token). Each
+service's Runtime is built (not started: nothing is contacted) from placeholder settings, as
+for the AsyncAPI documents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shared.plumbing.asyncapi_export import SERVICES, placeholder_runtime
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
+
+
+def document(service: str) -> str:
+    """The service's OpenAPI document as stable, indented JSON."""
+    spec = placeholder_runtime(service).asgi().openapi()
+    return json.dumps(spec, indent=2, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or check) docs/openapi/<service>.json for every service."""
+    parser = argparse.ArgumentParser(prog="python -m shared.plumbing.openapi_export")
+    parser.add_argument("--out", type=Path, default=DOCS, help="target folder")
+    parser.add_argument("--check", action="store_true", help="fail when a file is stale")
+    args = parser.parse_args(argv)
+    stale = []
+    for service in SERVICES:
+        text = document(service)
+        path: Path = args.out / f"{service}.json"
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date (run make openapi): {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
