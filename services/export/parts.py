@@ -172,6 +172,7 @@ class OwnerFile:
     changing while read — each is a PartError (the part fails, the consumer goes on)."""
 
     def __init__(self, fd: int, opened: os.stat_result) -> None:
+        self._fd = fd
         self._stream = os.fdopen(fd, "rb")
         self._opened = opened
         self._read = 0
@@ -215,7 +216,7 @@ class OwnerFile:
     def check_unchanged(self, *, read_all: bool) -> None:
         """PartError if the file was written to while it was read (`read_all`: to its end)."""
         try:
-            now = os.fstat(self._stream.fileno())
+            now = os.fstat(self._fd)
         except OSError as exc:
             raise PartError(f"location cannot be read: {_why(exc)}") from exc
         was = self._opened

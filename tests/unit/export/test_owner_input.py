@@ -45,10 +45,11 @@ def test_a_read_failing_in_the_owners_file_fails_the_part_and_keeps_nothing(
     path, digest = exchange_file(tmp_path)
     storage = FolderStorage(tmp_path / "store")
     real_open = OwnerFile.open
+    real_streams: list[io.BufferedReader] = []
 
     def failing(path: Path, max_bytes: int) -> OwnerFile:
         owner_file = real_open(path, max_bytes)
-        owner_file._stream.close()
+        real_streams.append(owner_file._stream)  # the descriptor stays open for fstat
         owner_file._stream = io.BufferedReader(FailingRead())
         return owner_file
 
@@ -56,6 +57,7 @@ def test_a_read_failing_in_the_owners_file_fails_the_part_and_keeps_nothing(
     with pytest.raises(PartError, match="location cannot be read: Input/output error"):
         parts.store_file(storage, "p/0.jsonl", path, digest, None)
     assert not storage.exists("p/0.jsonl")
+    real_streams[0].close()
 
 
 class FullDisk:
