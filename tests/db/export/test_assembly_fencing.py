@@ -93,7 +93,7 @@ async def test_an_assembler_whose_lease_lapsed_cannot_finish_over_the_one_that_t
         held.release.set()
         assert await first  # its finish is refused: the request is no longer its to finish
 
-    row = await fed.pool.fetchrow("SELECT status, bundle_id, storage_key FROM requests")
+    [row] = await fed.pool.fetch("SELECT status, bundle_id, storage_key FROM requests")
     assert row["status"] == "partially_completed"
     # the bundle the request names is there, and it is the only file: the loser removed its own
     assert sorted(p.name for p in bundles.iterdir()) == [f"{row['bundle_id']}.zip"]
