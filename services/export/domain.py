@@ -132,9 +132,10 @@ def job_id_for(request_id: str, owner: str) -> str:
     return f"exp_{uuid.uuid5(JOB_NAMESPACE, name).hex}"
 
 
-def bundle_id_for(storage_key: str) -> str:
-    """One bundle id per request (a re-assembly after a crash overwrites, never orphans)."""
-    return uuid.uuid5(JOB_NAMESPACE, f"bundle:{storage_key}").hex
+def bundle_id_for(storage_key: str, attempt: int = 1) -> str:
+    """One bundle id per assembly attempt of a request: two assemblers never write one file,
+    and the attempt that finishes knows the ids of earlier ones to delete their leftovers."""
+    return uuid.uuid5(JOB_NAMESPACE, f"bundle:{storage_key}:{attempt}").hex
 
 
 def check_new_request(existing: Request | None, subject: str) -> bool:

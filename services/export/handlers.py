@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import cast
 
 from services.export import domain, part_store, parts, store
@@ -139,36 +140,35 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
         return
     received = part_store.ReceivedPart.of(data, ctx.now())
+    taken: Path | None = None
     try:
-        received = received.stored(await asyncio.to_thread(_store_part, ctx, row, event))
-    except parts.PartError as failed:
+        count, taken = await asyncio.to_thread(_store_part, ctx, row, event)
+        received = received.stored(count)
+    except parts.PartError as failed:  # the owner's input: the part fails, the batch goes on
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
     await part_store.save_part(tx.conn, data.request_id, received)
-    taken = data.location is not None and received.status == "stored"
-    if taken and ctx.settings.delete_referenced_parts:
-        path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
-        await part_store.queue_exchange_deletion(tx.conn, str(path), ctx.now())
+    if taken is not None and ctx.settings.delete_referenced_parts:
+        await part_store.queue_exchange_deletion(tx.conn, str(taken), ctx.now())
     await _progress(ctx, tx, row)
 
 
-def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> int:
+def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> tuple[int, Path | None]:
+    """Records kept, and the exchange file they came from (None for an inline part)."""
     data = event.data
     key = part_key(row.storage_key, data.owner, data.category, data.part_index)
     if data.sealed is not None:
         private_key = ctx.vault.open(cast(bytes, row.sealed_key))
-        return parts.store_inline(
+        count = parts.store_inline(
             ctx.storage, key, private_key, data.sealed, data.sha256, data.record_count
         )
-    return parts.store_reference(
-        ctx.storage,
-        key,
-        ctx.settings.exchange_dir,
-        cast(str, data.location),
-        data.sha256,
-        data.record_count,
-        ctx.settings.max_reference_bytes,
+        return count, None
+    # resolved once: the path checked is the path read and, later, the one deleted
+    path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
+    count = parts.store_file(
+        ctx.storage, key, path, data.sha256, data.record_count, ctx.settings.max_reference_bytes
     )
+    return count, path
 
 
 async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:

@@ -2,7 +2,8 @@
 
 Both claim rows with FOR UPDATE SKIP LOCKED, so replicas never do the same work twice. The zip
 is written outside any transaction (under a lease), so a large bundle never holds a lock the
-consumer waits on; a cancellation that lands meanwhile wins and the zip is thrown away.
+consumer waits on; a cancellation that lands meanwhile wins and the zip is thrown away, and so
+does an assembler whose lease lapsed and whose request another one claimed (attempt fencing).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from services.export import domain, part_store, store
 from services.export import metrics as export_metrics
 from services.export.bundle import BundleInput, write_bundle
 from services.export.context import Context
-from services.export.domain import State
 from services.export.storage import bundle_key, parts_prefix
 from shared.plumbing import outbox
 from shared.plumbing.logging import get_logger
@@ -67,9 +67,10 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
     """Assemble one due request; False when none is due."""
     now = ctx.now()
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await store.claim_due(conn, now, now + ctx.settings.assembly_lease)
-        if row is None:
+        claim = await store.claim_due(conn, now, now + ctx.settings.assembly_lease)
+        if claim is None:
             return False
+        row, attempt = claim.row, claim.attempt
         request = row.request
         jobs = await store.jobs(conn, request.request_id)
         settled = domain.settle(
@@ -79,7 +80,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         )
         stored = await part_store.stored_parts(conn, request.request_id)
     state, missing, outcomes = domain.finish(settled)
-    bundle_id = domain.bundle_id_for(row.storage_key)
+    bundle_id = domain.bundle_id_for(row.storage_key, attempt)  # this attempt's own file
     bundle = BundleInput(
         request_id=request.request_id,
         subject=request.subject,
@@ -95,19 +96,22 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
     expires = now + ctx.settings.bundle_ttl
     async with ctx.pool.acquire() as conn, conn.transaction():
         current = await store.get_request(conn, request.request_id, lock=True)
-        if current is None or current.request.state is not State.ASSEMBLING:
-            await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
-            return True  # cancelled meanwhile: the cancellation cleaned up the parts
-        await store.finish(
+        if current is None or not await store.finish(
             conn,
             request.request_id,
+            attempt=attempt,
             state=state,
             missing_owners=missing,
             outcomes=outcomes,
             bundle_id=bundle_id,
             bundle_expires_at=expires,
             now=ctx.now(),
-        )
+        ):
+            # cancelled meanwhile (the cancellation cleaned up the parts), or our lease lapsed
+            # and a later attempt took the request over: its bundle stands, ours goes
+            await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
+            log.warning("export_bundle_discarded", request_id=request.request_id, attempt=attempt)
+            return True
         finished = current.request.model_copy(
             update={
                 "state": state,
@@ -122,6 +126,9 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         ctx.publish_status(out, finished, reason=reason)
         await outbox.write(conn, out.rows, ctx.settings.db_schema)
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
+    for earlier in range(1, attempt):  # what an attempt that crashed after writing left behind
+        earlier_key = bundle_key(domain.bundle_id_for(row.storage_key, earlier))
+        await asyncio.to_thread(ctx.storage.delete, earlier_key)
     export_metrics.BUNDLES.labels(state.value).inc()
     log.info("export_bundle_written", request_id=request.request_id, status=state.value)
     return True

@@ -1,7 +1,9 @@
 """Receiving parts: open sealed ones, read referenced ones, verify, write them to storage.
 
 A part is kept as JSON Lines (one record a line) so the bundle can stream it later. These are
-blocking functions (crypto, files): callers run them in a worker thread.
+blocking functions (crypto, files): callers run them in a worker thread. Whatever goes wrong
+with what an owner gave (a location, its file, its content) is a `PartError`, so the part fails
+with the reason; only failures of our own storage leave as other errors (to be retried).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import codecs
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -76,13 +79,19 @@ def store_inline(
 
 def resolve_location(exchange_dir: Path, location: str) -> Path:
     """The file a `file://` location names, only if it lies under the exchange folder."""
-    url = urlsplit(location)
+    try:
+        url = urlsplit(location)
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        raise PartError(f"location is not a URL: {exc}") from exc
     if url.scheme != "file":
         raise PartError(f"location scheme {url.scheme!r} refused: only file:// is accepted")
     if url.netloc not in ("", "localhost"):
         raise PartError("location must be a local file:// URL (no host)")
     root = exchange_dir.resolve()
-    path = Path(unquote(url.path)).resolve()
+    try:
+        path = Path(unquote(url.path)).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, a NUL byte, a symlink loop
+        raise PartError(f"location cannot be resolved: {_why(exc)}") from exc
     if not path.is_relative_to(root):
         raise PartError("location is outside the exchange folder")
     return path
@@ -121,24 +130,108 @@ def store_reference(
 ) -> int:
     """Stream a referenced part into storage, verifying its sha256; returns its records."""
     path = resolve_location(exchange_dir, location)
-    if path.exists() and not path.is_file():
-        raise PartError("location is not a regular file")
-    if path.is_file() and (size := path.stat().st_size) > max_bytes:
-        raise PartError(f"referenced part is {size} bytes, over the size limit of {max_bytes}")
+    return store_file(storage, key, path, sha256, record_count, max_bytes)
+
+
+def store_file(
+    storage: Storage,
+    key: str,
+    path: Path,
+    sha256: str,
+    record_count: int | None,
+    max_bytes: int = 512 * 1024 * 1024,
+) -> int:
+    """Stream a resolved exchange file into storage, verifying its sha256; returns its records."""
     hasher = _LimitedHasher(max_bytes)  # the file may grow while it is read
     count = 0
-    try:
-        source = path.open("rb")
-    except OSError as exc:
-        raise PartError(f"location cannot be read: {os.strerror(exc.errno or 0)}") from exc
-    with source, storage.writer(key) as out:
-        for record in iter_array(source, hasher):
-            out.write(_line(record))
-            count += 1
+    with OwnerFile.open(path, max_bytes) as source, storage.writer(key) as out:
+        try:
+            for record in iter_array(source, hasher):
+                out.write(_line(record))
+                count += 1
+        except PartError:
+            source.check_unchanged(read_all=False)  # a change explains the failure better
+            raise
+        source.check_unchanged(read_all=True)
         if hasher.hexdigest() != sha256:
             raise PartError(f"sha256 mismatch: part says {sha256}, file is {hasher.hexdigest()}")
         _check_count(count, record_count)
     return count
+
+
+def _why(exc: BaseException) -> str:
+    """An error about the input, in words (no path: the owner knows which one it gave)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc)[:200] or type(exc).__name__
+
+
+class OwnerFile:
+    """An owner's file in the exchange folder, read so that nothing about it can leave as an
+    OSError: not found, denied, a FIFO or device, a symlink swapped in, a read failing, a size
+    changing while read — each is a PartError (the part fails, the consumer goes on)."""
+
+    def __init__(self, fd: int, opened: os.stat_result) -> None:
+        self._fd = fd
+        self._stream = os.fdopen(fd, "rb")
+        self._opened = opened
+        self._read = 0
+
+    @classmethod
+    def open(cls, path: Path, max_bytes: int) -> OwnerFile:
+        """The regular file at `path` (already resolved), within `max_bytes`."""
+        # O_NONBLOCK: opening a FIFO to read would wait for a writer; O_NOFOLLOW: the path was
+        # checked resolved, so a symlink there now was swapped in since.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except (OSError, ValueError) as exc:
+            raise PartError(f"location cannot be read: {_why(exc)}") from exc
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise PartError("location is not a regular file")
+            if opened.st_size > max_bytes:
+                raise PartError(
+                    f"referenced part is {opened.st_size} bytes, over the size limit of {max_bytes}"
+                )
+            os.set_blocking(fd, True)
+            return cls(fd, opened)
+        except OSError as exc:
+            os.close(fd)
+            raise PartError(f"location cannot be read: {_why(exc)}") from exc
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes; PartError if the file cannot be read."""
+        try:
+            chunk = self._stream.read(size)
+        except (OSError, ValueError) as exc:
+            raise PartError(f"location cannot be read: {_why(exc)}") from exc
+        self._read += len(chunk)
+        return chunk
+
+    def check_unchanged(self, *, read_all: bool) -> None:
+        """PartError if the file was written to while it was read (`read_all`: to its end)."""
+        try:
+            now = os.fstat(self._fd)
+        except OSError as exc:
+            raise PartError(f"location cannot be read: {_why(exc)}") from exc
+        was = self._opened
+        moved = (now.st_size, now.st_mtime_ns) != (was.st_size, was.st_mtime_ns)
+        if moved or self._read > was.st_size or (read_all and self._read != was.st_size):
+            raise PartError(
+                f"referenced part changed while it was read ({was.st_size} bytes when opened, "
+                f"{now.st_size} bytes after, {self._read} bytes read)"
+            )
+
+    def __enter__(self) -> OwnerFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stream.close()
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -153,7 +246,7 @@ def _check_count(found: int, declared: int | None) -> None:
         raise PartError(f"record_count says {declared}, the part holds {found}")
 
 
-def iter_array(stream: BinaryIO, hasher: Any) -> Iterator[dict[str, Any]]:
+def iter_array(stream: BinaryIO | OwnerFile, hasher: Any) -> Iterator[dict[str, Any]]:
     """The objects of a JSON array read from `stream` a chunk at a time (hashing every byte)."""
     decoder = json.JSONDecoder()
     text = codecs.getincrementaldecoder("utf-8")()
@@ -205,6 +298,9 @@ def iter_array(stream: BinaryIO, hasher: Any) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 if eof or not fill():
                     raise PartError("referenced part holds invalid JSON") from exc
+            except (ValueError, RecursionError) as exc:  # over 4300 digits, nested too deep
+                reason = f"referenced part holds a record that cannot be read: {exc}"
+                raise PartError(reason) from exc
         if not isinstance(record, dict):
             raise PartError("a part must be a JSON array of objects")
         pos, expect_value, seen = end, False, seen + 1

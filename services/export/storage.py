@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
+from shared.plumbing.db import InfrastructureError
+
 
 class Storage(Protocol):
     """Keys are relative POSIX paths (`parts/<request>/<owner>/<category>/000001.jsonl`)."""
@@ -37,6 +39,22 @@ class Storage(Protocol):
         ...
 
 
+class StorageUnavailable(InfrastructureError):
+    """Our storage folder cannot be used (not writable, not mounted): retried, never the input's
+    fault. Failures while writing the stream itself keep their OSError (ENOSPC, EIO)."""
+
+
+@contextlib.contextmanager
+def _ours(action: str, key: str) -> Iterator[None]:
+    """An OSError of our own folder becomes StorageUnavailable (FileNotFoundError stays)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StorageUnavailable(f"storage cannot {action} {key!r}: {exc}") from exc
+
+
 class FolderStorage:
     """Storage in a local folder; writes go to a temporary file renamed into place."""
 
@@ -52,12 +70,14 @@ class FolderStorage:
     @contextlib.contextmanager
     def writer(self, key: str) -> Iterator[BinaryIO]:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with _ours("write", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as stream:
                 yield stream
-            os.replace(temp, path)
+            with _ours("write", key):
+                os.replace(temp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -65,14 +85,17 @@ class FolderStorage:
 
     @contextlib.contextmanager
     def reader(self, key: str) -> Iterator[BinaryIO]:
-        with self._path(key).open("rb") as stream:
+        with _ours("read", key):
+            stream = self._path(key).open("rb")
+        with stream:
             yield stream
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        with _ours("look up", key):
+            return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError), _ours("delete", key):
             self._path(key).unlink()
 
     def delete_prefix(self, prefix: str) -> None:

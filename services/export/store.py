@@ -43,14 +43,16 @@ ORDER BY deadline LIMIT 1
 FOR UPDATE SKIP LOCKED
 """
 START_ASSEMBLY = """
-UPDATE requests SET status = 'assembling', assembling_until = $2, updated_at = now()
+UPDATE requests SET status = 'assembling', assembling_until = $2,
+       assembly_attempt = assembly_attempt + 1, updated_at = now()
 WHERE request_id = $1
+RETURNING assembly_attempt
 """
 FINISH = """
 UPDATE requests
 SET status = $2, sealed_key = NULL, missing_owners = $3, outcomes = $4::jsonb, bundle_id = $5,
     bundle_expires_at = $6, finished_at = $7, assembling_until = NULL, updated_at = now()
-WHERE request_id = $1
+WHERE request_id = $1 AND status = 'assembling' AND assembly_attempt = $8
 """
 CLAIM_EXPIRED_BUNDLES = """
 SELECT request_id, bundle_id FROM requests
@@ -181,27 +183,39 @@ async def jobs(conn: Conn, request_id: str) -> dict[str, Job]:
     return {r["owner"]: Job(r["job_id"], list(r["categories"])) for r in rows}
 
 
-async def claim_due(conn: Conn, now: datetime, lease_until: datetime) -> RequestRow | None:
-    """Claim one request to assemble (all parts in, past its deadline, or a lapsed lease)."""
+@dataclass(frozen=True)
+class Claim:
+    """A request claimed for assembly and the attempt number that claim holds."""
+
+    row: RequestRow
+    attempt: int
+
+
+async def claim_due(conn: Conn, now: datetime, lease_until: datetime) -> Claim | None:
+    """Claim one request to assemble (all parts in, past its deadline, or a lapsed lease); the
+    claim takes the next attempt number, which fences out the attempt whose lease lapsed."""
     row = _row(await conn.fetchrow(CLAIM_DUE, now))
-    if row is not None:
-        await conn.execute(START_ASSEMBLY, row.request.request_id, lease_until)
-    return row
+    if row is None:
+        return None
+    attempt: int = await conn.fetchval(START_ASSEMBLY, row.request.request_id, lease_until)
+    return Claim(row, attempt)
 
 
 async def finish(
     conn: Conn,
     request_id: str,
     *,
+    attempt: int,
     state: State,
     missing_owners: Sequence[str],
     outcomes: Sequence[CategoryOutcome],
     bundle_id: str,
     bundle_expires_at: datetime,
     now: datetime,
-) -> None:
-    """Close the request with its bundle and destroy its private key."""
-    await conn.execute(
+) -> bool:
+    """Close the request with its bundle and destroy its private key, only if `attempt` still
+    holds the claim; False when it does not (cancelled, or claimed again after its lease)."""
+    status = await conn.execute(
         FINISH,
         request_id,
         state.value,
@@ -210,7 +224,9 @@ async def finish(
         bundle_id,
         bundle_expires_at,
         now,
+        attempt,
     )
+    return bool(status == "UPDATE 1")
 
 
 async def claim_expired_bundles(

@@ -8,7 +8,10 @@ psycopg) beside asyncpg, and ours are forward-only SQL files per schema.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import socket
+import ssl
 from pathlib import Path
 
 import asyncpg
@@ -60,9 +63,51 @@ TRANSIENT_PG = (
 )
 
 
+class InfrastructureError(Exception):
+    """Our own infrastructure cannot be used (e.g. a storage folder we cannot write): retried
+    and alerted on like a database outage, never a reason to dead-letter an event."""
+
+
+TRANSIENT_OS = (ConnectionError, TimeoutError, socket.gaierror, socket.herror, ssl.SSLError)
+"""OSErrors that are always about a connection: refused, reset, timed out, name not resolved,
+TLS broken off."""
+
+TRANSIENT_ERRNOS = frozenset(
+    {
+        # the network between us and the database or broker
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.EADDRNOTAVAIL,
+        # our own disk and process: full, failing, remounted read-only, out of descriptors
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOMEM,
+        errno.ENOBUFS,
+    }
+)
+"""The errnos of any other OSError that are an outage. Not ENOENT, EACCES, ENAMETOOLONG,
+ELOOP, EISDIR and the like: those are what a bad input causes (code reading an input converts
+them at its boundary anyway), and retrying an input's error stalls everything behind it."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """Failures of the infrastructure (retry), as opposed to failures of the input (dead-letter)."""
-    return isinstance(exc, (*TRANSIENT_PG, OSError, TimeoutError, ConnectionError))
+    if isinstance(exc, (*TRANSIENT_PG, *TRANSIENT_OS, InfrastructureError)):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in TRANSIENT_ERRNOS or _every_address_refused(exc)
+    return False
+
+
+def _every_address_refused(exc: OSError) -> bool:
+    """asyncio's connect when every address of a host failed: a bare OSError without errno."""
+    return exc.errno is None and str(exc).startswith("Multiple exceptions: ")
 
 
 def is_database_failure(exc: BaseException) -> bool:

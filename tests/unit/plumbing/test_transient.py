@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import asyncpg
 import pytest
 
-from shared.plumbing.db import is_database_failure, is_transient
+from shared.plumbing.db import InfrastructureError, is_database_failure, is_transient
 
 
 @pytest.mark.parametrize(
@@ -45,3 +48,44 @@ def test_a_database_failure_is_an_outage_or_what_postgresql_reported_not_a_bug()
     assert is_database_failure(asyncpg.InternalClientError("cannot switch to state 12"))
     assert is_database_failure(asyncpg.DataError("value too long"))  # reported, not transient
     assert not is_database_failure(ValueError("a bug"))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        FileNotFoundError(errno.ENOENT, "No such file or directory"),
+        PermissionError(errno.EACCES, "Permission denied"),
+        IsADirectoryError(errno.EISDIR, "Is a directory"),
+        NotADirectoryError(errno.ENOTDIR, "Not a directory"),
+        OSError(errno.ELOOP, "Too many levels of symbolic links"),
+        OSError(errno.EINVAL, "Invalid argument"),
+        OSError("some library's own complaint"),
+    ],
+)
+def test_an_os_error_about_a_file_is_not_an_outage(exc):
+    # an owner's bad exchange file raised these and the batch was retried forever
+    assert not is_transient(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError(errno.ECONNRESET, "reset"),
+        BrokenPipeError(errno.EPIPE, "broken pipe"),
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        OSError(errno.EHOSTUNREACH, "No route to host"),
+        OSError(errno.ENETUNREACH, "Network is unreachable"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EIO, "Input/output error"),
+        OSError(errno.EMFILE, "Too many open files"),
+        # asyncio's connect when every address of "localhost" refused
+        OSError(
+            "Multiple exceptions: [Errno 111] Connect call failed ('::1', 5432, 0, 0), "
+            "[Errno 111] Connect call failed ('127.0.0.1', 5432)"
+        ),
+        InfrastructureError("our own thing is down"),
+    ],
+)
+def test_the_network_our_disk_and_our_storage_failing_are_outages(exc):
+    assert is_transient(exc)
