@@ -26,6 +26,7 @@ from services.consent.settings import ConsentSettings
 from shared.plumbing import db
 from shared.plumbing.clock import Clock
 from shared.plumbing.db import Conn
+from shared.plumbing.deadletters import DeadLetterKind
 from shared.plumbing.logging import get_logger
 from shared.plumbing.outbox import Outbox, OutboxRow
 from shared.plumbing.pipeline import Batch, Delivery, Pipeline, RecordLike
@@ -88,7 +89,7 @@ async def replay_partitions(
 class _ReplayPipeline(Pipeline):
     """The live decoding and inbox claim; what the live service dead-lettered is only skipped."""
 
-    def dead_letter(self, record: RecordLike, reason: str) -> OutboxRow:
+    def dead_letter(self, record: RecordLike, reason: str, kind: DeadLetterKind) -> OutboxRow:
         log.info("rebuild_skipped", topic=record.topic, offset=record.offset, reason=reason[:200])
         return OutboxRow(self.deadletter_topic, None, None)
 
@@ -226,7 +227,7 @@ class Replay:
             events=[d.event for d in fresh],
             outbox=Outbox(),
             _deliveries={d.event.key: d for d in fresh},
-            _dead_letter=self.pipeline.dead_letter,
+            _dead_letter=self.pipeline.rejection,
         )
         now = self.consent.clock.now()
         unit = Unit(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from cloudevents.exceptions import DataUnmarshallerError
@@ -26,12 +26,17 @@ E = TypeVar("E", bound=CloudEvent[Any])
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,5}\.v[0-9]{1,3}")
 
 
-class DecodeError(ValueError):
-    """The bytes are not a valid v1 event; `reason` says why in one line."""
+DecodeKind = Literal["undecodable", "invalid", "unknown_type"]
+"""What kind of refusal a DecodeError is: a bounded label, where `reason` is free text."""
 
-    def __init__(self, reason: str) -> None:
+
+class DecodeError(ValueError):
+    """The bytes are not a valid v1 event; `reason` says why in one line, `kind` in one word."""
+
+    def __init__(self, reason: str, kind: DecodeKind = "undecodable") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind: DecodeKind = kind
 
 
 def new_event(
@@ -96,7 +101,7 @@ def kafka_headers(event_type: str) -> dict[str, str]:
 def decode(value: bytes | None) -> AnyEvent:
     """Parse and validate one Kafka value; raise DecodeError with a clear reason."""
     if value is None:
-        raise DecodeError("empty value (tombstone) where an event was expected")
+        raise DecodeError("empty value (tombstone) where an event was expected", "undecodable")
     attributes = _plain_envelope(value)
     if attributes is None:
         attributes = _sdk_attributes(value)
@@ -110,14 +115,15 @@ def decode(value: bytes | None) -> AnyEvent:
         raise DecodeError(
             f"unknown event type {event_type!r}"
             if named
-            else "unknown event type (not a type name)"
+            else "unknown event type (not a type name)",
+            "unknown_type",
         )
     try:
         # The union's member for this type, directly: what ANY_EVENT would pick by the `type`
         # tag, without the tag's dispatch (its errors lack the tag, which the summary drops).
         event: AnyEvent = model.__pydantic_validator__.validate_python(attributes)
     except ValidationError as exc:
-        raise DecodeError(f"invalid {event_type}: {_validation_summary(exc)}") from exc
+        raise DecodeError(f"invalid {event_type}: {_validation_summary(exc)}", "invalid") from exc
     return event
 
 
@@ -163,12 +169,13 @@ def _sdk_attributes(value: bytes) -> dict[str, Any]:
             KafkaMessage(headers={}, key=None, value=value), envelope_unmarshaller=unmarshal
         )
     except Exception as exc:  # the SDK raises several unrelated types for bad input
-        raise DecodeError(f"not a CloudEvents structured JSON event: {_short(exc)}") from exc
+        reason = f"not a CloudEvents structured JSON event: {_short(exc)}"
+        raise DecodeError(reason, "undecodable") from exc
     # The SDK fills a missing id (random) and time (now): an id-less record would then be a
     # new event at every redelivery, and a time-less one would pass for the newest.
     missing = [name for name in ("id", "time") if envelopes[0].get(name) is None]
     if missing:
-        raise DecodeError(f"missing required attribute(s): {', '.join(missing)}")
+        raise DecodeError(f"missing required attribute(s): {', '.join(missing)}", "invalid")
     attributes = dict(sdk_event.get_attributes())
     attributes["data"] = sdk_event.get_data()
     return attributes

@@ -1,8 +1,14 @@
-"""Prometheus metrics shared by the services (labelled by service)."""
+"""Prometheus metrics shared by the services (labelled by service).
+
+Every label value comes from a vocabulary we own (service names, contract types, enums), never
+from the input: each new value is a new time series, so a producer could otherwise grow ours.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from shared.contract.events import EVENT_TYPES
 
 EVENTS_CONSUMED = Counter(
     "pp_events_consumed_total", "Kafka records read by the pipeline", ["service", "topic"]
@@ -14,10 +20,14 @@ EVENTS_DUPLICATE = Counter(
     "pp_events_duplicate_total", "Events skipped as already processed", ["service", "type"]
 )
 EVENTS_DEADLETTERED = Counter(
-    "pp_events_deadlettered_total", "Records sent to the dead-letter topic", ["service", "reason"]
+    "pp_events_deadlettered_total",
+    "Records sent to the dead-letter topic (once each), by kind (deadletters.DeadLetterKind)",
+    ["service", "reason"],
 )
 EVENTS_IGNORED = Counter(
-    "pp_events_ignored_total", "Contract events this service does not handle", ["service", "type"]
+    "pp_events_ignored_total",
+    "Contract events this service does not handle, by type (`other` past the contract's)",
+    ["service", "type"],
 )
 EVENTS_SUPPRESSED = Counter(
     "pp_events_suppressed_total", "Events dropped because their subject was erased", ["service"]
@@ -64,3 +74,8 @@ REQUESTS_DUE_SOON = Gauge(
 CONSUMER_LAG = Gauge(
     "pp_consumer_lag", "Records behind the end of each partition", ["service", "topic", "partition"]
 )
+
+
+def type_label(event_type: str) -> str:
+    """`event_type` as a label value: a contract type keeps its name, anything else is `other`."""
+    return event_type if event_type in EVENT_TYPES else "other"

@@ -50,6 +50,8 @@ class Outbox:
     """What one transaction will publish; handlers add to it, the pipeline writes it."""
 
     rows: list[OutboxRow] = field(default_factory=list)
+    dead_letters: list[OutboxRow] = field(default_factory=list)
+    """The rows that are dead letters: the pipeline writes each only once per poison record."""
 
     def publish(self, topic: str, event: CloudEvent[Any]) -> None:
         """Publish `event` keyed by its subject once the transaction commits."""
@@ -61,8 +63,13 @@ class Outbox:
         self.rows.append(OutboxRow(topic, key.encode(), None))
 
     def raw(self, row: OutboxRow) -> None:
-        """Publish a prepared row (dead letters)."""
+        """Publish a prepared row."""
         self.rows.append(row)
+
+    def dead_letter(self, row: OutboxRow) -> None:
+        """Publish a dead letter (in order with the rest; see `dead_letters`)."""
+        self.rows.append(row)
+        self.dead_letters.append(row)
 
 
 async def write(conn: Conn, rows: list[OutboxRow], schema: str) -> None:

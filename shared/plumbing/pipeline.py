@@ -3,7 +3,8 @@
 A consumed batch becomes one database transaction holding the inbox rows, the projection
 changes and the outbox rows (dead letters included). FastStream commits the offsets only after
 `process` returns, so a crash anywhere replays and the inbox turns the replay into a no-op.
-Poison never stops the service: it is dead-lettered (through the outbox) with its reason.
+Poison never stops the service: it is dead-lettered (through the outbox) with its reason, once
+per record however often its batch is replayed (`shared.plumbing.deadletters`).
 Transient failures (database down) are retried with backoff and never dead-lettered.
 """
 
@@ -16,15 +17,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from shared.contract.codec import DecodeError, canonical, decode
 from shared.contract.events import AnyEvent
-from shared.plumbing import metrics, outbox
+from shared.plumbing import deadletters, metrics, outbox
 from shared.plumbing.db import Conn, is_transient
+from shared.plumbing.deadletters import DeadLetter, DeadLetterKind
+from shared.plumbing.deadletters import RecordLike as RecordLike
 from shared.plumbing.logging import get_logger
 from shared.plumbing.outbox import Outbox, OutboxRow
 
@@ -41,10 +44,8 @@ SELECT i.source, i.event_id, i.digest FROM inbox i
 JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)
   ON i.source = k.source AND i.event_id = k.event_id
 """
-
-DEADLETTER_MAX_VALUE = 1_000_000
-"""Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
-DEADLETTER_MAX_KEY = 1_000
+CONFLICT = "conflict: same source and id, other content"
+KEY_MISMATCH = "Kafka key must equal the event's subject"
 
 
 class CollectorPause:
@@ -80,14 +81,6 @@ class CollectorPause:
 COLLECTOR = CollectorPause()
 
 
-class RecordLike(Protocol):
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 @dataclass(frozen=True)
 class Delivery:
     record: RecordLike
@@ -109,7 +102,7 @@ class Batch:
     def reject(self, event: AnyEvent, reason: str) -> None:
         """Dead-letter `event` for a contract rule (call before writing anything for it)."""
         self.rejected.add(event.key)
-        self.outbox.raw(self._dead_letter(self._deliveries[event.key].record, reason))
+        self.outbox.dead_letter(self._dead_letter(self._deliveries[event.key].record, reason))
 
     def suppress(self, event: AnyEvent) -> None:
         """Drop `event` because its subject was erased (counted, not dead-lettered)."""
@@ -190,48 +183,28 @@ class Pipeline:
             try:
                 event = event_of(record)
             except DecodeError as exc:
-                poison.append(self.dead_letter(record, exc.reason))
+                poison.append(self.dead_letter(record, exc.reason, DeadLetterKind(exc.kind)))
                 continue
             if event.type not in self.accepts:
-                metrics.EVENTS_IGNORED.labels(self.service, event.type).inc()
+                metrics.EVENTS_IGNORED.labels(self.service, metrics.type_label(event.type)).inc()
                 continue
             key = record.key.decode("utf-8", "replace") if record.key is not None else None
             if key != event.subject:
-                poison.append(self.dead_letter(record, "Kafka key must equal the event's subject"))
+                poison.append(self.dead_letter(record, KEY_MISMATCH, DeadLetterKind.KEY_MISMATCH))
                 continue
             digest = hashlib.sha256(canonical(event)).digest()
             deliveries.append(Delivery(record, event, digest))
         return deliveries, poison
 
-    def dead_letter(self, record: RecordLike, reason: str) -> OutboxRow:
+    def dead_letter(self, record: RecordLike, reason: str, kind: DeadLetterKind) -> OutboxRow:
         """An outbox row carrying `record`'s original bytes to the dead-letter topic."""
-        metrics.EVENTS_DEADLETTERED.labels(self.service, reason.split(":")[0][:60]).inc()
-        log.warning(
-            "dead_lettered",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            reason=reason[:300],
+        return deadletters.letter(
+            record, reason, kind, topic=self.deadletter_topic, service=self.service
         )
-        headers = {
-            "original_topic": record.topic,
-            "original_partition": str(record.partition),
-            "original_offset": str(record.offset),
-            "service": self.service,
-            "error": reason[:1000],
-        }
-        key, value = record.key, record.value
-        # A record at the broker's size limit plus these headers would not fit: the relay
-        # would retry it forever and hold up every later outbound event. Cut it and say so.
-        if key is not None and len(key) > DEADLETTER_MAX_KEY:
-            headers["original_key_size"] = str(len(key))
-            key = key[:DEADLETTER_MAX_KEY]
-        if value is not None and len(value) > DEADLETTER_MAX_VALUE:
-            headers["value_truncated"] = "true"
-            headers["original_size"] = str(len(value))
-            headers["original_sha256"] = hashlib.sha256(value).hexdigest()
-            value = value[:DEADLETTER_MAX_VALUE]
-        return OutboxRow(self.deadletter_topic, key, value, headers)
+
+    def rejection(self, record: RecordLike, reason: str) -> OutboxRow:
+        """The dead letter of an event a contract rule refuses (`Batch.reject`)."""
+        return self.dead_letter(record, reason, DeadLetterKind.FORBIDDEN)
 
     async def _commit(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
         try:
@@ -263,15 +236,16 @@ class Pipeline:
             type=delivery.event.type,
             error=reason[:300],
         )
+        out = _outbox(poison)
+        out.dead_letter(self.dead_letter(delivery.record, reason, DeadLetterKind.HANDLER_ERROR))
         async with self.pool.acquire() as conn, conn.transaction():
-            await outbox.write(
-                conn, [*poison, self.dead_letter(delivery.record, reason)], self.schema
-            )
+            written = await self._write(conn, out)
+        self._dead_lettered(written)
 
     async def _commit_together(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
         """Inbox, projection and outbox in one transaction (where consumed positions would be
         stored too, for restores that replay from the data's own positions)."""
-        out = Outbox(rows=list(poison))
+        out = _outbox(poison)
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self.claim(conn, deliveries, out)
             if fresh:
@@ -279,7 +253,7 @@ class Pipeline:
                     events=[d.event for d in fresh],
                     outbox=out,
                     _deliveries={d.event.key: d for d in fresh},
-                    _dead_letter=self.dead_letter,
+                    _dead_letter=self.rejection,
                 )
                 await self.apply(conn, batch)
                 if batch.suppressed:
@@ -287,7 +261,31 @@ class Pipeline:
                 processed = Counter(e.type for e in batch.events if e.key not in batch.rejected)
                 for event_type, count in processed.items():
                     metrics.EVENTS_PROCESSED.labels(self.service, event_type).inc(count)
-            await outbox.write(conn, out.rows, self.schema)
+            written = await self._write(conn, out)
+        self._dead_lettered(written)
+
+    async def _write(self, conn: Conn, out: Outbox) -> list[DeadLetter]:
+        """The outbox rows, leaving out dead letters of records dead-lettered before (a replay);
+        returns the dead letters written."""
+        rows, written = out.rows, list[DeadLetter]()
+        if out.dead_letters:  # the one extra statement, only when there are dead letters
+            rows, written = await deadletters.keep_new(conn, out.rows, out.dead_letters)
+        await outbox.write(conn, rows, self.schema)
+        return written
+
+    def _dead_lettered(self, letters: list[DeadLetter]) -> None:
+        """Count and log dead letters once their transaction committed."""
+        for row in letters:
+            metrics.EVENTS_DEADLETTERED.labels(self.service, row.kind.value).inc()
+            topic, partition, offset = row.origin
+            log.warning(
+                "dead_lettered",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                kind=row.kind.value,
+                reason=row.headers["error"][:300],
+            )
 
     async def claim(self, conn: Conn, deliveries: list[Delivery], out: Outbox) -> list[Delivery]:
         """Record the batch in the inbox; returns the deliveries seen for the first time."""
@@ -298,7 +296,7 @@ class Pipeline:
             if first is None:
                 unique[pair] = d
             elif first.digest != d.digest:
-                out.raw(self.dead_letter(d.record, "conflict: same source and id, other content"))
+                out.dead_letter(self.dead_letter(d.record, CONFLICT, DeadLetterKind.CONFLICT))
             else:
                 metrics.EVENTS_DUPLICATE.labels(self.service, d.event.type).inc()
         if not unique:
@@ -326,7 +324,10 @@ class Pipeline:
                 if digests.get((d.event.source, d.event.id)) == d.digest:
                     metrics.EVENTS_DUPLICATE.labels(self.service, d.event.type).inc()
                 else:
-                    out.raw(
-                        self.dead_letter(d.record, "conflict: same source and id, other content")
-                    )
+                    out.dead_letter(self.dead_letter(d.record, CONFLICT, DeadLetterKind.CONFLICT))
         return [d for d in items if (d.event.source, d.event.id) in claimed]
+
+
+def _outbox(poison: list[OutboxRow]) -> Outbox:
+    """A transaction's outbox, starting with the dead letters of the batch's poison records."""
+    return Outbox(rows=list(poison), dead_letters=list(poison))

@@ -1,0 +1,120 @@
+"""Dead letters: the outbox row carrying a poison record, its kind, and its write-once record.
+
+A dead letter is written once per consumed record: its origin (topic, partition, offset) is
+recorded in `deadlettered` in the transaction that writes its outbox row, so a replayed batch
+(a transient failure after isolation, a crash before the offsets commit) skips it. Its kind is
+the metrics label: a fixed vocabulary, never text taken from the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from shared.plumbing.db import Conn
+from shared.plumbing.logging import get_logger
+from shared.plumbing.outbox import OutboxRow
+
+log = get_logger(__name__)
+
+RECORD = """
+INSERT INTO deadlettered (topic, partition, "offset", reason_kind)
+SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[])
+ON CONFLICT DO NOTHING
+RETURNING topic, partition, "offset"
+"""
+
+MAX_VALUE = 1_000_000
+"""Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
+MAX_KEY = 1_000
+
+Origin = tuple[str, int, int]
+"""Where a consumed record was read: topic, partition, offset."""
+
+
+class DeadLetterKind(StrEnum):
+    """Why a record was dead-lettered, as a bounded label (the detail is in the `error` header)."""
+
+    UNDECODABLE = "undecodable"  # not a CloudEvents JSON event at all
+    INVALID = "invalid"  # a known type failing its schema, or required attributes missing
+    UNKNOWN_TYPE = "unknown_type"
+    KEY_MISMATCH = "key_mismatch"  # the Kafka key is not the event's subject
+    CONFLICT = "conflict"  # same source and id as an applied event, other content
+    FORBIDDEN = "forbidden"  # a contract rule refuses it (`Batch.reject`)
+    TOO_LARGE = "too_large"
+    HANDLER_ERROR = "handler_error"  # the handler raised: a bug, or input it cannot take
+
+
+class RecordLike(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter(OutboxRow):
+    """An outbox row to the dead-letter topic, with the record it came from and its kind."""
+
+    origin: Origin
+    kind: DeadLetterKind
+
+
+def letter(
+    record: RecordLike, reason: str, kind: DeadLetterKind, *, topic: str, service: str
+) -> DeadLetter:
+    """A dead letter carrying `record`'s original bytes to `topic`, `reason` in its headers."""
+    headers = {
+        "original_topic": record.topic,
+        "original_partition": str(record.partition),
+        "original_offset": str(record.offset),
+        "service": service,
+        "error": reason[:1000],
+    }
+    key, value = record.key, record.value
+    # A record at the broker's size limit plus these headers would not fit: the relay
+    # would retry it forever and hold up every later outbound event. Cut it and say so.
+    if key is not None and len(key) > MAX_KEY:
+        headers["original_key_size"] = str(len(key))
+        key = key[:MAX_KEY]
+    if value is not None and len(value) > MAX_VALUE:
+        headers["value_truncated"] = "true"
+        headers["original_size"] = str(len(value))
+        headers["original_sha256"] = hashlib.sha256(value).hexdigest()
+        value = value[:MAX_VALUE]
+    origin = (record.topic, record.partition, record.offset)
+    return DeadLetter(topic, key, value, headers, origin=origin, kind=kind)
+
+
+async def keep_new(
+    conn: Conn, rows: list[OutboxRow], letters: Sequence[OutboxRow]
+) -> tuple[list[OutboxRow], list[DeadLetter]]:
+    """Record the origins of `letters` (dead letters among `rows`) in the caller's transaction;
+    returns `rows` without the letters recorded before, and the new letters."""
+    own = [r for r in letters if isinstance(r, DeadLetter)]
+    if not own:
+        return rows, []
+    added = {
+        (r["topic"], r["partition"], r["offset"])
+        for r in await conn.fetch(
+            RECORD,
+            [r.origin[0] for r in own],
+            [r.origin[1] for r in own],
+            [r.origin[2] for r in own],
+            [r.kind.value for r in own],
+        )
+    }
+    new: list[DeadLetter] = []
+    for row in own:
+        if row.origin in added:
+            added.discard(row.origin)  # one letter per origin, even within one transaction
+            new.append(row)
+    if len(new) == len(own):
+        return rows, new
+    dropped = {id(r) for r in own} - {id(r) for r in new}
+    log.info("dead_letters_already_written", count=len(dropped))
+    return [r for r in rows if id(r) not in dropped], new
