@@ -27,6 +27,19 @@ ON CONFLICT DO NOTHING
 RETURNING topic, partition, "offset"
 """
 
+FORGET_OLD = """
+DELETE FROM deadlettered WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM deadlettered WHERE at < now() - $1 * interval '1 day' LIMIT 10000
+))
+"""
+
+
+async def forget_old(conn: Conn, days: int) -> int:
+    """Forget up to 10,000 dead-letter origins older than `days`; how many went."""
+    status: str = await conn.execute(FORGET_OLD, days)
+    return int(status.split()[-1])
+
+
 MAX_VALUE = 1_000_000
 """Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
 MAX_KEY = 1_000

@@ -25,7 +25,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, http, metrics, readiness
+from shared.plumbing import db, deadletters, http, metrics, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -39,6 +39,7 @@ from shared.plumbing.settings import ServiceSettings
 log = get_logger(__name__)
 
 LAG_EVERY = 10.0
+PRUNE_EVERY = 3600.0
 PIPELINE: Any = Injected("pipeline")
 """What a service's subscriber takes its pipeline as (the runtime sets it at start)."""
 
@@ -241,7 +242,8 @@ class Runtime(Generic[C]):
         await self.broker.start()
         lag: Loop[Any] = Loop("consumer-lag", self._report_lag, lambda _: LAG_EVERY)
         ready: Loop[Any] = Loop("readiness", self._check_ready, lambda _: readiness.EVERY)
-        for loop in (ready, lag, *self.spec.loops):
+        prune: Loop[Any] = Loop("deadletter-memory", self._forget_old, lambda _: PRUNE_EVERY)
+        for loop in (ready, lag, prune, *self.spec.loops):
             run = functools.partial(run_loop, loop, self.context, s.service_name, self._stop)
             self._background(loop.name, run)
         self.started = True
@@ -256,6 +258,12 @@ class Runtime(Generic[C]):
         """Refresh what /readyz answers (the only place it asks the database and broker)."""
         await readiness.check(self.readiness, self.pool, self.spec.migrations, self.broker.ping)
         return False
+
+    async def _forget_old(self, _: ServiceContext, __: Items) -> bool:
+        """Dead-letter origins older than `deadletter_memory_days` go, a batch at a time."""
+        async with self.pool.acquire() as conn:
+            gone = await deadletters.forget_old(conn, self.settings.deadletter_memory_days)
+        return gone >= 10_000
 
     async def _report_lag(self, _: ServiceContext, __: Items) -> bool:
         """Publish the consumer lag per partition (end offset minus position) as a gauge."""

@@ -95,6 +95,12 @@ class ServiceSettings(BaseSettings):
     pool_min_size: int = 2
     pool_max_size: int = 10
     otel_enabled: bool = False
+    deadletter_memory_days: int = Field(
+        30,
+        ge=1,
+        description="How long the origin of a dead letter is remembered, so that a replayed "
+        "record is not dead-lettered twice: longer than a batch can wait to be replayed.",
+    )
 
     @property
     def consumer_group(self) -> str:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from shared.contract.codec import encode
-from shared.plumbing import db, outbox
+from shared.plumbing import db, deadletters, outbox
 from shared.plumbing.db import Conn
 from shared.plumbing.pipeline import Batch, Pipeline
 from tests.support import events as make
@@ -156,3 +156,16 @@ async def test_a_transient_failure_after_isolating_the_poison_writes_its_dead_le
     assert toy.calls == 7
     assert await dead_letters(pool) == {1: ["handler error: ValueError: this batch breaks"]}
     assert await effects(pool) == ["usr_1", "usr_3"]
+
+
+async def test_origins_older_than_the_memory_are_forgotten_and_newer_ones_kept(pool: asyncpg.Pool):
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO deadlettered (topic, partition, "offset", reason_kind, at)
+            VALUES ('t', 0, 1, 'invalid', now() - interval '31 days'),
+                   ('t', 0, 2, 'invalid', now() - interval '29 days'),
+                   ('t', 0, 3, 'invalid', now())"""
+        )
+        assert await deadletters.forget_old(conn, 30) == 1
+        kept = await conn.fetch('SELECT "offset" FROM deadlettered ORDER BY 1')
+    assert [r["offset"] for r in kept] == [2, 3]
