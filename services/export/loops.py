@@ -23,8 +23,15 @@ from shared.plumbing.logging import get_logger
 from shared.plumbing.loops import Items, Loop
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
+from shared.plumbing.seams import Seam, reach
 
 log = get_logger(__name__)
+
+# Test seams (shared.plumbing.seams), each before the commit of its transaction
+after_bundle: Seam | None = None
+"""The bundle is written and the request marked finished."""
+after_bundles_deleted: Seam | None = None
+"""Expired bundles' files are deleted and their requests marked."""
 
 
 async def assemble(ctx: Context, _: Items) -> bool:
@@ -121,6 +128,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         reason = f"no complete answer from: {', '.join(missing)}" if missing else None
         ctx.publish_status(out, finished, reason=reason)
         await outbox.write(conn, out.rows, ctx.settings.db_schema)
+        await reach(after_bundle)
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
     export_metrics.BUNDLES.labels(state.value).inc()
     log.info("export_bundle_written", request_id=request.request_id, status=state.value)
@@ -160,6 +168,7 @@ async def _delete_expired_bundles(ctx: Context) -> bool:
         for _, bundle_id in expired:
             await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
         await store.mark_bundles_deleted(conn, [request_id for request_id, _ in expired], now)
+        await reach(after_bundles_deleted)
     export_metrics.BUNDLES_DELETED.inc(len(expired))
     log.info("export_bundles_deleted", count=len(expired))
     return True
