@@ -43,6 +43,7 @@ def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, A
         groups.setdefault((part.owner, part.category), []).append(part)
     exported = {(s.owner, s.category) for s in bundle.settled if s.outcome == "exported"}
     files = []
+    storage.delete(key)  # and the half-written zip of an attempt killed mid-write
     with (
         storage.writer(key) as raw,
         zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive,
