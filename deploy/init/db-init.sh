@@ -1,14 +1,10 @@
 #!/bin/sh
 # One-shot database initialisation for docker compose (service db-init), idempotent.
 # Needs PGHOST, PGUSER, PGPASSWORD, PGDATABASE (the superuser connection) and
-# CONSENT_DB_PASSWORD, RETENTION_DB_PASSWORD, EXPORT_DB_PASSWORD.
+# CONSENT_DB_PASSWORD, RETENTION_DB_PASSWORD, EXPORT_DB_PASSWORD. All the SQL is in grants.sql
+# (tests/db/deploy/test_grants.py runs it on a real PostgreSQL).
 set -eu
 here=$(dirname "$0")
-
-psql -X -q -v ON_ERROR_STOP=1 <<SQL
-REVOKE ALL ON DATABASE "$PGDATABASE" FROM PUBLIC;
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-SQL
 
 for svc in consent retention export; do
   case $svc in

@@ -1,7 +1,12 @@
 -- One login role and one schema per service; a role may use only its own schema.
 -- Idempotent: run on every `docker compose up` (db-init) and by hand after a password change.
--- Variables (psql -v): svc (role = schema name), pw (its password), db (the database).
+-- Variables (psql -v): svc (role = schema name), pw (its password), db (the database, which
+-- psql is connected to).
 \set ON_ERROR_STOP on
+
+-- The database: only the roles granted CONNECT below may connect; nobody creates in public.
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 SELECT format('CREATE ROLE %I LOGIN', :'svc')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'svc') \gexec

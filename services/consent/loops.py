@@ -17,6 +17,10 @@ from shared.plumbing import outbox
 from shared.plumbing.db import Conn
 from shared.plumbing.loops import Items, Loop
 from shared.plumbing.outbox import Outbox
+from shared.plumbing.seams import Seam, reach
+
+after_expire: Seam | None = None
+"""Test seam (shared.plumbing.seams): inside an expiry round's transaction, before its commit."""
 
 
 async def expire_due(
@@ -52,6 +56,7 @@ async def expire_round(ctx: Context, items: Items) -> bool:
     async with ctx.pool.acquire() as conn, conn.transaction():
         count, rows = await expire_due(ctx, conn, items)
         await outbox.write(conn, rows, ctx.settings.db_schema)
+        await reach(after_expire if count else None)
     return count >= ctx.settings.expiry_batch
 
 

@@ -14,8 +14,12 @@ import orjson
 from services.export.domain import FORMAT_VERSION, CategoryInfo, Settled, default_schema, zip_name
 from services.export.part_store import StoredPart
 from services.export.storage import Storage, part_key
+from shared.plumbing.seams import SyncSeam, reach_sync
 
 FLUSH_AT = 256 * 1024
+
+mid_zip: SyncSeam | None = None
+"""Test seam (shared.plumbing.seams): called after each file of the zip, mid-write."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, A
         groups.setdefault((part.owner, part.category), []).append(part)
     exported = {(s.owner, s.category) for s in bundle.settled if s.outcome == "exported"}
     files = []
+    storage.delete(key)  # and the half-written zip of an attempt killed mid-write
     with (
         storage.writer(key) as raw,
         zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive,
@@ -49,6 +54,7 @@ def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, A
             name = zip_name(owner, category)
             with archive.open(name, "w", force_zip64=True) as entry:
                 digest, count = _write_records(storage, bundle.storage_key, parts, entry)
+            reach_sync(mid_zip)
             schema = next((p.record_schema for p in parts if p.record_schema), None)
             files.append(
                 {

@@ -23,8 +23,15 @@ from shared.plumbing.logging import get_logger
 from shared.plumbing.loops import Items, Loop
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
+from shared.plumbing.seams import Seam, reach
 
 log = get_logger(__name__)
+
+# Test seams (shared.plumbing.seams), each before the commit of its transaction
+after_bundle: Seam | None = None
+"""The bundle is written and the request marked finished."""
+after_bundles_deleted: Seam | None = None
+"""Expired bundles' files are deleted and their requests marked."""
 
 
 async def assemble(ctx: Context, _: Items) -> bool:
@@ -91,8 +98,16 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         settled=settled,
         information=info,
     )
-    with export_metrics.BUNDLE_SECONDS.time():
-        await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
+    try:
+        with export_metrics.BUNDLE_SECONDS.time():
+            await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
+    except FileNotFoundError:
+        # a later attempt (our lease lapsed) or a cancellation cleaned up under us: not ours
+        async with ctx.pool.acquire() as conn:
+            if await store.holds_attempt(conn, request.request_id, attempt):
+                raise
+        log.warning("export_bundle_discarded", request_id=request.request_id, attempt=attempt)
+        return True
     expires = now + ctx.settings.bundle_ttl
     async with ctx.pool.acquire() as conn, conn.transaction():
         current = await store.get_request(conn, request.request_id, lock=True)
@@ -125,6 +140,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         reason = f"no complete answer from: {', '.join(missing)}" if missing else None
         ctx.publish_status(out, finished, reason=reason)
         await outbox.write(conn, out.rows, ctx.settings.db_schema)
+        await reach(after_bundle)
     await asyncio.to_thread(ctx.storage.delete_prefix, parts_prefix(row.storage_key))
     for earlier in range(1, attempt):  # what an attempt that crashed after writing left behind
         earlier_key = bundle_key(domain.bundle_id_for(row.storage_key, earlier))
@@ -182,6 +198,7 @@ async def _delete_expired_bundles(ctx: Context, items: Items) -> bool:
             if not attempt.failed:
                 deleted.append(request_id)
         await store.mark_bundles_deleted(conn, deleted, now)
+        await reach(after_bundles_deleted)
     export_metrics.BUNDLES_DELETED.inc(len(deleted))
     log.info("export_bundles_deleted", count=len(deleted))
     return True

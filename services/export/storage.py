@@ -5,6 +5,7 @@ same small protocol (write a key from a stream, read it back in chunks, delete a
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ class Storage(Protocol):
         ...
 
     def delete(self, key: str) -> None:
-        """Remove one object (no error if absent)."""
+        """Remove one object and whatever an interrupted write of it left (no error if absent)."""
         ...
 
     def delete_prefix(self, prefix: str) -> None:
@@ -72,7 +73,7 @@ class FolderStorage:
         path = self._path(key)
         with _ours("write", key):
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path))
         try:
             with os.fdopen(fd, "wb") as stream:
                 yield stream
@@ -95,11 +96,20 @@ class FolderStorage:
             return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError), _ours("delete", key):
-            self._path(key).unlink()
+        path = self._path(key)
+        # a process killed mid-write leaves its temporary file: it goes with the object
+        with _ours("delete", key):
+            for name in (path, *path.parent.glob(glob.escape(_temp_prefix(path)) + "*")):
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary files are named after their object, so that deleting it finds them."""
+    return f".tmp-{path.name}."
 
 
 def part_key(storage_key: str, owner: str, category: str, part_index: int) -> str:

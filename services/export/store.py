@@ -54,6 +54,12 @@ SET status = $2, sealed_key = NULL, missing_owners = $3, outcomes = $4::jsonb, b
     bundle_expires_at = $6, finished_at = $7, assembling_until = NULL, updated_at = now()
 WHERE request_id = $1 AND status = 'assembling' AND assembly_attempt = $8
 """
+HOLDS_ATTEMPT = """
+SELECT EXISTS (
+    SELECT FROM requests
+    WHERE request_id = $1 AND status = 'assembling' AND assembly_attempt = $2
+)
+"""
 CLAIM_EXPIRED_BUNDLES = """
 SELECT request_id, bundle_id FROM requests
 WHERE bundle_id IS NOT NULL AND bundle_deleted_at IS NULL AND bundle_expires_at <= $1
@@ -227,6 +233,11 @@ async def finish(
         attempt,
     )
     return bool(status == "UPDATE 1")
+
+
+async def holds_attempt(conn: Conn, request_id: str, attempt: int) -> bool:
+    """Whether assembly `attempt` still holds the request (no later attempt, no cancellation)."""
+    return bool(await conn.fetchval(HOLDS_ATTEMPT, request_id, attempt))
 
 
 async def claim_expired_bundles(

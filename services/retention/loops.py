@@ -21,6 +21,7 @@ from shared.plumbing.logging import get_logger
 from shared.plumbing.loops import Items, Loop
 from shared.plumbing.metrics import REQUESTS, REQUESTS_DUE_SOON
 from shared.plumbing.outbox import Outbox
+from shared.plumbing.seams import Seam, reach
 
 log = get_logger(__name__)
 
@@ -39,6 +40,9 @@ REQUEST_KINDS = ("erasure", "rectification")
 REQUEST_STATUSES = ("pending", "in_progress", "completed", "cancelled", "partially_completed")
 RULES_LOCK = "SELECT pg_advisory_xact_lock(hashtext('retention-rules'))"
 GAUGE_EVERY = 2.0
+
+after_fire: Seam | None = None
+"""Test seam (shared.plumbing.seams): inside a timer batch's transaction, before its commit."""
 
 
 def loops() -> list[Loop[Context]]:
@@ -104,6 +108,7 @@ async def fire_batch(
         if failed:
             await store.timers.unclaim(conn, [timer.id for timer, _ in failed])
         await outbox.write(conn, out.rows, schema)
+        await reach(after_fire)
     JOBS_ISSUED.labels(ctx.settings.service_name).inc(counts[0])
     TIMERS_BLOCKED.labels(ctx.settings.service_name).inc(counts[1])
     return len(claimed) == ctx.settings.claim_batch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,10 @@ COMMAND_TIMEOUT = 60.0
 
 class Relay:
     """Publishes outbox rows while it holds the service's relay lock; others stand by."""
+
+    after_send: Callable[[int], Awaitable[None]] | None = None
+    """Test seam: awaited with the batch's message count once Kafka accepted a batch, before
+    its rows are deleted (the fault suite's `relay` kill point); None in production."""
 
     def __init__(
         self,
@@ -177,6 +181,8 @@ class Relay:
             return 0
         batch = messages(await conn.fetch(SELECT_ROWS, ids))
         await self._send_until_accepted(batch)
+        if self.after_send is not None:
+            await self.after_send(len(batch))
         # Kafka has every message of the batch now: only from here may its rows go
         await delete_sent(conn, ids)
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(batch))

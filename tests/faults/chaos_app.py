@@ -8,8 +8,14 @@
   reaches `point`:
   - `apply`: inside the database transaction, after the handler ran, before the commit;
   - `commit`: after the transaction committed, before the Kafka offsets are committed;
-  - `relay`: after the outbox relay published a record (counted per record of the batches it
-    sends), before it deletes the outbox row.
+  - `relay`: after Kafka accepted a batch of the outbox relay, before its rows are deleted
+    (counted per record; the production relay's `after_send` seam);
+  - `fire`: retention, inside a batch of due timers' transaction, before the commit;
+  - `expire`: consent, inside an expiry round's transaction (grants lapsed), before the commit;
+  - `zip`: export, mid-zip (after a file of the bundle, before the zip is complete);
+  - `bundle`: export, the zip written and the request finished, before that commit;
+  - `clean`: export, expired bundles' files deleted, before the transaction commits.
+  The last five are the test seams of `shared.plumbing.seams` in the services' own code.
   Empty or absent: no planned kill (the harness may still kill the process from outside).
 """
 
@@ -61,23 +67,48 @@ class KillPlan:
         self.point = point
         self.remaining = int(count or "1")
 
-    def reached(self, point: str) -> None:
+    def reached(self, point: str, times: int = 1) -> None:
         if point != self.point:
             return
-        self.remaining -= 1
+        self.remaining -= times
         if self.remaining <= 0:
             os.write(2, f"{KILL_MARK} point={point}\n".encode())
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+SEAMS: dict[str, tuple[str, str]] = {
+    "fire": ("services.retention.loops", "after_fire"),
+    "expire": ("services.consent.loops", "after_expire"),
+    "zip": ("services.export.bundle", "mid_zip"),
+    "bundle": ("services.export.loops", "after_bundle"),
+    "clean": ("services.export.loops", "after_bundles_deleted"),
+}
+"""Kill points in the services' own code: point -> (module, seam attribute)."""
+
+
+def install_seam(plan: KillPlan) -> None:
+    """Set the production seam of `plan.point` (if it is one) to count and kill there."""
+    if plan.point not in SEAMS:
+        return
+    module, attribute = SEAMS[plan.point]
+    point = plan.point
+
+    async def reached() -> None:
+        plan.reached(point)
+
+    def reached_sync() -> None:  # in the export's zip-writing thread: SIGKILL ends every thread
+        plan.reached(point)
+
+    hook: Any = reached_sync if point == "zip" else reached
+    setattr(importlib.import_module(module), attribute, hook)
+
+
 def install(runtime: Runtime[Any], plan: KillPlan) -> None:
-    """Wrap the pipeline and the relay's producer so that `plan` sees each point."""
+    """Wrap the pipeline and set the relay's seam so that `plan` sees each point."""
     pipeline, relay = runtime.pipeline, runtime.relay
     assert pipeline is not None
     assert relay is not None
     real_apply, real_process = pipeline.apply, pipeline.process
-    producer = relay.producer
-    real_send, real_send_batch = producer.send, producer.send_batch
 
     async def apply(conn: Conn, batch: Batch) -> None:
         await real_apply(conn, batch)
@@ -87,25 +118,12 @@ def install(runtime: Runtime[Any], plan: KillPlan) -> None:
         await real_process(records)
         plan.reached("commit")
 
-    async def send(*args: Any, **kwargs: Any) -> Any:
-        future = await real_send(*args, **kwargs)
-        if plan.point == "relay":
-            await future  # this record is on the broker; its outbox row is not deleted yet
-            plan.reached("relay")
-        return future
-
-    async def send_batch(batch: Any, topic: str, *, partition: int) -> Any:
-        future = await real_send_batch(batch, topic, partition=partition)
-        if plan.point == "relay":
-            await future  # these records are on the broker; their outbox rows are not deleted yet
-            for _ in range(batch.record_count()):
-                plan.reached("relay")
-        return future
+    async def sent(count: int) -> None:
+        plan.reached("relay", count)
 
     pipeline.apply = apply
     pipeline.process = process  # type: ignore[method-assign]
-    producer.send = send
-    producer.send_batch = send_batch
+    relay.after_send = sent
 
 
 def create() -> FastAPI:
@@ -117,6 +135,7 @@ def create() -> FastAPI:
     spec = os.environ.get("PP_FAULT_KILL", "")
     if spec:
         plan = KillPlan(spec)
+        install_seam(plan)  # before the loops start: none of their rounds goes uncounted
         real_start = runtime.start
 
         async def start() -> None:

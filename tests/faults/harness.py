@@ -35,6 +35,9 @@ from tests.faults.stats import STATS, TOPICS_USED
 from tests.support.infra import ROOT, Infra
 
 CHAOS_APP = "tests.faults.chaos_app:create"
+STOP_GRACE = 30.0
+"""Seconds a deployment waits after SIGTERM before it kills a service (docker compose's
+`stop_grace_period`, deploy/local/run's STOP_TIMEOUT): a clean stop must end within them."""
 
 
 def free_port() -> int:

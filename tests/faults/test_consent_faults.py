@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
+import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from shared.contract.codec import new_event
 from shared.contract.envelope import CloudEvent
+from shared.contract.events import ConsentChangeData, ConsentGranted, ConsentSource
 from shared.contract.topics import Topics
 from tests.faults.harness import (
     ServiceProcess,
     copies,
+    poll,
     processes,
     query,
     read_all,
@@ -380,4 +385,100 @@ async def test_three_consent_replicas_one_killed_one_added_end_like_an_undisturb
     compare_runs(
         await outcome(infra, clean_topics, clean_schema, published),
         await outcome(infra, topics, schema, published),
+    )
+
+
+def lapsing_grants(subjects: int, lapse_at: datetime) -> list[CloudEvent[Any]]:
+    """One grant per subject that lapses at `lapse_at` (the expiry loop's work)."""
+    run = uuid.uuid4().hex[:6]
+    return [
+        new_event(
+            ConsentGranted,
+            subject=f"usr_{run}_lapse_{n}",
+            data=ConsentChangeData(
+                purpose="personalisation",
+                source=ConsentSource.WEB_FORM,
+                policy_version="2026-10",
+                expires_at=lapse_at,
+            ),
+            source="web",
+            time=lapse_at - timedelta(minutes=5),
+        )
+        for n in range(subjects)
+    ]
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_consent_expiry_before_its_commit_expires_each_grant_once(
+    infra, topics, schema, service_logs
+):
+    grants = lapsing_grants(240, datetime.now(UTC) + timedelta(seconds=3))
+    subjects = {e.subject for e in grants}
+    plans = ["expire:2", "expire:1"]  # the second round of the first run, the first of the next
+    service = consent(
+        infra,
+        topics,
+        schema,
+        service_logs,
+        "consent-expire9",
+        CONSENT_EXPIRY_BATCH="40",  # several rounds: some commit before a kill, some after
+        CONSENT_EXPIRY_INTERVAL_S="0.2",
+    )
+    async with processes(service):
+        for n, plan in enumerate(plans):
+            service.start(kill_at=plan)
+            if n == 0:
+                await send(infra.kafka, topics.consent_changes, grants)
+            assert await service.wait_exit(120) == -signal.SIGKILL
+        service.start()
+        await wait_inbox(infra, schema, len(grants))
+
+        async def all_expired() -> bool:
+            rows = await query(
+                infra.database_url,
+                f'SELECT count(*) AS n FROM "{schema}".subjects WHERE version = 2',
+            )
+            return int(rows[0]["n"]) >= len(subjects)
+
+        await poll(all_expired, timeout=60, what="every grant expired")
+        states = await read_all(
+            infra.kafka,
+            topics.consent_state,
+            until=lambda r: len(copies(r).ids) >= 2 * len(subjects),
+            timeout=60,
+            settle=2,
+        )
+        ledger = await query(
+            infra.database_url,
+            f"SELECT subject_id, count(*) FILTER (WHERE event_type = 'consent.expired') AS expired,"
+            f' count(*) AS n FROM "{schema}".ledger GROUP BY 1',
+        )
+        projection_ = await projection(infra, schema)
+        dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == len(plans)
+    out = copies(states)
+    expiries = Counter(
+        r.key.decode()
+        for r in {orjson.loads(r.value)["id"]: r for r in states if r.value}.values()
+        if orjson.loads(r.value)["data"]["version"] == 2
+    )
+    twice = {s: n for s, n in expiries.items() if n > 1}
+    STATS.doubled += len(twice) + out.conflicts
+    STATS.lost += len(subjects - set(expiries))
+    assert {r["subject_id"]: (r["expired"], r["n"]) for r in ledger} == dict.fromkeys(
+        subjects, (1, 2)
+    )
+    assert {s: version for s, (version, _) in projection_.items()} == dict.fromkeys(subjects, 2)
+    assert twice == {}
+    assert set(expiries) == subjects  # each expiry published, under one id
+    assert out.unique == 2 * len(subjects)
+    assert out.conflicts == 0
+    lapsed = {s: d["purposes"]["personalisation"]["state"] for s, d in last_states(states).items()}
+    assert lapsed == dict.fromkeys(subjects, "expired")
+    assert dead == []
+    STATS.notes.append(
+        f"consent expiry: {len(subjects)} grants expired once each through {len(plans)} kills; "
+        f"{out.extra_copies} re-sent state copies"
     )

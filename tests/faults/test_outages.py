@@ -23,6 +23,7 @@ from shared.plumbing.kafka import make_producer
 from shared.plumbing.outbox import OutboxRow
 from shared.plumbing.relay import Relay
 from tests.faults.harness import (
+    STOP_GRACE,
     PrivateInfra,
     ServiceProcess,
     copies,
@@ -312,7 +313,9 @@ async def test_rolling_sigterm_of_every_replica_commits_flushes_and_exits_in_tim
         loading = asyncio.create_task(pair.load(slice(None), pace=0.15))
         for replica in pair.all:
             await asyncio.sleep(0.7)
-            code, seconds = await replica.terminate(timeout=45)
+            # by itself (not killed at the deadline: terminate() fails then), SIGTERM re-raised
+            # by uvicorn after its graceful stop (or 0), and the runtime's orderly stop logged
+            code, seconds = await replica.terminate(timeout=STOP_GRACE)
             assert code in (0, -15)
             assert replica.stopped_cleanly()
             took.append(seconds)
@@ -324,5 +327,4 @@ async def test_rolling_sigterm_of_every_replica_commits_flushes_and_exits_in_tim
             await replica.terminate(timeout=45)
             assert replica.stopped_cleanly()
     assert await pair.outbox_backlog() == 0  # the last ones out flushed their outbox
-    assert max(took) < 45
     STATS.notes.append(f"rolling SIGTERM: {len(took)} replicas, slowest exit {max(took):.1f}s")

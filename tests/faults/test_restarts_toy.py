@@ -19,6 +19,7 @@ from shared.contract.envelope import CloudEvent
 from shared.contract.events import AccountClosed, AccountClosedData
 from shared.contract.topics import Topics
 from tests.faults.harness import (
+    STOP_GRACE,
     ServiceProcess,
     copies,
     poll,
@@ -89,10 +90,10 @@ async def test_rolling_sigterm_commits_what_is_held_flushes_the_outbox_and_exits
         )
         for old in (first, second):
             await asyncio.sleep(1.0)
-            code, took = await old.terminate(timeout=45)
+            # by itself within the deployment's grace (terminate() fails if it had to kill)
+            code, _ = await old.terminate(timeout=STOP_GRACE)
             assert code in (0, -15)
             assert old.stopped_cleanly()
-            assert took < 45
             old.start()
             await old.wait_ready()
         await producing

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import signal
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,6 +144,27 @@ async def test_kill_9_retention_at_every_point_fires_each_timer_once(
         await service.terminate()
     assert service.stopped_cleanly()
     assert service.planned_kills() == sum(1 for p in plans if p)
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_retention_while_timers_fire_fires_each_timer_once(
+    infra, topics, schema, service_logs
+):
+    events, names = lifecycles(100, "rf")
+    plans = ["fire:2", "fire:3"]  # inside a timer batch's transaction, before its commit
+    service = retention(infra, topics, schema, service_logs, "retention-fire9")
+    async with processes(service):
+        for n, plan in enumerate(plans):
+            service.start(kill_at=plan)
+            if n == 0:
+                await send(infra.kafka, topics.accounts_lifecycle, events)
+            assert await service.wait_exit(120) == -signal.SIGKILL
+        service.start()
+        await wait_inbox(infra, schema, len(events))
+        await assert_every_timer_fired_once(infra, topics, schema, names)
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == len(plans)
 
 
 @pytest.mark.timeout(400)
@@ -307,6 +329,171 @@ async def test_kill_9_export_while_parts_arrive_twice_gives_one_bundle_per_reque
         f"export: {len(stream)} part deliveries ({len(parts)} distinct parts) -> "
         f"{len(bundles)} bundles; {out.extra_copies} re-sent status copies"
     )
+
+
+def export_requests(schema: str, count: int, tag: str) -> list[ExportRequested]:
+    return [
+        new_event(
+            ExportRequested,
+            subject=f"usr_{tag}_{n}",
+            source="portal",
+            data=ExportRequestedData(request_id=f"req_{schema}_{tag}_{n}", verified_by="portal:1"),
+        )
+        for n in range(count)
+    ]
+
+
+async def answer_every_job(
+    infra: Infra, topics: Topics, requests: list[ExportRequested], rng: random.Random
+) -> None:
+    """Read every owner's job for `requests` (privacy.jobs from offset 0) and send its parts."""
+
+    def jobs_of(records: list[Any]) -> dict[str, ExportJob]:
+        found = (decode(r.value) for r in records)
+        return {e.data.job_id: e for e in found if isinstance(e, ExportJob)}
+
+    wanted = len(_owners()) * len(requests)
+    records = await read_all(
+        infra.kafka,
+        topics.privacy_jobs,
+        until=lambda r: len(jobs_of(r)) >= wanted,
+        timeout=60,
+    )
+    jobs = jobs_of(records)
+    assert len(jobs) == wanted
+    parts = [p for job in jobs.values() for p in owner_answer(job, rng)]
+    await send(infra.kafka, topics.privacy_receipts, parts)
+
+
+async def requests_where(infra: Infra, schema: str, condition: str) -> int:
+    rows = await query(
+        infra.database_url, f'SELECT count(*) AS n FROM "{schema}".requests WHERE {condition}'
+    )
+    return int(rows[0]["n"])
+
+
+async def one_completion_per_request(
+    infra: Infra, topics: Topics, requests: list[ExportRequested]
+) -> int:
+    """request.status from offset 0: one `completed` (one id, one content) per request; the
+    number of re-sent copies."""
+    wanted = {r.data.request_id for r in requests}
+
+    def completions(records: list[Any]) -> Counter[str]:
+        events = {e["id"]: e for e in (orjson.loads(r.value) for r in records)}
+        return Counter(
+            e["data"]["request_id"] for e in events.values() if e["data"]["status"] == "completed"
+        )
+
+    statuses = await read_all(
+        infra.kafka,
+        topics.requests_status,
+        until=lambda r: set(completions(r)) >= wanted,
+        timeout=60,
+        settle=2,
+    )
+    out = copies(statuses)
+    completed = completions(statuses)
+    twice = [r for r, n in completed.items() if n > 1]
+    STATS.doubled += len(twice) + out.conflicts
+    STATS.lost += len(wanted - set(completed))
+    assert set(completed) == wanted
+    assert twice == []
+    assert out.conflicts == 0
+    return out.extra_copies
+
+
+def storage_files(schema: str) -> list[Path]:
+    """Every file in the export's storage (bundles, parts and temporary files alike)."""
+    root = ROOT / ".local" / "fault-export" / schema / "storage"
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_export_assembler_mid_zip_and_before_its_commit_gives_one_bundle_each(
+    infra, topics, schema, service_logs
+):
+    rng = random.Random(21)
+    requests = export_requests(schema, 5, "asm")
+    plans = ["zip:1", "bundle:2"]  # mid-zip; then the zip written, the finish not committed
+    service = export_service(infra, topics, schema, service_logs, "export-asm9")
+    async with processes(service):
+        service.start(kill_at=plans[0])
+        await service.wait_ready()
+        await send(infra.kafka, topics.privacy_requests, requests)
+        await answer_every_job(infra, topics, requests, rng)
+        assert await service.wait_exit(120) == -signal.SIGKILL
+        service.start(kill_at=plans[1])  # the killed assembly's lease (5 s) runs out meanwhile
+        assert await service.wait_exit(120) == -signal.SIGKILL
+        service.start()
+
+        async def all_completed() -> bool:
+            return await requests_where(infra, schema, "status = 'completed'") >= len(requests)
+
+        await poll(all_completed, timeout=120, what="every export completed")
+        extra = await one_completion_per_request(infra, topics, requests)
+        dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+        with_bundle = await requests_where(infra, schema, "bundle_id IS NOT NULL")
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == len(plans)
+    assert with_bundle == len(requests)
+    files = storage_files(schema)
+    # one zip per request, and nothing else: no half-written zip, no part left behind
+    left = [f.name for f in files if f.parent.name != "bundles" or f.suffix != ".zip"]
+    STATS.leaked += len(left)
+    assert left == []
+    assert len(files) == len(requests)
+    assert dead == []
+    STATS.notes.append(
+        f"export assembler: {len(requests)} bundles through kills mid-zip and before the "
+        f"commit; {extra} re-sent status copies"
+    )
+
+
+@pytest.mark.timeout(300)
+async def test_kill_9_bundle_cleaner_before_its_commit_deletes_every_expired_bundle(
+    infra, topics, schema, service_logs
+):
+    rng = random.Random(22)
+    requests = export_requests(schema, 4, "cln")
+    service = export_service(infra, topics, schema, service_logs, "export-clean9")
+    async with processes(service):
+        service.start()
+        await service.wait_ready()
+        await send(infra.kafka, topics.privacy_requests, requests)
+        await answer_every_job(infra, topics, requests, rng)
+
+        async def all_completed() -> bool:
+            return await requests_where(infra, schema, "status = 'completed'") >= len(requests)
+
+        await poll(all_completed, timeout=120, what="every export completed")
+        await service.terminate()
+        assert len(storage_files(schema)) == len(requests)
+        # the bundles' week is over
+        await query(
+            infra.database_url,
+            f"UPDATE \"{schema}\".requests SET bundle_expires_at = now() - interval '1 second'",
+        )
+        service.start(kill_at="clean:1")  # the files deleted, the transaction not committed
+        assert await service.wait_exit(120) == -signal.SIGKILL
+        service.start()
+
+        async def all_deleted() -> bool:
+            return await requests_where(infra, schema, "bundle_deleted_at IS NOT NULL") >= len(
+                requests
+            )
+
+        await poll(all_deleted, timeout=60, what="every expired bundle marked deleted")
+        dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+        await service.terminate()
+    assert service.stopped_cleanly()
+    assert service.planned_kills() == 1
+    left = storage_files(schema)
+    STATS.leaked += len(left)
+    assert left == []
+    assert dead == []
+    STATS.notes.append(f"export cleaner: {len(requests)} expired bundles deleted through a kill")
 
 
 def _owners() -> dict[str, list[str]]:

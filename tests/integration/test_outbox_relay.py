@@ -156,6 +156,32 @@ async def test_broker_errors_retry_the_same_rows_and_delete_only_after_the_broke
     assert all(last[key] == max(i for i, r in enumerate(rows) if r.key == key) for key in last)
 
 
+async def test_the_after_send_seam_sees_each_batch_on_the_broker_and_still_in_the_outbox(
+    infra, topics, schema, conn
+):
+    """The fault suite's `relay` kill point: Kafka has the batch, its rows are not deleted."""
+    topic = topics.consent_changes
+    await write(conn, schema, rows_for(topic, 250))
+    producer = make_producer(infra.kafka)
+    await producer.start()
+    seen: list[tuple[int, int, int]] = []  # (batch, messages in the outbox, records on Kafka)
+
+    async def after_send(count: int) -> None:
+        sent = count + sum(s[0] for s in seen)
+        on_kafka = await read_topic(infra.kafka, topic, until=lambda r: len(r) >= sent)
+        waiting = await conn.fetchval("SELECT coalesce(sum(messages), 0) FROM outbox")
+        seen.append((count, waiting, len(on_kafka)))
+
+    try:
+        relay = Relay(infra.database_url, schema, producer, service="test", batch_size=100)
+        relay.after_send = after_send
+        assert [await relay.publish_batch(conn) for _ in range(4)] == [100, 100, 50, 0]
+    finally:
+        await producer.stop()
+    assert seen == [(100, 250, 100), (100, 150, 200), (50, 50, 250)]
+    assert Relay.after_send is None  # unset in production
+
+
 async def test_sent_rows_are_deleted_exactly_by_range_or_by_id(schema, conn):
     for row in rows_for("t", 10):  # ten transactions, ten outbox rows
         await outbox.write(conn, [row], schema)

@@ -155,6 +155,35 @@ def test_a_bundle_streams_parts_into_one_file_per_category_with_a_manifest(tmp_p
     assert "information.json" in archive.namelist()
 
 
+def test_a_write_killed_midway_leaves_nothing_once_its_object_is_written_again_or_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    storage = FolderStorage(tmp_path)
+
+    def half_write(key: str) -> None:
+        with storage.writer(key) as out:
+            out.write(b"PK half a zip of personal data")
+            raise KeyboardInterrupt
+
+    def killed(key: str) -> None:
+        """A writer whose process died mid-write: its temporary file stays behind."""
+        with monkeypatch.context() as patch:
+            patch.setattr("os.unlink", lambda _: None)  # SIGKILL runs no clean-up
+            with pytest.raises(KeyboardInterrupt):
+                half_write(key)
+
+    killed("bundles/b.zip")
+    killed("bundles/other.zip")
+    assert len(list((tmp_path / "bundles").iterdir())) == 2
+    bundle = BundleInput("req_1", "usr_1", "k", datetime.now(UTC), "completed", [], [], {})
+    write_bundle(storage, "bundles/b.zip", bundle)  # the retried assembly
+    other, written = sorted(p.name for p in (tmp_path / "bundles").iterdir())
+    assert written == "b.zip"
+    assert other.startswith(".tmp-other.zip.")  # another object's write is not touched
+    storage.delete("bundles/other.zip")  # the bundle cleaner, the cancellation
+    assert [p.name for p in (tmp_path / "bundles").iterdir()] == ["b.zip"]
+
+
 def test_a_link_signature_covers_request_bundle_and_expiry():
     sig = links.signature(b"secret", "req_1", "bundle_1", 100)
     assert links.valid(b"secret", "req_1", "bundle_1", 100, sig)

@@ -209,17 +209,58 @@ def test_every_interpolated_variable_is_documented_in_env_example() -> None:
     assert used - documented == set()
 
 
-def test_db_init_gives_each_service_its_own_role_and_schema(resolved: dict[str, Any]) -> None:
+def run_db_init(tmp_path: Path, environment: dict[str, str]) -> tuple[int, list[list[str]]]:
+    """Run deploy/init/db-init.sh with `environment` and a psql that only records its arguments
+    (tests/db/deploy/test_grants.py runs grants.sql itself on a real PostgreSQL)."""
+    calls = tmp_path / "psql-calls"
+    fake = tmp_path / "bin" / "psql"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\037" "$@" >>"{calls}"\necho >>"{calls}"\n')
+    fake.chmod(0o755)
+    env = {**environment, "PATH": f"{fake.parent}:/usr/bin:/bin"}
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "init" / "db-init.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return result.returncode, [line.split("\x1f")[:-1] for line in lines]
+
+
+def test_db_init_applies_the_grants_once_per_service_with_its_own_password(
+    resolved: dict[str, Any], tmp_path: Path
+) -> None:
     init = resolved["services"]["db-init"]
     assert init["entrypoint"] == ["sh", "/init/db-init.sh"]
-    script = (DEPLOY / "init" / "db-init.sh").read_text()
-    grants = (DEPLOY / "init" / "grants.sql").read_text()
-    assert "for svc in consent retention export" in script
-    assert "REVOKE ALL ON SCHEMA %I FROM PUBLIC" in grants
-    assert "AUTHORIZATION %I" in grants
-    assert "GRANT CONNECT ON DATABASE %I TO %I" in grants  # and no CREATE on it
-    for name in SERVICES:
-        assert f"{name.upper()}_DB_PASSWORD" in init["environment"]
+    assert f"{DEPLOY / 'init'}:/init:ro" in init["volumes"]  # the script and grants.sql
+    environment = {k: str(v) for k, v in init["environment"].items()}
+    code, calls = run_db_init(tmp_path, environment)
+    assert code == 0
+    grants = str(DEPLOY / "init" / "grants.sql")
+    database = environment["PGDATABASE"]
+    assert calls == [
+        [
+            "-X", "-q", "-v", "ON_ERROR_STOP=1",
+            "-v", f"svc={name}",
+            "-v", f"pw={SECRETS[f'{name.upper()}_DB_PASSWORD']}",
+            "-v", f"db={database}",
+            "-f", grants,
+        ]
+        for name in SERVICES
+    ]  # fmt: skip
+
+
+def test_db_init_stops_before_any_grant_without_a_service_password(
+    resolved: dict[str, Any], tmp_path: Path
+) -> None:
+    environment = {k: str(v) for k, v in resolved["services"]["db-init"]["environment"].items()}
+    del environment["RETENTION_DB_PASSWORD"]
+    code, calls = run_db_init(tmp_path, environment)
+    assert code != 0
+    ran = [next(arg for arg in call if arg.startswith("svc=")) for call in calls]
+    assert ran == ["svc=consent"]  # retention's grants never ran, nor export's
 
 
 def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:

@@ -1,4 +1,5 @@
-"""deploy/local/run: the Docker-free stack script (its behaviour is exercised by `make run`)."""
+"""deploy/local/run: the Docker-free stack script (its start up to the services runs in
+tests/integration/test_local_run_script.py; with the services, in `make run`)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,3 @@ def test_an_unknown_command_fails_with_a_message() -> None:
     result = subprocess.run([str(RUN), "launch"], capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "unknown command 'launch'" in result.stderr
-
-
-def test_script_creates_topics_with_the_shared_topics_cli() -> None:
-    text = RUN.read_text()
-    assert "-m shared.plumbing.topics_cli" in text
-    assert '"$PP_SCRIPT_DIR/up"' in text
-    assert "trap on_signal INT TERM" in text
