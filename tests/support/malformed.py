@@ -331,7 +331,9 @@ class Builder:
     def m_other_source(self, e: dict[str, Any]) -> list[Case]:
         first = self.case("valid: same id, first source", e)
         self.n += 1
-        e = {**e, "source": "oracle-other", "subject": f"usr_{self.tag}_{self.n}"}
+        # its own data too: request, job and hold ids are unique per service by its own rules
+        data = BASE_DATA[e["type"]](self.n)
+        e = {**e, "source": "oracle-other", "subject": f"usr_{self.tag}_{self.n}", "data": data}
         return [first, self.case("valid: same id, other source", e)]
 
     def m_resent(self, e: dict[str, Any]) -> list[Case]:
