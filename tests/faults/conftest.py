@@ -38,10 +38,20 @@ def service_logs() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print the figures of the fault run (independent of -s and -r)."""
+    """Print the figures of the fault run (independent of -s and -r), only when every test
+    passed: a failed scenario stops counting midway, and its zeros would mean nothing."""
     if not (STATS.events_sent or STATS.malformed_inputs or STATS.processes_killed):
         return
+    failed = len(terminalreporter.stats.get("failed", [])) + len(
+        terminalreporter.stats.get("error", [])
+    )
     terminalreporter.write_sep("=", "fault suite figures")
+    if failed:
+        terminalreporter.write_line(
+            f"withheld: {failed} test(s) failed or errored, so lost / doubled / leaked would "
+            "count only what ran before the failures"
+        )
+        return
     for line in STATS.lines():
         terminalreporter.write_line(line)
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
@@ -300,39 +300,136 @@ async def send(
     return sent
 
 
-async def read_all(
-    bootstrap: str,
-    topic: str,
-    until: Callable[[list[Any]], bool],
-    timeout: float = 60.0,
-    settle: float = 1.0,
-) -> list[Any]:
-    """Every record of `topic` from the start once `until` has held for `settle` seconds."""
+async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic` (it must exist)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in described["partitions"])
+    assert partitions, f"topic {topic} does not exist ({described})"
+    return [TopicPartition(topic, p) for p in partitions]
+
+
+async def _positioned(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, dict[Any, int]]:
+    """A started consumer assigned every partition of `topic` from the start, and the end
+    offsets as of now (what a reader must reach before it may say what the topic holds)."""
+    tps = await partitions_of(bootstrap, topic)
     consumer = AIOKafkaConsumer(
-        topic,
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     await consumer.start()
+    try:
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, ends
+
+
+async def read_all(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool] = lambda _: True,
+    timeout: float = 60.0,
+    settle: float = 1.0,
+) -> list[Any]:
+    """Every record of `topic` from the start: at least up to its end offsets as of the call,
+    and until `until` has held for `settle` seconds; fails (never returns a part) on timeout."""
+    consumer, ends = await _positioned(bootstrap, topic)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
         satisfied_at: float | None = None
+        reached = False
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
             for part in batch.values():
                 records.extend(part)
-            if until(records):
+            reached = all([await consumer.position(tp) >= end for tp, end in ends.items()])
+            if reached and until(records):
                 satisfied_at = satisfied_at or time.monotonic()
                 if time.monotonic() - satisfied_at >= settle:
-                    break
+                    return records
             else:
                 satisfied_at = None
-        return records
+        raise AssertionError(
+            f"{topic}: {len(records)} records read in {timeout}s, end offsets {ends} "
+            f"{'not reached' if not reached else 'reached but the condition never held'}"
+        )
     finally:
         await consumer.stop()
+
+
+async def group_caught_up(
+    bootstrap: str, group: str, topics: Iterable[str], timeout: float
+) -> None:
+    """Until consumer `group` has committed, on every partition of `topics`, the end offsets
+    as of the call: every record published before was processed and its transaction committed
+    (a service commits offsets only after its database commit)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    ends: dict[Any, int] = {}
+    for topic in topics:
+        consumer, topic_ends = await _positioned(bootstrap, topic)
+        await consumer.stop()
+        ends.update({tp: end for tp, end in topic_ends.items() if end > 0})
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+
+        async def caught_up() -> bool:
+            done = await admin.list_consumer_group_offsets(group)
+            return all(tp in done and done[tp].offset >= end for tp, end in ends.items())
+
+        await poll(caught_up, timeout=timeout, what=f"group {group} to reach {ends}")
+    finally:
+        await admin.close()
+
+
+async def outbox_published(database_url: str, schema: str, timeout: float = 120) -> None:
+    """Until every outbox row written before the call has been published (and deleted)."""
+    rows = await query(database_url, f'SELECT max(id) AS n FROM "{schema}".outbox')
+    last = rows[0]["n"]
+    if last is None:
+        return
+
+    async def gone() -> bool:
+        left = await query(database_url, f'SELECT 1 FROM "{schema}".outbox WHERE id <= $1', last)
+        return not left
+
+    await poll(gone, timeout=timeout, what=f"{schema}.outbox rows up to {last} to be published")
+
+
+def inbound_topics(app_module: str, topics: Topics) -> list[str]:
+    """The topics a service reads (those of the event types its handlers accept)."""
+    import importlib
+
+    handlers = importlib.import_module(app_module.rsplit(".", 1)[0] + ".handlers")
+    return topics.for_types(handlers.HANDLERS.accepts)
+
+
+async def settled_dead_letters(
+    infra: Infra, topics: Topics, schema: str, app_module: str, timeout: float = 120
+) -> list[Any]:
+    """The service's complete dead letters for everything published to it so far.
+
+    Positive signals only: its consumer group has committed the end offsets of every topic it
+    reads (as of the call), the outbox rows written until then are published, and the
+    dead-letter topic is read up to its end offsets as of that moment.
+    """
+    await group_caught_up(infra.kafka, f"g-{schema}", inbound_topics(app_module, topics), timeout)
+    await outbox_published(infra.database_url, schema, timeout)
+    return await read_all(infra.kafka, topics.deadletter, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -346,7 +443,10 @@ class Copies:
 
 
 def copies(records: Sequence[Any]) -> Copies:
-    """Count ids, extra copies (same id, same bytes) and conflicts (same id, other bytes)."""
+    """Count ids, extra copies (same id, same bytes) and conflicts (same id, other bytes).
+
+    The extra copies go into the summary's re-sent figure (each outbound read is counted once).
+    """
     import orjson
 
     values: dict[str, set[bytes]] = defaultdict(set)
@@ -357,9 +457,11 @@ def copies(records: Sequence[Any]) -> Copies:
         event_id = str(orjson.loads(record.value)["id"])
         counts[event_id] += 1
         values[event_id].add(record.value)
+    extra = sum(n - 1 for n in counts.values())
+    STATS.resent += extra
     return Copies(
         unique=len(counts),
-        extra_copies=sum(n - 1 for n in counts.values()),
+        extra_copies=extra,
         conflicts=sum(1 for v in values.values() if len(v) > 1),
         ids=frozenset(counts),
     )

@@ -27,6 +27,7 @@ from shared.contract.topics import Topics
 from tests.faults.harness import (
     ServiceProcess,
     copies,
+    outbox_published,
     poll,
     processes,
     query,
@@ -34,6 +35,7 @@ from tests.faults.harness import (
     rebalance_under_load,
     send,
     service_env,
+    settled_dead_letters,
     wait_inbox,
 )
 from tests.faults.stats import STATS
@@ -107,7 +109,7 @@ async def outcome(
         timeout=120,
         settle=1.5,
     )
-    dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+    dead = await settled_dead_letters(infra, topics, schema, "services.consent.app")
     return await projection(infra, schema), await ledger_lengths(infra, schema), states, dead
 
 
@@ -272,14 +274,10 @@ async def test_every_stream_replayed_twice_and_shuffled_gives_the_same_final_sta
     # Versions count applied changes, which depend on arrival order; the state must not.
     strip = {s: doc for s, (_, doc) in clean_projection.items()}
     assert {s: doc for s, (_, doc) in replay_projection.items()} == strip
-    clean_last = last_states(
-        await read_all(
-            infra.kafka, clean_topics.consent_state, lambda r: True, timeout=20, settle=3
-        )
-    )
-    last = last_states(
-        await read_all(infra.kafka, topics.consent_state, lambda r: True, timeout=20, settle=3)
-    )
+    # both services stopped cleanly (outbox drained): the topics are complete up to their ends
+    clean_last = last_states(await read_all(infra.kafka, clean_topics.consent_state))
+    last = last_states(await read_all(infra.kafka, topics.consent_state))
+    assert clean_last
     assert {s: _no_version(d) for s, d in last.items()} == {
         s: _no_version(d) for s, d in clean_last.items()
     }
@@ -334,9 +332,8 @@ async def test_after_erasure_late_events_bring_nothing_back(infra, topics, schem
             victim,
             f"%{victim}%",
         )
-        states = await read_all(
-            infra.kafka, topics.consent_state, lambda r: True, timeout=10, settle=2
-        )
+        await outbox_published(infra.database_url, schema)
+        states = await read_all(infra.kafka, topics.consent_state)
         await service.terminate()
     resurrected = victim in rows
     STATS.leaked += int(resurrected)

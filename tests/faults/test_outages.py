@@ -35,6 +35,7 @@ from tests.faults.harness import (
     query,
     read_all,
     send,
+    settled_dead_letters,
     wait_inbox,
 )
 from tests.faults.stats import STATS
@@ -129,8 +130,8 @@ class Pair:
             timeout=90,
         )
         out = copies(states)
-        dead = await read_all(
-            infra.kafka, self.c_topics.deadletter, until=lambda r: True, timeout=3
+        dead = await settled_dead_letters(
+            infra, self.c_topics, self.c_schema, self.consents[0].app_module
         )
         STATS.lost += max(0, published - out.unique)
         STATS.doubled += out.conflicts + max(0, out.unique - published)

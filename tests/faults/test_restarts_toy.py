@@ -22,6 +22,8 @@ from tests.faults.harness import (
     STOP_GRACE,
     ServiceProcess,
     copies,
+    group_caught_up,
+    outbox_published,
     poll,
     processes,
     query,
@@ -58,7 +60,10 @@ async def assert_exactly_once(
     outbound = await read_all(
         infra.kafka, topics.consent_state, until=lambda r: len(r) >= len(events), timeout=90
     )
-    dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=4)
+    # positive signal: the group committed the end of what was sent, the outbox is empty
+    await group_caught_up(infra.kafka, f"g-{schema}", [topics.accounts_lifecycle], 120)
+    await outbox_published(infra.database_url, schema, 120)
+    dead = await read_all(infra.kafka, topics.deadletter, timeout=30)
     counts = await seen_counts(infra, schema)
     lost = {e.id for e in events} - set(counts)
     doubled = [i for i, n in counts.items() if n > 1]

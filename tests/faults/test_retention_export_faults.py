@@ -36,6 +36,7 @@ from tests.faults.harness import (
     rebalance_under_load,
     send,
     service_env,
+    settled_dead_letters,
     wait_inbox,
 )
 from tests.faults.stats import STATS
@@ -101,7 +102,7 @@ async def assert_every_timer_fired_once(
         infra.database_url,
         f'SELECT count(*) AS n, count(DISTINCT (subject_id, category)) AS pairs FROM "{schema}".jobs',
     )
-    dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+    dead = await settled_dead_letters(infra, topics, schema, "services.retention.app")
     twice = {p: n for p, n in pairs.items() if n > 1}
     STATS.doubled += len(twice) + out.conflicts
     STATS.lost += max(0, expected - len(pairs))
@@ -302,16 +303,15 @@ async def test_kill_9_export_while_parts_arrive_twice_gives_one_bundle_per_reque
             f'SELECT request_id, owner, category, count(*) AS n FROM "{schema}".parts GROUP BY 1, 2, 3, part_index',
         )
         await check_download_links(service, [r.data.request_id for r in requests[:2]])
-        statuses = await read_all(
-            infra.kafka, topics.requests_status, until=lambda r: True, timeout=15, settle=3
-        )
-        dead = await read_all(infra.kafka, topics.deadletter, until=lambda r: True, timeout=3)
+        dead = await settled_dead_letters(infra, topics, schema, "services.export.app")
+        statuses = await read_all(infra.kafka, topics.requests_status)  # outbox published
         await service.terminate()
     assert service.stopped_cleanly()
     assert service.planned_kills() == sum(1 for p in plans if p)
     assert all(r["n"] == 1 for r in stored)
     assert len(stored) == len({(p.data.job_id, p.data.category, p.data.part_index) for p in parts})
     out = copies(statuses)
+    STATS.doubled += out.conflicts
     status_events = {e["id"]: e for e in (orjson.loads(r.value) for r in statuses)}
     completed = Counter(
         e["data"]["request_id"]

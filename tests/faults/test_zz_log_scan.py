@@ -23,7 +23,14 @@ from shared.contract.events import (
     RectificationRequested,
     RectificationRequestedData,
 )
-from tests.faults.harness import ServiceProcess, processes, send, service_env, wait_inbox
+from tests.faults.harness import (
+    ServiceProcess,
+    processes,
+    send,
+    service_env,
+    settled_dead_letters,
+    wait_inbox,
+)
 from tests.faults.stats import PERSONAL_VALUES, STATS
 from tests.faults.test_consent_faults import consent
 from tests.faults.workloads import consent_stream, marker
@@ -106,6 +113,14 @@ async def test_no_personal_value_reaches_any_service_log(infra, spaces, service_
         STATS.malformed_inputs += 2 * len(poison)
         await wait_inbox(infra, schema, len(changes))
         await wait_inbox(infra, retention_schema, len(rects))
+        # Positive signals that the poison went through (its reasons logged) before the scan:
+        # each service consumed up to the end offsets and dead-lettered every poison record.
+        for service, topics_, schema_ in (
+            (consent_service, topics, schema),
+            (retention_service, retention_topics, retention_schema),
+        ):
+            dead = await settled_dead_letters(infra, topics_, schema_, service.app_module)
+            assert len(dead) == len(poison), (service.label, len(dead))
         await consent_service.terminate()
         await retention_service.terminate()
 
