@@ -22,16 +22,17 @@ import time
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from shared.contract.topics import Topics
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
+from shared.plumbing.secrets import SecretFileSettings
 from shared.plumbing.settings import KafkaSecurity
 
 _DEFAULTS = TopicPolicy()
 
 
-class TopicsInitSettings(BaseSettings):
+class TopicsInitSettings(SecretFileSettings):
     """What the topic initialiser reads from the environment."""
 
     model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")

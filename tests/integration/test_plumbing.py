@@ -87,7 +87,7 @@ def toy_settings(infra: Infra, topics: Topics, schema: str) -> ServiceSettings:
         db_schema=schema,
         group_id=f"g-{schema}",
         topics=topics,
-        api_token="t0ken",
+        api_token="plumbing-t0ken-for-tests",
         batch_timeout_ms=20,
     )
 

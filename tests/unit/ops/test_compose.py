@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
@@ -24,17 +23,14 @@ SASL_OVERRIDE = DEPLOY / "docker-compose.kafka-sasl.yml"
 ENV_EXAMPLE = DEPLOY / ".env.example"
 SERVICES = ("consent", "retention", "export")
 
-# Values a real deploy/.env would hold; the example leaves secrets empty on purpose.
-SECRETS = {
-    "POSTGRES_PASSWORD": "pg-secret",
-    "CONSENT_DB_PASSWORD": "c0nsent",
-    "RETENTION_DB_PASSWORD": "retenti0n",
-    "EXPORT_DB_PASSWORD": "exp0rt",
-    "PP_API_TOKEN": "api-token-for-tests",
-    "CONSENT_LEDGER_KEY": "ledger-key-for-tests",
-    "EXPORT_SERVICE_KEY": base64.b64encode(bytes(range(32))).decode(),
-    "EXPORT_LINK_SECRET": "link-secret-for-tests",
-    "GRAFANA_ADMIN_PASSWORD": "grafana-secret",
+MAKE_SECRETS = DEPLOY / "make-secrets"
+# Values a real deploy/.env would hold; the example leaves required values empty on purpose.
+REQUIRED: dict[str, str] = {}
+# What each service's settings call a secret, and the Docker secret compose gives it.
+SERVICE_SECRETS = {
+    "consent": {"database_url", "api_token", "ledger_key"},
+    "retention": {"database_url", "api_token"},
+    "export": {"database_url", "api_token", "service_key", "link_secret"},
 }
 
 
@@ -57,13 +53,23 @@ def run_compose(
     return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT, env=clean)
 
 
+def make_secrets(folder: Path) -> Path:
+    """The secret files `deploy/make-secrets` writes (what an operator runs before `up`)."""
+    result = subprocess.run(
+        [str(MAKE_SECRETS), str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
 def filled_env(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
     lines = []
     for line in ENV_EXAMPLE.read_text().splitlines():
         key, sep, value = line.partition("=")
-        if sep and not line.startswith("#") and value == "" and key in SECRETS:
-            line = f"{key}={SECRETS[key]}"
+        if sep and not line.startswith("#") and value == "" and key in REQUIRED:
+            line = f"{key}={REQUIRED[key]}"
         lines.append(line)
+    lines.append(f"PP_SECRETS_DIR={make_secrets(tmp_path / 'secrets')}")
     lines += [f"{k}={v}" for k, v in (extra or {}).items()]
     path = tmp_path / "ci.env"
     path.write_text("\n".join(lines) + "\n")
@@ -84,10 +90,41 @@ def test_compose_file_is_valid_with_the_documented_settings(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_start_without_the_secrets() -> None:
-    result = run_compose(ENV_EXAMPLE, COMPOSE)
-    assert result.returncode != 0
-    assert "deploy/.env" in result.stderr
+def test_secrets_are_docker_secrets_and_in_no_container_environment(
+    resolved: dict[str, Any],
+) -> None:
+    declared = resolved["secrets"]
+    assert all(Path(spec["file"]).is_file() for spec in declared.values())
+    for name, service in resolved["services"].items():
+        environment = service.get("environment", {})
+        for key, value in environment.items():
+            lowered = key.lower()
+            secretish = any(w in lowered for w in ("password", "token", "secret", "key", "url"))
+            if secretish and "public_base_url" not in lowered:
+                assert key.endswith("_FILE"), f"{name}: {key} is a secret in the environment"
+                assert str(value).startswith("/run/secrets/"), f"{name}: {key}"
+        mounted = {s["source"] for s in service.get("secrets", [])}
+        for key, value in environment.items():
+            if str(value).startswith("/run/secrets/"):
+                assert str(value).removeprefix("/run/secrets/") in mounted, f"{name}: {key}"
+    for name, settings in SERVICE_SECRETS.items():
+        environment = resolved["services"][name]["environment"]
+        given = {
+            k.removeprefix(f"{name.upper()}_").removesuffix("_FILE").lower()
+            for k in environment
+            if k.endswith("_FILE")
+        }
+        assert given == settings, name
+
+
+def test_make_secrets_keeps_what_exists(tmp_path: Path) -> None:
+    folder = make_secrets(tmp_path / "s")
+    token = (folder / "api_token").read_text()
+    (folder / "consent_ledger_key").unlink()
+    make_secrets(folder)
+    assert (folder / "api_token").read_text() == token
+    assert (folder / "consent_ledger_key").read_text().strip()
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
 
 
 def test_sasl_override_is_valid_and_sets_every_service_prefix(tmp_path: Path) -> None:
@@ -96,7 +133,6 @@ def test_sasl_override_is_valid_and_sets_every_service_prefix(tmp_path: Path) ->
         {
             "KAFKA_BOOTSTRAP_SERVERS": "b1:9096",
             "KAFKA_SASL_USERNAME": "pp",
-            "KAFKA_SASL_PASSWORD": "pw",
         },
     )
     result = run_compose(env, COMPOSE, SASL_OVERRIDE, quiet=False)
@@ -108,6 +144,9 @@ def test_sasl_override_is_valid_and_sets_every_service_prefix(tmp_path: Path) ->
         assert environment[f"{prefix}_KAFKA_BOOTSTRAP_SERVERS"] == "b1:9096"
         assert environment[f"{prefix}_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
         assert environment[f"{prefix}_KAFKA__SASL_MECHANISM"].startswith("SCRAM-SHA-")
+        password = environment[f"{prefix}_KAFKA__SASL_PASSWORD_FILE"]
+        assert password == "/run/secrets/kafka_sasl_password"
+        assert {"source": "kafka_sasl_password"} in services[name]["secrets"]
     assert services["topics-init"]["environment"]["KAFKA__SASL_USERNAME"] == "pp"
 
 
@@ -190,15 +229,21 @@ def test_each_service_settings_load_from_the_compose_environment(
         and value is not ServiceSettings
     ]
     assert len(classes) == 1, classes
-    environment = resolved["services"][name]["environment"]
+    service = resolved["services"][name]
+    environment = service["environment"]
     assert all(key.startswith(f"{name.upper()}_") for key in environment)
+    # The container sees /run/secrets/<name>: here, the file compose would mount there.
+    files = {s["source"]: resolved["secrets"][s["source"]]["file"] for s in service["secrets"]}
     for key, value in environment.items():
+        if str(value).startswith("/run/secrets/"):
+            value = files[str(value).removeprefix("/run/secrets/")]
         monkeypatch.setenv(key, str(value))
     settings = classes[0]()
     assert settings.kafka_bootstrap_servers == "kafka:9092"
     assert settings.db_schema == name
     assert f"//{name}:" in settings.database_url.get_secret_value()
-    assert settings.api_token.get_secret_value() == SECRETS["PP_API_TOKEN"]
+    token = Path(files["api_token"]).read_text().strip()
+    assert settings.api_token.get_secret_value() == token
 
 
 def test_every_interpolated_variable_is_documented_in_env_example() -> None:
@@ -218,8 +263,40 @@ def test_db_init_gives_each_service_its_own_role_and_schema(resolved: dict[str, 
     assert "REVOKE ALL ON SCHEMA %I FROM PUBLIC" in grants
     assert "AUTHORIZATION %I" in grants
     assert "GRANT CONNECT ON DATABASE %I TO %I" in grants  # and no CREATE on it
+    assert {"source": "postgres_password"} in init["secrets"]
     for name in SERVICES:
-        assert f"{name.upper()}_DB_PASSWORD" in init["environment"]
+        assert {"source": f"{name}_database_url"} in init["secrets"]
+
+
+def test_db_init_gives_each_role_the_password_of_its_database_url(tmp_path: Path) -> None:
+    secrets = make_secrets(tmp_path / "secrets")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "psql"  # records its arguments and PGPASSWORD instead of connecting
+    fake.write_text('#!/bin/sh\necho "$PGPASSWORD $*" >>"$PSQL_LOG"\ncat >/dev/null\n')
+    fake.chmod(0o755)
+    log = tmp_path / "psql.log"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PSQL_LOG": str(log),
+        "SECRETS_DIR": str(secrets),
+        "PGPASSWORD_FILE": str(secrets / "postgres_password"),
+        "PGDATABASE": "privacy",
+    }
+    script = DEPLOY / "init" / "db-init.sh"
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    calls = log.read_text().splitlines()
+    superuser = (secrets / "postgres_password").read_text().strip()
+    assert all(call.startswith(superuser + " ") for call in calls)
+    for name in SERVICES:
+        url = (secrets / f"{name}_database_url").read_text().strip()
+        password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert any(f"svc={name} -v pw={password} " in call for call in calls), name
+    (secrets / "export_database_url").write_text("postgresql://export@postgres/privacy\n")
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "export_database_url is not postgresql://export:<password>@" in result.stderr
 
 
 def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
