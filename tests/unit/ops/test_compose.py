@@ -163,7 +163,11 @@ def test_topics_init_creates_every_contract_topic_with_its_policy(
     assert set(configs) == set(Topics().all())
     assert configs["consent.state"]["cleanup.policy"] == "compact"
     for name in Topics().kept():
-        assert configs[name] == {"cleanup.policy": "delete", "retention.ms": "-1"}
+        assert configs[name] == {
+            "cleanup.policy": "delete",
+            "retention.ms": "-1",
+            "min.insync.replicas": "1",  # replication 1: the declaration says so explicitly
+        }
     bounded = set(Topics().all()) - Topics().kept() - Topics().compacted()
     for name in bounded:
         assert configs[name]["cleanup.policy"] == "delete"
