@@ -25,7 +25,13 @@ SERVICES = ("consent", "retention", "export")
 
 MAKE_SECRETS = DEPLOY / "make-secrets"
 # Values a real deploy/.env would hold; the example leaves required values empty on purpose.
-REQUIRED: dict[str, str] = {}
+REQUIRED = {
+    "ALERT_WEBHOOK_URL": "https://hooks.example.com/privacy-plane?token=abc&x=1",
+    "PP_RUNBOOK_BASE_URL": "https://git.example.com/acme/privacy-plane/-/blob/main/docs/runbooks",
+}
+# Named like secrets but deployment variables: public URLs, and the webhook URL that .env holds
+# (the issue asks for a variable; .env.example says to keep .env private if it has a token).
+NOT_SECRETS = {"EXPORT_PUBLIC_BASE_URL", "PP_RUNBOOK_BASE_URL", "ALERT_WEBHOOK_URL"}
 # What each service's settings call a secret, and the Docker secret compose gives it.
 SERVICE_SECRETS = {
     "consent": {"database_url", "api_token", "ledger_key"},
@@ -90,6 +96,35 @@ def test_compose_file_is_valid_with_the_documented_settings(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
 
 
+def test_compose_refuses_to_start_without_the_alert_settings(tmp_path: Path) -> None:
+    result = run_compose(ENV_EXAMPLE, COMPOSE)
+    assert result.returncode != 0
+    assert "deploy/.env" in result.stderr
+    for name in REQUIRED:
+        assert f"${{{name}:?set {name} in deploy/.env}}" in COMPOSE.read_text()
+
+
+def test_alerts_go_to_alertmanager_with_the_webhook_and_absolute_runbooks(
+    resolved: dict[str, Any],
+) -> None:
+    services = resolved["services"]
+    manager = services["alertmanager"]
+    assert manager["image"].startswith("prom/alertmanager:")
+    assert manager["environment"]["ALERT_WEBHOOK_URL"] == REQUIRED["ALERT_WEBHOOK_URL"]
+    assert manager["entrypoint"][1:3] == [
+        "/etc/alertmanager/render.sh",
+        "/etc/alertmanager/alertmanager.yml",
+    ]
+    rendered = manager["entrypoint"][3]
+    assert f"--config.file={rendered}" in manager["command"]
+    assert manager["command"][0] == "/bin/alertmanager"
+    assert any(
+        v.startswith(f"{DEPLOY / 'alertmanager'}:/etc/alertmanager") for v in manager["volumes"]
+    )
+    base = services["prometheus"]["environment"]["PP_RUNBOOK_BASE_URL"]
+    assert base == REQUIRED["PP_RUNBOOK_BASE_URL"]
+
+
 def test_secrets_are_docker_secrets_and_in_no_container_environment(
     resolved: dict[str, Any],
 ) -> None:
@@ -100,7 +135,7 @@ def test_secrets_are_docker_secrets_and_in_no_container_environment(
         for key, value in environment.items():
             lowered = key.lower()
             secretish = any(w in lowered for w in ("password", "token", "secret", "key", "url"))
-            if secretish and "public_base_url" not in lowered:
+            if secretish and key not in NOT_SECRETS:
                 assert key.endswith("_FILE"), f"{name}: {key} is a secret in the environment"
                 assert str(value).startswith("/run/secrets/"), f"{name}: {key}"
         mounted = {s["source"] for s in service.get("secrets", [])}
