@@ -26,7 +26,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import TextIO, TypeVar
+from typing import IO, TypeVar
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from pydantic import Field, ValidationError
@@ -84,7 +84,7 @@ async def _retrying(wait_seconds: float, action: Callable[[], Awaitable[T]]) -> 
             await asyncio.sleep(2)
 
 
-def print_drifts(drifts: list[topic_drift.Drift], stream: TextIO) -> None:
+def print_drifts(drifts: list[topic_drift.Drift], stream: IO[str]) -> None:
     """One line per difference, with what `apply` would do about it."""
     for drift in drifts:
         if drift.setting == "partitions" and int(drift.actual) < int(drift.declared):
