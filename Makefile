@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit test test-faults bench run stop demo up down schemas compose-check asyncapi openapi api-docs dist clean
+.PHONY: help install lint typecheck unit test test-faults bench run stop demo up down schemas compose-check alerts-check asyncapi openapi api-docs dist clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ schemas: install ## regenerate the checked-in JSON Schemas from the contract mod
 
 compose-check: install ## validate deploy/docker-compose.yml offline (Debian's docker-compose)
 	$(PY) -m pytest -q tests/unit/ops/test_compose.py
+
+alerts-check: install ## promtool check/test rules, amtool check-config (part of make test)
+	$(PY) -m pytest -q tests/unit/ops/test_alert_rules.py
 
 asyncapi: install ## export each service's AsyncAPI document into docs/asyncapi/
 	$(PY) -m shared.plumbing.asyncapi_export

@@ -29,7 +29,7 @@ from shared.plumbing.kafka import TopicPolicy, ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-API_TOKEN = "bench-token"  # noqa: S105  # a throwaway token for processes this run starts
+API_TOKEN = "bench-token-0123456"  # noqa: S105  # a throwaway token for processes this run starts
 
 
 def free_port() -> int:

@@ -30,7 +30,7 @@ def extra_env(bench: Bench, name: str) -> dict[str, str]:
     key = base64.b64encode(hashlib.sha256(bench.run_id.encode()).digest()).decode()
     return {
         "service_key": key,
-        "link_secret": "bench-link-secret-" + bench.run_id,
+        "link_secret": "bench-link-secret-0123456789-" + bench.run_id,
         "storage_dir": str(storage),
         "exchange_dir": str(exchange),
         "loop_interval": "0.2",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.plumbing.identifiers import SchemaName
+from shared.plumbing.secrets import HashKey
 from shared.plumbing.settings import ServiceSettings
 
 
@@ -20,8 +21,9 @@ class ConsentSettings(ServiceSettings):
 
     service_name: str = "consent"
     db_schema: SchemaName = "consent"
-    ledger_key: SecretStr = Field(
-        description="Key of the keyed hash that names a person in the ledger and suppression list."
+    ledger_key: HashKey = Field(
+        description="Key of the keyed hash that names a person in the ledger and suppression "
+        "list (16+ characters)."
     )
     purposes_file: Path | None = Field(
         None, description="Purpose catalogue; the shared one if unset."

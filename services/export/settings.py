@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.catalogue import load_retention
 from shared.plumbing.identifiers import SchemaName
+from shared.plumbing.secrets import SigningKey
 from shared.plumbing.settings import ServiceSettings
 
 CONSENT_OWNER = "consent"
@@ -37,7 +38,7 @@ class ExportSettings(ServiceSettings):
     service_key: SecretStr = Field(
         description="Base64 of 32 random bytes: encrypts each request's private key at rest."
     )
-    link_secret: SecretStr = Field(min_length=16, description="HMAC key of download links.")
+    link_secret: SigningKey = Field(description="HMAC key of download links (32+ characters).")
     owners: dict[str, list[str]] = Field(
         default_factory=default_owners, description="Owner → the categories it holds."
     )
@@ -58,6 +59,8 @@ class ExportSettings(ServiceSettings):
     @field_validator("service_key")
     @classmethod
     def _thirty_two_bytes(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("service_key is empty")
         try:
             raw = base64.b64decode(value.get_secret_value(), validate=True)
         except (binascii.Error, ValueError) as exc:

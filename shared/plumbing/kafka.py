@@ -20,7 +20,8 @@ DAY_MS = 24 * 3600 * 1000
 
 @dataclass(frozen=True)
 class TopicPolicy:
-    """How topics are created: partitions, replication and bounded retention (DESIGN §5)."""
+    """How topics are declared: partitions, replication, bounded retention (DESIGN §5) and the
+    in-sync replicas an acks=all write needs (default: 2 from a replication factor of 3 up)."""
 
     partitions: int = 6
     replication: int = 1
@@ -28,6 +29,14 @@ class TopicPolicy:
     jobs_retention_ms: int = 90 * DAY_MS
     receipts_retention_ms: int = 90 * DAY_MS
     deadletter_retention_ms: int = 14 * DAY_MS
+    min_insync_replicas: int | None = None
+
+    @property
+    def min_isr(self) -> int:
+        """min.insync.replicas: one replica may be down without refusing writes."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return min(2, max(1, self.replication - 1))
 
     def configs(self, topics: Topics) -> dict[str, dict[str, str]]:
         """Per-topic configs: compaction for state, no limit for kept topics, bounds elsewhere."""
@@ -46,6 +55,7 @@ class TopicPolicy:
                 result[name] = {"cleanup.policy": "delete", "retention.ms": "-1"}
             else:
                 result[name] = {"cleanup.policy": "delete", "retention.ms": str(bounded[name])}
+            result[name]["min.insync.replicas"] = str(self.min_isr)
         return result
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from shared.contract.topics import Topics
 from shared.plumbing.identifiers import SchemaName
+from shared.plumbing.secrets import NonEmptySecret, SecretFileSettings, Token
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
 
-class KafkaSecurity(BaseSettings):
+class KafkaSecurity(SecretFileSettings):
     """Kafka TLS and SASL/SCRAM, all optional (PLAINTEXT on a trusted network by default)."""
 
     model_config = SettingsConfigDict(extra="ignore")
@@ -21,7 +22,7 @@ class KafkaSecurity(BaseSettings):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
     sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_password: NonEmptySecret | None = None
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -68,14 +69,15 @@ class KafkaSecurity(BaseSettings):
         )
 
 
-class ServiceSettings(BaseSettings):
-    """Required values have no default: a missing one stops start-up with its name."""
+class ServiceSettings(SecretFileSettings):
+    """Required values have no default: a missing, empty or too short one stops start-up
+    with its name. Secrets may come from files (`<PREFIX>_API_TOKEN_FILE`: see secrets.py)."""
 
     model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
 
     service_name: str
     kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
-    database_url: SecretStr = Field(description="postgresql://user:password@host:port/db")
+    database_url: NonEmptySecret = Field(description="postgresql://user:password@host:port/db")
     db_schema: SchemaName
     group_id: str | None = None
     topics: Topics = Topics()
@@ -85,7 +87,7 @@ class ServiceSettings(BaseSettings):
         description="How published record batches are compressed (consumers decompress "
         "on their own; every current Kafka client reads zstd).",
     )
-    api_token: SecretStr = Field(description="Bearer token for the HTTP API.")
+    api_token: Token = Field(description="Bearer token for the HTTP API (16+ characters).")
     http_host: str = "127.0.0.1"
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

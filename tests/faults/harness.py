@@ -53,7 +53,7 @@ def service_env(
     topics: Topics,
     schema: str,
     *,
-    token: str = "fault-token",  # noqa: S107 (a test token)
+    token: str = "fault-token-0123456",  # noqa: S107 (a test token)
     database_url: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:

@@ -661,7 +661,7 @@ async def check_download_links(service: ServiceProcess, request_ids: list[str]) 
     """A link downloads once fetched; not for another request, not tampered, not expired."""
     import httpx
 
-    token = {"Authorization": "Bearer fault-token"}
+    token = {"Authorization": "Bearer fault-token-0123456"}
     async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
         views = [(await client.get(f"/v1/exports/{r}", headers=token)).json() for r in request_ids]
         urls = [httpx.URL(v["download_url"]) for v in views]

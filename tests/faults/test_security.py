@@ -29,7 +29,7 @@ from tests.support.infra import ROOT, Infra
 
 pytestmark = pytest.mark.faults
 
-TOKEN = "the-right-token"
+TOKEN = "the-right-token-0123"
 OPEN = {"/healthz", "/readyz", "/metrics"}
 SERVICES = ["services.consent.app", "services.retention.app", "services.export.app"]
 
@@ -233,7 +233,7 @@ async def test_a_service_runs_under_its_own_role(infra, roles, topics, service_l
         topics,
         schema,
         database_url=dsn,
-        extra={"CONSENT_LEDGER_KEY": "role-ledger-key"},
+        extra={"CONSENT_LEDGER_KEY": "role-ledger-key-0123"},
     )
     service = ServiceProcess(
         f"consent-role-{schema}", env, service_logs, app_module="services.consent.app"
@@ -263,8 +263,8 @@ def test_sasl_scram_over_tls_settings_give_aiokafka_and_faststream_security(monk
     settings = ConsentSettings(
         kafka_bootstrap_servers="broker:9093",
         database_url="postgresql://u:p@h/d",
-        api_token="t",
-        ledger_key="k",
+        api_token="t" * 16,
+        ledger_key="k" * 16,
     )  # type: ignore[call-arg]
     kwargs = settings.kafka.client_kwargs()
     assert kwargs["security_protocol"] == "SASL_SSL"

@@ -87,7 +87,7 @@ def toy_settings(infra: Infra, topics: Topics, schema: str) -> ServiceSettings:
         db_schema=schema,
         group_id=f"g-{schema}",
         topics=topics,
-        api_token="t0ken",
+        api_token="plumbing-t0ken-for-tests",
         batch_timeout_ms=20,
     )
 
@@ -265,7 +265,7 @@ async def test_readiness_is_answered_from_memory_and_asks_the_database_at_most_o
             body = (await client.get("/readyz")).json()
             details = await client.get("/v1/ops/readiness")
             allowed = await client.get(
-                "/v1/ops/readiness", headers={"Authorization": "Bearer t0ken"}
+                "/v1/ops/readiness", headers={"Authorization": "Bearer plumbing-t0ken-for-tests"}
             )
     finally:
         await runtime.stop()

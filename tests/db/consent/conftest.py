@@ -51,8 +51,8 @@ async def setup(infra: Infra, schema: str) -> AsyncIterator[Setup]:
         kafka_bootstrap_servers="unused:9092",
         database_url=infra.database_url,
         db_schema=schema,
-        api_token="t",
-        ledger_key="component-key",
+        api_token="t" * 16,
+        ledger_key="component-ledger-key",
     )
     conn = await asyncpg.connect(infra.database_url)
     try:

@@ -52,7 +52,7 @@ async def client(infra, schema) -> AsyncIterator[tuple[httpx.AsyncClient, asyncp
         kafka_bootstrap_servers=infra.kafka,
         database_url=infra.database_url,
         db_schema=schema,
-        api_token="t",
+        api_token="t" * 16,
     )
     ctx = Context(settings=settings, rules=load_retention(), clock=ManualClock(T0))
     await ctx.open(pool)

@@ -52,7 +52,7 @@ def context(infra: Any, schema: str, rules: RetentionRules | None = None) -> Con
         kafka_bootstrap_servers=infra.kafka,
         database_url=infra.database_url,
         db_schema=schema,
-        api_token="t",
+        api_token="t" * 16,
     )
     return Context(settings=settings, rules=rules or load_retention(), clock=ManualClock(T0))
 

@@ -52,7 +52,7 @@ from tests.support.kafka import produce, read_topic
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-TOKEN = "c0nsent-t0ken"
+TOKEN = "c0nsent-t0ken-for-tests"
 
 
 def at(minutes: float) -> datetime:
@@ -136,7 +136,7 @@ async def service(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Asy
         group_id=f"g-{test_id}",
         topics=topics,
         api_token=TOKEN,
-        ledger_key="ledger-test-key",
+        ledger_key="ledger-test-key-0123",
         batch_timeout_ms=20,
         expiry_interval_s=0.1,
         purposes_file=purposes_file,

@@ -37,7 +37,7 @@ from tests.support.infra import Infra
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "demo-test-token"
+TOKEN = "demo-test-token-0123"
 
 
 def _socket() -> socket.socket:
@@ -85,7 +85,7 @@ async def stack(
             **common,
             db_schema=names["consent"],
             group_id=f"g-{test_id}-c",
-            ledger_key="demo-ledger-key",
+            ledger_key="demo-ledger-key-0123",
         )
     )
     retention = retention_runtime(
@@ -97,7 +97,7 @@ async def stack(
             db_schema=names["export"],
             group_id=f"g-{test_id}-e",
             service_key=base64.b64encode(bytes(range(32))).decode(),
-            link_secret="demo-link-secret-0123456789",
+            link_secret="demo-link-secret-0123456789abcdef",
             storage_dir=tmp_path / "storage",
             exchange_dir=tmp_path / "exchange",
             public_base_url=urls["export"],

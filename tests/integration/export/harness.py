@@ -37,7 +37,7 @@ from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
 
 SERVICE_KEY = bytes(range(32))
-TOKEN = "t0ken"
+TOKEN = "export-t0ken-for-tests"
 OWNER_SOURCE = "owner-simulator"
 
 

@@ -27,7 +27,7 @@ from tests.support.kafka import produce, read_topic
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-TOKEN = "t0ken"
+TOKEN = "retention-t0ken-for-tests"
 E = TypeVar("E", bound=CloudEvent[Any])
 R = TypeVar("R")
 

@@ -19,8 +19,8 @@ def consent() -> Context:
     settings = ConsentSettings(
         kafka_bootstrap_servers="kafka:9092",
         database_url="postgresql://u:p@db/x",
-        api_token="t",
-        ledger_key="k",
+        api_token="t" * 16,
+        ledger_key="k" * 16,
     )
     return Context(settings=settings, catalogue=load_purposes(), clock=ManualClock(NOW))
 

@@ -57,19 +57,33 @@ def test_every_service_is_scraped_by_dns_discovery_so_replicas_count() -> None:
     assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
 
 
+RUNBOOK_BASE = "{{ $externalLabels.runbook_base_url }}/"
+
+
 def test_every_alert_links_a_runbook_that_exists() -> None:
     rules = alert_rules()
     assert rules
     for rule in rules:
         url = rule["annotations"]["runbook_url"]
-        assert url.startswith("docs/runbooks/"), rule["alert"]
+        # An absolute URL: the base (where docs/runbooks/ is published) + the page.
+        assert url.startswith(RUNBOOK_BASE), rule["alert"]
         assert url.endswith(".md"), rule["alert"]
-        runbook = ROOT / url
+        runbook = ROOT / "docs" / "runbooks" / url.removeprefix(RUNBOOK_BASE)
         assert runbook.is_file(), url
         text = runbook.read_text()
         assert rule["alert"] in text, f"{url} does not name {rule['alert']}"
         for section in ("**Means.**", "**Check.**", "**Do.**"):
             assert section in text, f"{url} lacks {section}"
+
+
+def test_the_runbook_base_is_an_external_label_from_a_required_variable() -> None:
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    assert config["global"]["external_labels"]["runbook_base_url"] == "${PP_RUNBOOK_BASE_URL}"
+    dropped = config["alerting"]["alert_relabel_configs"]
+    assert {"action": "labeldrop", "regex": "runbook_base_url"} in dropped
+    compose = load_yaml(ROOT / "deploy" / "docker-compose.yml")
+    environment = compose["services"]["prometheus"]["environment"]
+    assert environment["PP_RUNBOOK_BASE_URL"].startswith("${PP_RUNBOOK_BASE_URL:?")
 
 
 def test_alerts_cover_what_on_call_must_act_on() -> None:

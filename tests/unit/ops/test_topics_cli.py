@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from shared.contract.topics import Topics
 from shared.plumbing.kafka import DAY_MS, TopicPolicy
+from shared.plumbing.topic_drift import Actual, compare
 from shared.plumbing.topics_cli import TopicsInitSettings, main
 
 
@@ -58,3 +60,47 @@ def test_unreachable_broker_fails_after_the_wait(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert main(["--wait", "0"]) == 1
     assert "topics: failed" in capsys.readouterr().err
+
+
+def test_min_insync_replicas_follows_replication_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert [TopicPolicy(replication=r).min_isr for r in (1, 2, 3, 5)] == [1, 1, 2, 2]
+    monkeypatch.setenv("TOPIC_REPLICATION", "3")
+    configs = TopicsInitSettings().policy().configs(Topics())  # type: ignore[call-arg]
+    assert {c["min.insync.replicas"] for c in configs.values()} == {"2"}
+    monkeypatch.setenv("TOPIC_MIN_INSYNC_REPLICAS", "3")
+    configs = TopicsInitSettings().policy().configs(Topics())  # type: ignore[call-arg]
+    assert {c["min.insync.replicas"] for c in configs.values()} == {"3"}
+
+
+def test_compare_names_each_difference_and_what_apply_may_fix() -> None:
+    policy = TopicPolicy(partitions=6, replication=1)
+    declared = policy.configs(Topics())
+    state = Topics().consent_state
+    actual = {
+        name: Actual(6, 1, dict(configs), {}) for name, configs in declared.items() if name != state
+    }
+    requests = Topics().privacy_requests
+    actual[requests] = Actual(
+        4, 2, {**declared[requests], "retention.ms": "1000", "cleanup.policy": "delete"}, {}
+    )
+    drifts = sorted(compare(declared, policy, actual), key=lambda d: d.topic)
+    assert [str(d) for d in drifts] == [
+        f"{state}: topic is (missing), declared present",
+        f"{requests}: partitions is 4, declared 6",
+        f"{requests}: replication is 2, declared 1",
+        f"{requests}: retention.ms is 1000, declared {90 * DAY_MS}",
+    ]
+    assert [d.alterable for d in drifts] == [True, False, False, True]
+    # cleanup.policy is a set: the broker's order is no difference.
+    both = TopicPolicy()
+    mixed = {name: Actual(6, 1, dict(c), {}) for name, c in both.configs(Topics()).items()}
+    mixed[state].configs["cleanup.policy"] = "compact"
+    assert compare(both.configs(Topics()), both, mixed) == []
+
+
+def test_check_and_dry_run_exclude_each_other() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--check", "--dry-run"])
+    assert exited.value.code == 2

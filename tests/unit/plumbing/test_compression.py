@@ -11,7 +11,7 @@ from shared.plumbing.kafka import make_producer
 REQUIRED = {
     "CONSENT_KAFKA_BOOTSTRAP_SERVERS": "localhost:9092",
     "CONSENT_DATABASE_URL": "postgresql://u:p@localhost/db",
-    "CONSENT_API_TOKEN": "t",
+    "CONSENT_API_TOKEN": "t" * 16,
     "CONSENT_LEDGER_KEY": "k" * 32,
 }
 

@@ -42,7 +42,7 @@ def settings() -> ServiceSettings:
         kafka_bootstrap_servers="localhost:9092",
         database_url="postgresql://u:p@localhost/db",
         db_schema="unit",
-        api_token="x",
+        api_token="x" * 16,
         topics=Topics().with_prefix("c."),
     )
 

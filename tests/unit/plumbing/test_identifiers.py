@@ -40,8 +40,8 @@ def test_a_service_refuses_to_start_with_such_a_schema_setting(name: str):
         ConsentSettings(
             kafka_bootstrap_servers="kafka:9092",
             database_url="postgresql://u:p@db/x",
-            api_token="t",
-            ledger_key="k",
+            api_token="t" * 16,
+            ledger_key="k" * 16,
             db_schema=name,
         )
 
@@ -50,8 +50,8 @@ def test_the_rebuild_refuses_such_a_target_schema_before_connecting_anywhere():
     env = {
         "CONSENT_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
         "CONSENT_DATABASE_URL": "postgresql://u:p@127.0.0.1:9/x",
-        "CONSENT_API_TOKEN": "t",
-        "CONSENT_LEDGER_KEY": "k",
+        "CONSENT_API_TOKEN": "t" * 16,
+        "CONSENT_LEDGER_KEY": "k" * 16,
         "PATH": "/usr/bin:/bin",
     }
     done = subprocess.run(
