@@ -1,8 +1,9 @@
 """Consent decisions, pure: may this subject be processed for a purpose now, and why.
 
-A contract or legal-obligation basis always allows; otherwise the recorded consent (or the catalogue default) decides,
-an expired grant or one under a policy older than the purpose's `reconsent_from` does not allow,
-and an active objection or restriction on the purpose or one of its categories blocks it.
+A contract or legal-obligation basis always allows; otherwise the recorded consent (or the
+catalogue default) decides, an expired grant or one under a policy older than the purpose's
+`reconsent_from` does not allow, and an active objection or restriction on the purpose or one
+of its categories blocks it.
 """
 
 from __future__ import annotations

@@ -37,7 +37,9 @@ def test_every_purpose_a_retention_rule_names_is_described_with_its_basis():
     assert bases == {"contract_performance": Basis.CONTRACT, "customer_support": Basis.CONTRACT}
     tax = catalogue.purposes["legal_obligation_tax"]
     assert tax.basis is Basis.LEGAL_OBLIGATION
-    assert tax.necessary and not tax.withdrawable and tax.default
+    assert tax.necessary
+    assert not tax.withdrawable
+    assert tax.default
 
 
 def test_a_legal_obligation_purpose_must_default_to_allowed():
