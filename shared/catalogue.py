@@ -144,7 +144,8 @@ class RetentionRules(BaseModel):
         return found
 
 
-def _load(path: Path, model: type[BaseModel]) -> Any:
+def load_config(path: Path, model: type[BaseModel]) -> Any:
+    """Read a YAML file into `model`; raises ConfigError naming the file and the fields."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
@@ -162,7 +163,7 @@ def _load(path: Path, model: type[BaseModel]) -> Any:
 
 def load_purposes(path: Path = PURPOSES_FILE) -> PurposeCatalogue:
     """Load and validate the purpose catalogue; raises ConfigError."""
-    catalogue: PurposeCatalogue = _load(path, PurposeCatalogue)
+    catalogue: PurposeCatalogue = load_config(path, PurposeCatalogue)
     return catalogue
 
 
@@ -171,7 +172,7 @@ def load_retention(
 ) -> RetentionRules:
     """Load and validate the retention rules against the purpose catalogue (by default the
     shipped one); raises ConfigError, naming the file, category and purpose of an unknown one."""
-    rules: RetentionRules = _load(path, RetentionRules)
+    rules: RetentionRules = load_config(path, RetentionRules)
     check_purposes(path, rules, load_purposes() if purposes is None else purposes)
     return rules
 

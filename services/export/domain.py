@@ -10,7 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.catalogue import Period, PurposeCatalogue, RetentionRules
+# The Art. 15 information lives in `information`; its names stay importable from here.
+from services.export.information import CONSENT_RECORDS_INFO as CONSENT_RECORDS_INFO
+from services.export.information import CategoryInfo as CategoryInfo
+from services.export.information import PurposeInfo as PurposeInfo
+from services.export.information import RecipientInfo as RecipientInfo
+from services.export.information import information as information
+from services.export.information import retention_text as retention_text
+from shared.catalogue import Period
 from shared.contract.events import CategoryOutcome, RequestKind, RequestStatus, RequestStatusData
 
 FORMAT_VERSION = "1"
@@ -296,67 +303,6 @@ def status_data(request: Request, now: datetime, reason: str | None = None) -> R
 def link_expiry(now: datetime, link_ttl_seconds: float, bundle_expires_at: datetime) -> datetime:
     """A link lives `link_ttl` but never beyond the bundle itself."""
     return min(now + timedelta(seconds=link_ttl_seconds), bundle_expires_at)
-
-
-class CategoryInfo(BaseModel):
-    """What GDPR Art. 15(1) asks us to tell beside the data of one category."""
-
-    model_config = ConfigDict(frozen=True)
-
-    owner: str
-    purposes: list[dict[str, str]]
-    recipients: list[str]
-    retention: str
-    source: str
-
-
-CONSENT_RECORDS_INFO = {
-    "purposes": ["proof_of_consent"],
-    "retention": "kept while the account exists, to prove consent (GDPR Art. 7(1)); "
-    "its personal fields are deleted on erasure",
-    "source": "your consent choices, recorded when you made them",
-}
-
-
-def retention_text(rules: RetentionRules, category: str) -> str:
-    """The retention rule of `category` in words."""
-    rule = rules.categories.get(category)
-    if rule is None:
-        return str(CONSENT_RECORDS_INFO["retention"])
-    if rule.period_from == "subscription":
-        text = f"per subscription terms (default {rule.period}) after account closure"
-    else:
-        text = f"{rule.period} after account closure"
-    if rule.also_on_withdrawal:
-        text += f", or at once when consent to {rule.also_on_withdrawal} is withdrawn"
-    if rule.legal_obligation:
-        text += f"; kept for a legal obligation ({rule.legal_obligation})"
-    return text
-
-
-def information(
-    owners: Mapping[str, Sequence[str]], rules: RetentionRules, purposes: PurposeCatalogue
-) -> dict[str, CategoryInfo]:
-    """Art. 15 information per category: purposes, recipients, retention rule and source."""
-    result: dict[str, CategoryInfo] = {}
-    for owner, categories in sorted(owners.items()):
-        for category in categories:
-            rule = rules.categories.get(category)
-            names = rule.purposes if rule else list(CONSENT_RECORDS_INFO["purposes"])
-            described = []
-            for name in names:
-                known = purposes.get(name)
-                described.append(
-                    {"purpose": name, "description": known.description if known else ""}
-                )
-            result[category] = CategoryInfo(
-                owner=owner,
-                purposes=described,
-                recipients=sorted(o for o, cats in owners.items() if category in cats),
-                retention=retention_text(rules, category),
-                source=rule.source if rule and rule.source else str(CONSENT_RECORDS_INFO["source"]),
-            )
-    return result
 
 
 def zip_name(owner: str, category: str) -> str:
