@@ -5,8 +5,10 @@ names the register's recipients (3.1), and an erasure trims an export rather tha
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,7 +75,7 @@ async def processed(export: Harness, *event_ids: str) -> None:
     assert rows[0]["n"] == len(event_ids)
 
 
-async def download(export: Harness, request_id: str) -> tuple[object, dict[str, object]]:
+async def download(export: Harness, request_id: str) -> tuple[zipfile.ZipFile, dict[str, Any]]:
     view = await export.export_view(request_id)
     response = await export.http.get(view["download_url"])
     assert response.status_code == 200, response.text
@@ -89,7 +91,7 @@ async def test_the_access_file_names_the_registers_recipients_and_each_purposes_
     await export.send(*answers(jobs))
     await export.wait_status(request_id, "completed")
     archive, _ = await download(export, request_id)
-    information = json.loads(archive.read("information.json"))["categories"]  # type: ignore[attr-defined]
+    information = json.loads(archive.read("information.json"))["categories"]
 
     register = {r.name: r for r in load_recipients().recipients.values()}
     for category, info in information.items():
@@ -161,8 +163,8 @@ async def test_an_erasure_of_one_category_trims_the_open_export_and_keeps_bundle
     assert manifest["erased"] == [
         {"owner": "marketing", "category": "marketing_profile", "reason": outcome.reason}
     ]
-    assert [n["category"] for n in manifest["not_included"]] == ["marketing_profile"]  # type: ignore[attr-defined]
-    names = archive.namelist()  # type: ignore[attr-defined]
+    assert [n["category"] for n in manifest["not_included"]] == ["marketing_profile"]
+    names = archive.namelist()
     assert "data/marketing/marketing_profile.json" not in names
     assert "data/crm/crm_data.json" in names
 
