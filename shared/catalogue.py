@@ -27,6 +27,11 @@ class Basis(StrEnum):
     CONSENT = "consent"
     CONTRACT = "contract"
     LEGITIMATE_INTEREST = "legitimate_interest"
+    LEGAL_OBLIGATION = "legal_obligation"
+
+
+NECESSARY = frozenset({Basis.CONTRACT, Basis.LEGAL_OBLIGATION})
+"""Bases that need no consent: always allowed, never withdrawn (GDPR Art. 6(1)(b), (c))."""
 
 
 class Period(BaseModel):
@@ -74,16 +79,21 @@ class PurposeRule(BaseModel):
 
     @model_validator(mode="after")
     def _contract_is_always_allowed(self) -> PurposeRule:
-        if self.basis is Basis.CONTRACT and not self.default:
-            raise ValueError("a contract purpose is always allowed: set default: true")
+        if self.basis in NECESSARY and not self.default:
+            raise ValueError(f"a {self.basis.value} purpose is always allowed: set default: true")
         if self.basis is Basis.CONSENT and self.default:
             raise ValueError("a consent purpose cannot default to allowed (GDPR Art. 7)")
         return self
 
     @property
+    def necessary(self) -> bool:
+        """A contract or legal-obligation purpose: always allowed, needs no consent."""
+        return self.basis in NECESSARY
+
+    @property
     def withdrawable(self) -> bool:
-        """Contract purposes cannot be withdrawn."""
-        return self.basis is not Basis.CONTRACT
+        """Contract and legal-obligation purposes cannot be withdrawn."""
+        return self.basis not in NECESSARY
 
 
 class PurposeCatalogue(BaseModel):
@@ -134,7 +144,8 @@ class RetentionRules(BaseModel):
         return found
 
 
-def _load(path: Path, model: type[BaseModel]) -> Any:
+def load_config(path: Path, model: type[BaseModel]) -> Any:
+    """Read a YAML file into `model`; raises ConfigError naming the file and the fields."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
@@ -152,11 +163,29 @@ def _load(path: Path, model: type[BaseModel]) -> Any:
 
 def load_purposes(path: Path = PURPOSES_FILE) -> PurposeCatalogue:
     """Load and validate the purpose catalogue; raises ConfigError."""
-    catalogue: PurposeCatalogue = _load(path, PurposeCatalogue)
+    catalogue: PurposeCatalogue = load_config(path, PurposeCatalogue)
     return catalogue
 
 
-def load_retention(path: Path = RETENTION_FILE) -> RetentionRules:
-    """Load and validate the retention rules; raises ConfigError."""
-    rules: RetentionRules = _load(path, RetentionRules)
+def load_retention(
+    path: Path = RETENTION_FILE, purposes: PurposeCatalogue | None = None
+) -> RetentionRules:
+    """Load and validate the retention rules against the purpose catalogue (by default the
+    shipped one); raises ConfigError, naming the file, category and purpose of an unknown one."""
+    rules: RetentionRules = load_config(path, RetentionRules)
+    check_purposes(path, rules, load_purposes() if purposes is None else purposes)
     return rules
+
+
+def check_purposes(path: Path, rules: RetentionRules, purposes: PurposeCatalogue) -> None:
+    """Every purpose a retention rule names is in the catalogue (GDPR Art. 15(1)(a) tells them)."""
+    for category, rule in rules.categories.items():
+        named = [("purposes", p) for p in rule.purposes]
+        if rule.also_on_withdrawal:
+            named.append(("also_on_withdrawal", rule.also_on_withdrawal))
+        for field, purpose in named:
+            if purposes.get(purpose) is None:
+                raise ConfigError(
+                    f"{path}: categories.{category}.{field}: unknown purpose {purpose!r} "
+                    f"(not in the purpose catalogue {PURPOSES_FILE.name})"
+                )

@@ -1,8 +1,9 @@
 """Consent decisions, pure: may this subject be processed for a purpose now, and why.
 
-A contract basis always allows; otherwise the recorded consent (or the catalogue default) decides,
-an expired grant or one under a policy older than the purpose's `reconsent_from` does not allow,
-and an active objection or restriction on the purpose or one of its categories blocks it.
+A contract or legal-obligation basis always allows; otherwise the recorded consent (or the
+catalogue default) decides, an expired grant or one under a policy older than the purpose's
+`reconsent_from` does not allow, and an active objection or restriction on the purpose or one
+of its categories blocks it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from services.consent.domain import (
 from shared.catalogue import Basis, PurposeRule
 
 _CONTRACT = Basis.CONTRACT
+_LEGAL = Basis.LEGAL_OBLIGATION
 BASIS_VALUES = {b: b.value for b in Basis}
 """The basis text by member (enum `.value` is a slow property on the hot path)."""
+NECESSITY = {_CONTRACT: "contract necessity", _LEGAL: "legal obligation"}
+"""The reason a necessary basis gives for always allowing."""
+PUBLISHED_BASIS: dict[str, str] = {b.value: "contract" if b is _LEGAL else b.value for b in Basis}
+"""The basis as `consent.state.v1` words it: its v1 vocabulary has no `legal_obligation`, so a
+legal-obligation purpose is published as its kind (always allowed, never withdrawn): contract."""
 
 
 @dataclass(slots=True)  # treated as immutable; see domain.HOT_PATH_RECORDS
@@ -59,8 +66,8 @@ def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) 
     """May we process this subject for `purpose` at `now`? (restrictions and objections applied)"""
     basis = BASIS_VALUES[rule.basis]
     record = state.purposes.get(purpose)
-    if rule.basis is _CONTRACT:
-        return Decision(True, DEFAULT, basis, "contract necessity", None)
+    if rule.basis is _CONTRACT or rule.basis is _LEGAL:
+        return Decision(True, DEFAULT, basis, NECESSITY[rule.basis], None)
     decision = _consent_decision(record, rule, basis, now)
     blocked = _blocked(state, purpose, rule) if decision.allowed else None
     if blocked:

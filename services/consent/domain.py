@@ -44,9 +44,13 @@ GPC_BLOCKS_IMPLIED = "gpc: after a GPC signal only an explicit grant re-grants"
 EXPLICIT_STANDS = "gpc: an explicit grant given after the first signal stands"
 EXPIRED_EVENT = "consent.expired"
 _CONTRACT = Basis.CONTRACT
+_LEGAL = Basis.LEGAL_OBLIGATION
 ENUM_VALUES: dict[object, str] = {m: m.value for m in (*ConsentSource, *ConsentType)}
 """The contract enums' values by member (enum `.value` is a slow property on the hot path)."""
 CONTRACT_ALLOWED = "contract basis: always allowed"
+LEGAL_ALLOWED = "legal_obligation basis: always allowed"
+ALWAYS_ALLOWED = {_CONTRACT: CONTRACT_ALLOWED, _LEGAL: LEGAL_ALLOWED}
+"""The note of a consent change a necessary basis (contract, legal obligation) ignores."""
 
 ChangeEvent = (
     AccountSignedUp
@@ -88,7 +92,7 @@ class UnknownPurpose(ConsentRuleViolation):
 
 
 class ContractPurposeNotWithdrawable(ConsentRuleViolation):
-    """A purpose with a contract basis cannot be withdrawn."""
+    """A purpose with a contract or legal-obligation basis cannot be withdrawn."""
 
 
 @dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
@@ -250,17 +254,18 @@ def _consent_change(
     data = event.data
     purpose = data.purpose
     rule = _rule(catalogue, purpose)
-    contract = rule.basis is _CONTRACT
-    if not granting and contract:  # `not rule.withdrawable`
+    basis = rule.basis
+    contract = basis is _CONTRACT or basis is _LEGAL  # `not rule.withdrawable`
+    if not granting and contract:
         raise ContractPurposeNotWithdrawable(
-            f"{purpose} has a contract basis and cannot be withdrawn"
+            f"{purpose} has a {basis.value} basis and cannot be withdrawn"
         )
     new = GRANTED if granting else WITHDRAWN
     current = state.purposes.get(purpose)
     old = DEFAULT if current is None else current.state
     when = event.time
     if contract:
-        return _outcome(state, [_change(CONSENT, purpose, old, new, False, CONTRACT_ALLOWED)])
+        return _outcome(state, [_change(CONSENT, purpose, old, new, False, ALWAYS_ALLOWED[basis])])
     if current is not None and when < current.since:
         return _outcome(state, [_change(CONSENT, purpose, old, new, False, SUPERSEDED)])
     consent_type = ENUM_VALUES.get(data.consent_type) or data.consent_type.value
@@ -293,9 +298,9 @@ def _signed_up(state: SubjectState, event: AccountSignedUp, catalogue: PurposeCa
     changes: list[Change] = []
     for consent in event.data.consents:
         rule = catalogue.get(consent.purpose)
-        if rule is None or rule.basis is _CONTRACT:
+        if rule is None or rule.necessary:
             target_state = GRANTED if consent.granted else DEFAULT
-            note = "unknown purpose" if rule is None else "contract basis: always allowed"
+            note = "unknown purpose" if rule is None else ALWAYS_ALLOWED[rule.basis]
             changes.append(Change(CONSENT, consent.purpose, DEFAULT, target_state, False, note))
             continue
         # An unticked box at sign-up leaves the purpose at its default, but as of this time, so
@@ -319,8 +324,8 @@ def _set_purpose(
 ) -> Outcome:
     current = state.purposes.get(purpose)
     old = current.state if current else DEFAULT
-    if rule.basis is _CONTRACT:
-        note = CONTRACT_ALLOWED
+    if rule.necessary:
+        note = ALWAYS_ALLOWED[rule.basis]
         return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, note)])
     if current is not None and record.since < current.since:
         return Outcome(state, [Change(CONSENT, purpose, old, record.state, False, SUPERSEDED)])

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from services.consent.decisions import BASIS_VALUES, Decision, decide, needs_reconsent
+from services.consent.decisions import (
+    BASIS_VALUES,
+    PUBLISHED_BASIS,
+    Decision,
+    decide,
+    needs_reconsent,
+)
 from services.consent.document import UTC_ISO_MEMO, utc_iso
 from services.consent.domain import (
     DEFAULT,
@@ -27,6 +33,7 @@ from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
 from shared.contract.events import ConsentStateData
 
 _CONTRACT = Basis.CONTRACT
+_LEGAL = Basis.LEGAL_OBLIGATION
 
 
 def state_data(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) -> ConsentStateData:
@@ -50,7 +57,7 @@ def state_json(state: SubjectState, catalogue: PurposeCatalogue, now: datetime) 
                 purposes[name] = found[1].copy()
             else:
                 purposes[name] = _default_item(rule)
-        elif scoped or record is None or rule.basis is _CONTRACT:  # scoped or contract
+        elif scoped or record is None or rule.basis is _CONTRACT or rule.basis is _LEGAL:
             purposes[name] = _decision_item(decide(state, name, rule, now))
         else:
             purposes[name] = _consent_item(record, rule, now)
@@ -71,7 +78,7 @@ def _decision_item(d: Decision) -> dict[str, Any]:
     item: dict[str, Any] = {
         "state": d.state,
         "allowed": d.allowed,
-        "basis": d.basis,
+        "basis": PUBLISHED_BASIS[d.basis],
         "reconsent_required": d.reconsent_required,
     }
     if d.since is not None:
@@ -129,8 +136,8 @@ def _default_item(rule: PurposeRule) -> dict[str, Any]:
     if found is None or found[0] is not rule:
         item = {
             "state": DEFAULT,
-            "allowed": rule.default or rule.basis is _CONTRACT,
-            "basis": BASIS_VALUES[rule.basis],
+            "allowed": rule.default or rule.necessary,
+            "basis": PUBLISHED_BASIS[rule.basis],
             "reconsent_required": False,
         }
         found = _DEFAULT_ITEMS[id(rule)] = (rule, item)

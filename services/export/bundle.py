@@ -89,6 +89,12 @@ def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, A
             "not_included": [
                 s.model_dump(exclude={"records"}) for s in bundle.settled if s.outcome != "exported"
             ],
+            # policy 5.1 with 5.3: what an erasure took out while the export was open, and why
+            "erased": [
+                {"owner": s.owner, "category": s.category, "reason": s.reason}
+                for s in bundle.settled
+                if s.outcome == "erased"
+            ],
             "information": "information.json",
         }
         archive.writestr("manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

@@ -14,6 +14,7 @@ from shared.contract.events import RequestStatusChanged
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.outbox import Outbox
+from shared.recipients import load_recipients
 
 SOURCE = "privacy-plane.export"
 
@@ -36,7 +37,7 @@ class Context(ServiceContext):
             clock=clock or SystemClock(),
             vault=parts.KeyVault(settings.service_key_bytes()),
             storage=FolderStorage(settings.storage_dir),
-            information=domain.information(settings.owners, load_retention(), load_purposes()),
+            information=_information(settings),
         )
 
     def publish_status(self, out: Outbox, request: Request, reason: str | None = None) -> None:
@@ -50,3 +51,12 @@ class Context(ServiceContext):
             time=now,
         )
         out.publish(self.settings.topics.requests_status, event)
+
+
+def _information(settings: ExportSettings) -> dict[str, domain.CategoryInfo]:
+    """The access file's information, from the catalogue, the retention rules and the register
+    (each validated here, at start-up, against the others)."""
+    purposes = load_purposes()
+    rules = load_retention(purposes=purposes)
+    register = load_recipients(purposes=purposes, rules=rules)
+    return domain.information(settings.owners, rules, purposes, register)

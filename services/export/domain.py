@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.catalogue import Period, PurposeCatalogue, RetentionRules
+# The Art. 15 information lives in `information`; its names stay importable from here.
+from services.export.information import CONSENT_RECORDS_INFO as CONSENT_RECORDS_INFO
+from services.export.information import CategoryInfo as CategoryInfo
+from services.export.information import PurposeInfo as PurposeInfo
+from services.export.information import RecipientInfo as RecipientInfo
+from services.export.information import information as information
+from services.export.information import retention_text as retention_text
+from shared.catalogue import Period
 from shared.contract.events import CategoryOutcome, RequestKind, RequestStatus, RequestStatusData
 
 FORMAT_VERSION = "1"
@@ -98,9 +105,11 @@ class Failure(BaseModel):
     category: str | None
     error: str
     retryable: bool
+    erased: bool = False
+    """Not an owner's failure: the person's erasure took the category out of the export."""
 
 
-Outcome = Literal["exported", "failed", "missing"]
+Outcome = Literal["exported", "failed", "missing", "erased"]
 
 
 class Settled(BaseModel):
@@ -119,6 +128,8 @@ class PartVerdict(StrEnum):
     ACCEPT = "accept"
     DUPLICATE = "duplicate"
     SUPPRESS = "suppress"
+    ERASED = "erased"
+    """The category was erased while the export was open: the part is dropped, never kept."""
 
 
 def deadline_for(requested_at: datetime) -> datetime:
@@ -176,17 +187,48 @@ class ErasureEffect(StrEnum):
     """What an erasure of the subject does to one of its export requests."""
 
     CANCEL = "cancel"
+    TRIM = "trim"
     DELETE_BUNDLE = "delete_bundle"
     NONE = "none"
 
 
-def erasure_effect(request: Request, *, bundle_kept: bool) -> ErasureEffect:
-    """Open requests stop like a cancellation; a kept bundle (personal data) goes at once."""
+Scope = Literal["all"] | Sequence[str]
+
+
+def erasure_effect(
+    request: Request, *, bundle_kept: bool, scope: Scope = "all", asked: Iterable[str] = ()
+) -> ErasureEffect:
+    """Only what the erasure must (policy 5.1 with 5.3): an open request stops when the erasure
+    covers everything it asked for (`asked`), goes on without the erased categories when it
+    covers some; a kept bundle goes only when the erasure covers its content."""
     if request.state.open:
-        return ErasureEffect.CANCEL
-    if request.bundle_id is not None and bundle_kept:
+        wanted = set(asked)
+        if scope == "all" or wanted <= set(scope):
+            return ErasureEffect.CANCEL
+        return ErasureEffect.TRIM if wanted & set(scope) else ErasureEffect.NONE
+    covered = scope == "all" or bundled_categories(request) <= set(scope)
+    if request.bundle_id is not None and bundle_kept and covered:
         return ErasureEffect.DELETE_BUNDLE
     return ErasureEffect.NONE
+
+
+def bundled_categories(request: Request) -> set[str]:
+    """The categories whose data a finished request's bundle holds."""
+    return {o.category for o in request.outcomes if o.outcome == "exported"}
+
+
+def erased_jobs(scope: Scope, jobs: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """Per owner, the categories asked of it that the erasure covers."""
+    found = {
+        owner: [c for c in categories if scope == "all" or c in scope]
+        for owner, categories in sorted(jobs.items())
+    }
+    return {owner: categories for owner, categories in found.items() if categories}
+
+
+def erased_reason(erasure_request_id: str) -> str:
+    """Why a category is left out of an export: the person's erasure request."""
+    return f"erased: erasure request {erasure_request_id} deleted this data"
 
 
 def check_part(
@@ -201,6 +243,7 @@ def check_part(
     part_count: int | None,
     known_count: int | None,
     already_stored: bool,
+    erased: Collection[str] = (),
 ) -> PartVerdict:
     """Whether a part (or part failure) belongs to the request and is new."""
     if request.state is State.CANCELLED:
@@ -213,6 +256,8 @@ def check_part(
         raise PartRefused(f"job_id {job_id!r} is not the job issued to {owner!r}")
     if category is not None and category not in categories:
         raise PartRefused(f"category {category!r} was not asked of owner {owner!r}")
+    if category is not None and category in erased:
+        return PartVerdict.ERASED
     if already_stored:
         return PartVerdict.DUPLICATE
     if not request.state.open or request.state is State.ASSEMBLING:
@@ -227,9 +272,13 @@ def settle(
 ) -> list[Settled]:
     """Each owner's category: exported (every part in), failed, or still missing."""
     by_key = {(p.owner, p.category): p for p in parts}
-    failed = {(f.owner, f.category): f for f in failures if not f.retryable}
+    failures = list(failures)
+    erased = {(f.owner, f.category): f for f in failures if f.erased}
+    failed = {(f.owner, f.category): f for f in failures if not f.retryable and not f.erased}
     return [
-        _settle_one(
+        _erased(owner, category, erased[owner, category])
+        if (owner, category) in erased
+        else _settle_one(
             owner,
             category,
             by_key.get((owner, category)),
@@ -238,6 +287,11 @@ def settle(
         for owner, categories in sorted(jobs.items())
         for category in categories
     ]
+
+
+def _erased(owner: str, category: str, mark: Failure) -> Settled:
+    """Settled without waiting for the owner: the erasure deleted the data."""
+    return Settled(owner=owner, category=category, outcome="erased", reason=mark.error)
 
 
 def _settle_one(
@@ -268,10 +322,16 @@ def all_in(settled: Iterable[Settled]) -> bool:
 
 def finish(settled: Sequence[Settled]) -> tuple[State, list[str], list[CategoryOutcome]]:
     """The final state, the owners whose data is not (fully) in the bundle, and the outcomes."""
-    missing = sorted({s.owner for s in settled if s.outcome != "exported"})
+    # an erased category is not missing: the person had it deleted, there is nothing to give
+    missing = sorted({s.owner for s in settled if s.outcome not in ("exported", "erased")})
     state = State.PARTIALLY_COMPLETED if missing else State.COMPLETED
     outcomes = [
-        CategoryOutcome(category=s.category, outcome=s.outcome, reason=s.reason, owner=s.owner)
+        CategoryOutcome(
+            category=s.category,
+            outcome="deleted" if s.outcome == "erased" else s.outcome,  # v1's word for it
+            reason=s.reason,
+            owner=s.owner,
+        )
         for s in settled
     ]
     return state, missing, outcomes
@@ -296,67 +356,6 @@ def status_data(request: Request, now: datetime, reason: str | None = None) -> R
 def link_expiry(now: datetime, link_ttl_seconds: float, bundle_expires_at: datetime) -> datetime:
     """A link lives `link_ttl` but never beyond the bundle itself."""
     return min(now + timedelta(seconds=link_ttl_seconds), bundle_expires_at)
-
-
-class CategoryInfo(BaseModel):
-    """What GDPR Art. 15(1) asks us to tell beside the data of one category."""
-
-    model_config = ConfigDict(frozen=True)
-
-    owner: str
-    purposes: list[dict[str, str]]
-    recipients: list[str]
-    retention: str
-    source: str
-
-
-CONSENT_RECORDS_INFO = {
-    "purposes": ["proof_of_consent"],
-    "retention": "kept while the account exists, to prove consent (GDPR Art. 7(1)); "
-    "its personal fields are deleted on erasure",
-    "source": "your consent choices, recorded when you made them",
-}
-
-
-def retention_text(rules: RetentionRules, category: str) -> str:
-    """The retention rule of `category` in words."""
-    rule = rules.categories.get(category)
-    if rule is None:
-        return str(CONSENT_RECORDS_INFO["retention"])
-    if rule.period_from == "subscription":
-        text = f"per subscription terms (default {rule.period}) after account closure"
-    else:
-        text = f"{rule.period} after account closure"
-    if rule.also_on_withdrawal:
-        text += f", or at once when consent to {rule.also_on_withdrawal} is withdrawn"
-    if rule.legal_obligation:
-        text += f"; kept for a legal obligation ({rule.legal_obligation})"
-    return text
-
-
-def information(
-    owners: Mapping[str, Sequence[str]], rules: RetentionRules, purposes: PurposeCatalogue
-) -> dict[str, CategoryInfo]:
-    """Art. 15 information per category: purposes, recipients, retention rule and source."""
-    result: dict[str, CategoryInfo] = {}
-    for owner, categories in sorted(owners.items()):
-        for category in categories:
-            rule = rules.categories.get(category)
-            names = rule.purposes if rule else list(CONSENT_RECORDS_INFO["purposes"])
-            described = []
-            for name in names:
-                known = purposes.get(name)
-                described.append(
-                    {"purpose": name, "description": known.description if known else ""}
-                )
-            result[category] = CategoryInfo(
-                owner=owner,
-                purposes=described,
-                recipients=sorted(o for o, cats in owners.items() if category in cats),
-                retention=retention_text(rules, category),
-                source=rule.source if rule and rule.source else str(CONSENT_RECORDS_INFO["source"]),
-            )
-    return result
 
 
 def zip_name(owner: str, category: str) -> str:

@@ -17,6 +17,7 @@ from services.export.context import SOURCE, Context
 from services.export.domain import ExportRefused, PartVerdict, Request, State
 from services.export.storage import (
     bundle_key,
+    category_prefix,
     part_key,
     parts_prefix,
 )
@@ -99,19 +100,53 @@ async def _cancel(ctx: Context, tx: Tx, row: store.RequestRow, reason: str) -> N
 
 
 async def on_erasure(ctx: Context, tx: Tx, event: ErasureRequested) -> None:
-    """An erasure (any scope) cancels the subject's open exports and deletes finished bundles."""
+    """An erasure stops or trims only what it must (policy 5.1 with 5.3): an open export goes on
+    without the erased categories, a bundle is deleted only when the erasure covers its content."""
+    scope = event.data.scope
+    reason = domain.erased_reason(event.data.request_id)
     deleted = []
     for row in await store.subject_requests(tx.conn, event.subject):
-        effect = domain.erasure_effect(row.request, bundle_kept=row.bundle_deleted_at is None)
+        request = row.request
+        jobs = (
+            {o: j.categories for o, j in (await store.jobs(tx.conn, request.request_id)).items()}
+            if request.state.open
+            else {}
+        )
+        effect = domain.erasure_effect(
+            request,
+            bundle_kept=row.bundle_deleted_at is None,
+            scope=scope,
+            asked=[c for categories in jobs.values() for c in categories],
+        )
         if effect is domain.ErasureEffect.CANCEL:
             await _cancel(ctx, tx, row, domain.ERASED_REASON)
+        elif effect is domain.ErasureEffect.TRIM:
+            await _trim(ctx, tx, row, domain.erased_jobs(scope, jobs), reason)
         elif effect is domain.ErasureEffect.DELETE_BUNDLE:
-            bundle_id = cast(str, row.request.bundle_id)
+            bundle_id = cast(str, request.bundle_id)
             await asyncio.to_thread(ctx.storage.delete, bundle_key(bundle_id))
-            deleted.append(row.request.request_id)
+            deleted.append(request.request_id)
     if deleted:
         await store.mark_bundles_deleted(tx.conn, deleted, ctx.now())
         export_metrics.BUNDLES_DELETED.inc(len(deleted))
+
+
+async def _trim(
+    ctx: Context, tx: Tx, row: store.RequestRow, erased: dict[str, list[str]], reason: str
+) -> None:
+    """Settle the erased categories (the export no longer waits for them), drop their parts."""
+    request_id = row.request.request_id
+    for owner, categories in erased.items():
+        await part_store.mark_erased(tx.conn, request_id, owner, categories, reason, ctx.now())
+        for category in categories:
+            prefix = category_prefix(row.storage_key, owner, category)
+            await asyncio.to_thread(ctx.storage.delete_prefix, prefix)
+    if row.request.state is State.ASSEMBLING:
+        # the assembler at work read the erased parts: send the request back, so its finish is
+        # refused (it deletes its bundle) and the next attempt assembles without them
+        await store.set_state(tx.conn, request_id, State.READY)
+        return
+    await _progress(ctx, tx, row)
 
 
 async def on_extended(ctx: Context, tx: Tx, event: RequestExtended) -> None:
@@ -136,6 +171,9 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     if verdict is PartVerdict.SUPPRESS:
         tx.batch.suppress(event)
         return
+    if verdict is PartVerdict.ERASED:  # the person erased the category meanwhile: never kept
+        await _drop_exchange_file(ctx, tx, data)
+        return
     if verdict is PartVerdict.DUPLICATE:
         metrics.EVENTS_DUPLICATE.labels(ctx.settings.service_name, event.type).inc()
         return
@@ -151,6 +189,17 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     if taken is not None and ctx.settings.delete_referenced_parts:
         await part_store.queue_exchange_deletion(tx.conn, str(taken), ctx.now())
     await _progress(ctx, tx, row)
+
+
+async def _drop_exchange_file(ctx: Context, tx: Tx, data: ExportPartData) -> None:
+    """An erased category's exchange file is deleted like a taken one (when we delete those)."""
+    if data.location is None or not ctx.settings.delete_referenced_parts:
+        return
+    try:
+        path = parts.resolve_location(ctx.settings.exchange_dir, data.location)
+    except parts.PartError:
+        return  # not a file of ours to delete
+    await part_store.queue_exchange_deletion(tx.conn, str(path), ctx.now())
 
 
 def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> tuple[int, Path | None]:
@@ -178,6 +227,8 @@ async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     if verdict is PartVerdict.SUPPRESS:
         tx.batch.suppress(event)
         return
+    if verdict is PartVerdict.ERASED:
+        return  # settled as erased already; a failure changes nothing
     failure = domain.Failure(
         owner=data.owner, category=data.category, error=data.error, retryable=data.retryable
     )
@@ -208,6 +259,11 @@ async def _verdict(
         if data.category is not None and part_count is not None
         else None
     )
+    erased = (
+        await part_store.erased_categories(conn, request_id, data.owner)
+        if data.category is not None
+        else set()
+    )
     return domain.check_part(
         row.request,
         subject=subject,
@@ -219,6 +275,7 @@ async def _verdict(
         part_count=part_count,
         known_count=known,
         already_stored=already_stored,
+        erased=erased,
     )
 
 

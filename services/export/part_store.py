@@ -47,7 +47,22 @@ VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (request_id, owner, category) DO UPDATE
 SET error = EXCLUDED.error, retryable = EXCLUDED.retryable, failed_at = EXCLUDED.failed_at
 """
-SELECT_FAILURES = "SELECT owner, category, error, retryable FROM failures WHERE request_id = $1"
+SELECT_FAILURES = """
+SELECT owner, category, error, retryable, false AS erased FROM failures WHERE request_id = $1
+UNION ALL
+SELECT owner, category, reason, false, true FROM erased_categories WHERE request_id = $1
+"""
+INSERT_ERASED = """
+INSERT INTO erased_categories (request_id, owner, category, reason, erased_at)
+SELECT $1, $2, category, $4, $5 FROM unnest($3::text[]) AS category
+ON CONFLICT DO NOTHING
+"""
+DELETE_ERASED_PARTS = """
+DELETE FROM parts WHERE request_id = $1 AND owner = $2 AND category = ANY($3::text[])
+"""
+SELECT_ERASED = """
+SELECT category FROM erased_categories WHERE request_id = $1 AND owner = $2
+"""
 QUEUE_EXCHANGE_DELETION = """
 INSERT INTO exchange_deletions (path, queued_at) VALUES ($1, $2) ON CONFLICT DO NOTHING
 """
@@ -180,9 +195,29 @@ async def failures(conn: Conn, request_id: str) -> list[Failure]:
             category=r["category"] or None,
             error=r["error"],
             retryable=r["retryable"],
+            erased=r["erased"],
         )
         for r in await conn.fetch(SELECT_FAILURES, request_id)
     ]
+
+
+async def mark_erased(
+    conn: Conn,
+    request_id: str,
+    owner: str,
+    categories: Sequence[str],
+    reason: str,
+    now: datetime,
+) -> None:
+    """Settle an owner's categories as erased and forget the parts already received of them
+    (the caller deletes their files)."""
+    await conn.execute(INSERT_ERASED, request_id, owner, list(categories), reason, now)
+    await conn.execute(DELETE_ERASED_PARTS, request_id, owner, list(categories))
+
+
+async def erased_categories(conn: Conn, request_id: str, owner: str) -> set[str]:
+    """The categories of `owner` an erasure took out of the request."""
+    return {r["category"] for r in await conn.fetch(SELECT_ERASED, request_id, owner)}
 
 
 async def queue_exchange_deletion(conn: Conn, path: str, now: datetime) -> None:

@@ -117,6 +117,11 @@ def part_key(storage_key: str, owner: str, category: str, part_index: int) -> st
     return f"parts/{storage_key}/{owner}/{category}/{part_index:06d}.jsonl"
 
 
+def category_prefix(storage_key: str, owner: str, category: str) -> str:
+    """Every part of one owner's category of one request."""
+    return f"parts/{storage_key}/{owner}/{category}"
+
+
 def parts_prefix(storage_key: str) -> str:
     """Every part of one request."""
     return f"parts/{storage_key}"

@@ -8,6 +8,7 @@ no PyYAML. Imports inside this package are relative so that both names work.
 
 from .cache import (
     CONTRACT_PURPOSES,
+    DEFAULT_ALLOWED,
     ConsentCache,
     Outcome,
     SubjectConsent,
@@ -19,6 +20,7 @@ from .middleware import ConsentFilter, kafka_key_subject
 
 __all__ = [
     "CONTRACT_PURPOSES",
+    "DEFAULT_ALLOWED",
     "ConsentCache",
     "ConsentClient",
     "ConsentFilter",

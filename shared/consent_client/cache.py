@@ -13,8 +13,14 @@ from types import MappingProxyType
 
 from ..contract.events import ConsentStateData
 
-CONTRACT_PURPOSES: frozenset[str] = frozenset({"transactional_email"})
-"""Purposes allowed without consent in the shipped catalogue (basis `contract`, DESIGN §4)."""
+CONTRACT_PURPOSES: frozenset[str] = frozenset(
+    {"transactional_email", "contract_performance", "customer_support", "legal_obligation_tax"}
+)
+"""Purposes allowed without consent in the shipped catalogue (basis `contract` or
+`legal_obligation`, DESIGN §4): always allowed, never withdrawn."""
+DEFAULT_ALLOWED: frozenset[str] = CONTRACT_PURPOSES | {"platform_improvement"}
+"""Purposes allowed for a subject never heard of: the contract ones and those of legitimate
+interest that default to allowed (an objection, once published, turns them off)."""
 
 
 class Outcome(StrEnum):
@@ -53,13 +59,13 @@ class ConsentCache:
     """Latest consent decisions per subject; older versions are dropped, tombstones erase.
 
     A subject the cache has never seen (or that was erased) gets the catalogue default:
-    allowed only for the purposes in `default_allowed` (by default the contract purposes).
+    allowed only for the purposes in `default_allowed` (by default `DEFAULT_ALLOWED`).
     A purpose missing from a subject's state falls back to the same default.
     """
 
     __slots__ = ("_default_allowed", "_erased_at", "_shapes", "_subjects")
 
-    def __init__(self, default_allowed: Iterable[str] = CONTRACT_PURPOSES) -> None:
+    def __init__(self, default_allowed: Iterable[str] = DEFAULT_ALLOWED) -> None:
         self._default_allowed = frozenset(default_allowed)
         self._subjects: dict[str, SubjectConsent] = {}
         self._erased_at: dict[str, int] = {}

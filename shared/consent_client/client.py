@@ -25,7 +25,7 @@ from prometheus_client import Counter
 
 from ..contract.codec import DecodeError, decode
 from ..contract.events import ConsentState
-from .cache import CONTRACT_PURPOSES, ConsentCache, Outcome
+from .cache import DEFAULT_ALLOWED, ConsentCache, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ConsentClient:
         bootstrap_servers: str,
         topic: str = "consent.state",
         *,
-        default_allowed: Iterable[str] = CONTRACT_PURPOSES,
+        default_allowed: Iterable[str] = DEFAULT_ALLOWED,
         client_id: str = "privacy-plane-consent-client",
         **kafka_options: Any,
     ) -> None:

@@ -125,7 +125,8 @@ async def test_a_request_answered_by_every_owner_gives_one_bundle_matching_what_
         assert [p["sha256"] for p in entry["parts"]] == [e.data.sha256 for e in owner_parts]
     information = json.loads(archive.read("information.json"))["categories"]
     assert information["billing_records"]["retention"].endswith("legal obligation (tax)")
-    assert information["crm_data"]["recipients"] == ["crm"]
+    # the register's recipients, not the owning service (policy 3.1)
+    assert [r["name"] for r in information["crm_data"]["recipients"]] == ["CRM hosting provider"]
     assert information["crm_data"]["source"] == "entered by the customer's users"
     assert {p["purpose"] for p in information["usage_data"]["purposes"]} >= {"analytics_cookies"}
     assert "consent_records" in information

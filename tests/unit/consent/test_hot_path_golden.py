@@ -93,7 +93,7 @@ def ref_consent_change(
     granting = isinstance(event, ConsentGranted)
     if not granting and not rule.withdrawable:
         raise domain.ContractPurposeNotWithdrawable(
-            f"{data.purpose} has a contract basis and cannot be withdrawn"
+            f"{data.purpose} has a {rule.basis.value} basis and cannot be withdrawn"
         )
     record = PurposeRecord(
         domain.GRANTED if granting else domain.WITHDRAWN,
@@ -111,8 +111,8 @@ def ref_consent_change(
     def refused(note: str) -> Outcome:
         return Outcome(state, [Change(domain.CONSENT, purpose, old, record.state, False, note)])
 
-    if rule.basis is Basis.CONTRACT:
-        return refused("contract basis: always allowed")
+    if rule.basis in (Basis.CONTRACT, Basis.LEGAL_OBLIGATION):  # the catalogue's new purposes
+        return refused(f"{rule.basis.value} basis: always allowed")
     if current is not None and record.since < current.since:
         return refused(domain.SUPERSEDED)
     if (
@@ -176,7 +176,7 @@ def ref_state_json(
         item: dict[str, Any] = {
             "state": d.state,
             "allowed": d.allowed,
-            "basis": d.basis,
+            "basis": "contract" if d.basis == "legal_obligation" else d.basis,  # v1 words
             "reconsent_required": d.reconsent_required,
         }
         if d.since is not None:

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.consent_client import CONTRACT_PURPOSES, ConsentCache, Outcome, catalogue_defaults
+from shared.catalogue import load_purposes
+from shared.consent_client import (
+    CONTRACT_PURPOSES,
+    DEFAULT_ALLOWED,
+    ConsentCache,
+    Outcome,
+    catalogue_defaults,
+)
 from shared.contract.events import ConsentStateData, PurposeState
 
 SINCE = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -92,7 +99,10 @@ def test_defaults_are_a_constructor_argument() -> None:
 
 
 def test_catalogue_defaults_allow_exactly_the_contract_purposes() -> None:
-    assert catalogue_defaults() == CONTRACT_PURPOSES
+    # the default now also allows legitimate-interest purposes that default to allowed
+    assert catalogue_defaults() == DEFAULT_ALLOWED
+    necessary = {n for n, rule in load_purposes().purposes.items() if rule.necessary}
+    assert necessary == CONTRACT_PURPOSES
 
 
 @pytest.mark.parametrize("version", [1, 2, 10])

@@ -18,6 +18,7 @@ from services.export.domain import (
 )
 from shared.catalogue import load_purposes, load_retention
 from shared.contract.events import RequestStatus
+from shared.recipients import load_recipients
 
 T0 = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)
 
@@ -186,16 +187,18 @@ def test_a_link_never_outlives_its_bundle():
 
 def test_article_15_information_gives_purposes_recipients_retention_and_source():
     owners = {"billing": ["billing_records"], "crm": ["crm_data"], "consent": ["consent_records"]}
-    info = domain.information(owners, load_retention(), load_purposes())
+    info = domain.information(owners, load_retention(), load_purposes(), load_recipients())
     billing = info["billing_records"]
-    assert billing.recipients == ["billing"]
+    # recipients come from the register now, not the owning service (policy 3.1)
+    assert [r.name for r in billing.recipients] == [
+        "Card payment processor",
+        "Tax authority (on lawful request or audit)",
+    ]
     assert billing.retention == "P7Y after account closure; kept for a legal obligation (tax)"
     assert billing.source == "created by our billing system"
     assert "per subscription terms" in info["crm_data"].retention
-    personalisation = next(
-        p for p in info["crm_data"].purposes if p["purpose"] == "personalisation"
-    )
-    assert personalisation["description"]
+    personalisation = next(p for p in info["crm_data"].purposes if p.purpose == "personalisation")
+    assert personalisation.description
     assert info["consent_records"].owner == "consent"
     assert "Art. 7(1)" in info["consent_records"].retention
 

@@ -14,6 +14,9 @@ def test_the_shipped_catalogue_has_the_design_purposes():
     assert set(catalogue.purposes) == {
         "marketing_email", "analytics_cookies", "personalisation", "preference_cookies",
         "partner_marketing", "analytics_providers", "transactional_email",
+        # policy 2.2 and the purposes the retention rules name (docs/policy-coverage.md)
+        "platform_improvement", "contract_performance", "customer_support",
+        "legal_obligation_tax",
     }  # fmt: skip
     assert sorted(catalogue.gpc_purposes()) == [
         "analytics_providers",
