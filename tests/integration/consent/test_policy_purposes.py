@@ -24,7 +24,7 @@ from tests.support.kafka import produce, read_topic
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
-TOKEN = "p0licy-t0ken"
+TOKEN = "policy-token-0123456789"
 
 
 def at(minutes: float) -> datetime:
@@ -40,7 +40,7 @@ async def api(infra: Infra, topics: Topics, schema: str) -> AsyncIterator[httpx.
         group_id=f"g-{schema}",
         topics=topics,
         api_token=TOKEN,
-        ledger_key="ledger-test-key",
+        ledger_key="ledger-test-key-0123",
         batch_timeout_ms=20,
     )
     runtime = build_runtime(settings, ManualClock(at(60)))
