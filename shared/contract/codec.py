@@ -182,7 +182,7 @@ def _is_binary(headers: Headers) -> bool:
 
 
 def _has_attribute_headers(headers: Headers) -> bool:
-    """Any `ce_*` header but `ce_type` (the routing hint our records carried before 2026-12)."""
+    """Any `ce_*` header but `ce_type` (the hint our records carried before structured mode)."""
     return any(n.lower().startswith("ce_") and n.lower() != "ce_type" for n, _ in headers)
 
 
