@@ -18,7 +18,7 @@ from shared.plumbing.outbox import OutboxRow
 
 SOURCE = "privacy-plane.consent"
 STATE_TYPE = "consent.state.v1"
-STATE_HEADERS = kafka_headers(STATE_TYPE)
+STATE_HEADERS = kafka_headers()
 """Shared by every state row (never changed): the outbox packs one dict's JSON once per batch."""
 
 

@@ -35,7 +35,7 @@ from shared.plumbing.outbox import Outbox, OutboxRow
 
 SOURCE = "privacy-plane.retention"
 DELETION_TYPE = "deletion.job.v1"
-DELETION_HEADERS = kafka_headers(DELETION_TYPE)
+DELETION_HEADERS = kafka_headers()
 
 
 # --- events -------------------------------------------------------------------------------

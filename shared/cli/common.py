@@ -13,6 +13,8 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from rich.console import Console
 from rich.progress import Progress
 
+from shared.contract.codec import encode, kafka_headers
+from shared.contract.envelope import CloudEvent
 from shared.contract.topics import Topics
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.settings import KafkaSecurity
@@ -59,8 +61,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(3) from None
 
 
-async def send_all(items: Sequence[tuple[str, bytes | None, bytes | None]], label: str) -> None:
-    """Produce (topic, key, value) items with an idempotent producer, with a progress bar."""
+Item = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+"""A record to produce: topic, key, value, headers."""
+
+
+def event_item(topic: str, event: CloudEvent[Any]) -> Item:
+    """The record of a contract event, as the services publish it (structured mode)."""
+    key, value = encode(event)
+    return topic, key, value, [(k, v.encode()) for k, v in kafka_headers().items()]
+
+
+async def send_all(items: Sequence[Item], label: str) -> None:
+    """Produce (topic, key, value, headers) items with an idempotent producer and a progress bar."""
     producer = make_producer(
         env("KAFKA_BOOTSTRAP_SERVERS"), KafkaSecurity(), request_timeout_ms=15000
     )
@@ -68,8 +80,8 @@ async def send_all(items: Sequence[tuple[str, bytes | None, bytes | None]], labe
     try:
         with Progress(console=err, transient=len(items) < 50) as progress:
             task = progress.add_task(label, total=len(items))
-            for topic, key, value in items:
-                await (await producer.send(topic, value=value, key=key))
+            for topic, key, value, headers in items:
+                await (await producer.send(topic, value=value, key=key, headers=list(headers)))
                 progress.advance(task)
     finally:
         await producer.stop()

@@ -9,7 +9,8 @@ import typer
 from aiokafka import AIOKafkaConsumer
 from rich.table import Table
 
-from shared.cli.common import env, err, out, run, send_all, topics
+from shared.cli.common import Item, env, err, out, run, send_all, topics
+from shared.plumbing.deadletters import DIAGNOSTIC
 from shared.plumbing.settings import KafkaSecurity
 
 app = typer.Typer(help="Dead-lettered messages: list, inspect, replay.")
@@ -40,13 +41,28 @@ async def read_deadletters(limit: int | None = None) -> list[Any]:
 
 
 def headers_of(record: Any) -> dict[str, str]:
-    return {k: v.decode(errors="replace") for k, v in (record.headers or [])}
+    """A record's headers as text (for display and our diagnostic headers)."""
+    return {k: (v or b"").decode(errors="replace") for k, v in (record.headers or [])}
+
+
+def original(record: Any) -> Item:
+    """The record a dead letter carries, as it was: its topic, key, value and own headers."""
+    headers = [(k, v or b"") for k, v in (record.headers or []) if k not in DIAGNOSTIC]
+    return headers_of(record)["original_topic"], record.key, record.value, headers
+
+
+def by_service(records: list[Any], service: str | None) -> list[Any]:
+    """The dead letters `service` wrote (all of them for None)."""
+    return [r for r in records if service is None or headers_of(r).get("service") == service]
 
 
 @app.command("list")
-def dlq_list(limit: int = typer.Option(50, help="At most this many")) -> None:
+def dlq_list(
+    limit: int = typer.Option(50, help="At most this many"),
+    service: str | None = typer.Option(None, help="Only those this service dead-lettered"),
+) -> None:
     """List dead-lettered messages with their origin and reason."""
-    records = run(read_deadletters(limit))
+    records = by_service(run(read_deadletters(None if service else limit)), service)[:limit]
     table = Table("partition:offset", "from", "service", "error", "key")
     for r in records:
         h = headers_of(r)
@@ -91,12 +107,11 @@ def dlq_replay(
     position: list[str] = typer.Argument(None, help="partition:offset (default: all)"),
     service: str | None = typer.Option(None, help="Only those this service dead-lettered"),
 ) -> None:
-    """Send dead-lettered messages back to their original topic (after a fix)."""
+    """Send dead-lettered messages back to their original topic (after a fix), each with its
+    own key, value and headers (ours, the diagnostic ones, removed)."""
     records = run(read_deadletters())
     if position:
         records = [find_record(records, p) for p in position]
-    if service:
-        records = [r for r in records if headers_of(r).get("service") == service]
-    items = [(headers_of(r)["original_topic"], r.key, r.value) for r in records]
+    items = [original(r) for r in by_service(records, service)]
     run(send_all(items, "replaying"))
     out.print(f"replayed {len(items)} message(s) to their original topics")

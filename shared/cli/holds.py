@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from shared.cli.common import SOURCE, err, out, run, send_all, topics
-from shared.contract.codec import encode, new_event
+from shared.cli.common import SOURCE, err, event_item, out, run, send_all, topics
+from shared.contract.codec import new_event
 from shared.contract.events import (
     HoldReason,
     LegalHoldPlaced,
@@ -37,7 +37,7 @@ def hold_place(
         reason=reason,
     )
     event = new_event(LegalHoldPlaced, subject=key, source=SOURCE, data=data)
-    run(send_all([(topics().legal_holds, *encode(event))], "placing hold"))
+    run(send_all([event_item(topics().legal_holds, event)], "placing hold"))
     out.print(f"placed hold {hold_id} on {scope} {key} ({reason.value}) id={event.id}")
 
 
@@ -51,7 +51,7 @@ def hold_release(
     key, scope = hold_scope(subject, account)
     data = LegalHoldReleasedData(hold_id=hold_id, scope=scope, account_id=account)
     event = new_event(LegalHoldReleased, subject=key, source=SOURCE, data=data)
-    run(send_all([(topics().legal_holds, *encode(event))], "releasing hold"))
+    run(send_all([event_item(topics().legal_holds, event)], "releasing hold"))
     out.print(f"released hold {hold_id} on {scope} {key} id={event.id}")
 
 

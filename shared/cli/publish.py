@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import typer
 
-from shared.cli.common import SOURCE, CliError, err, out, run, send_all, topics
-from shared.contract.codec import DecodeError, decode, encode
+from shared.cli.common import SOURCE, CliError, err, event_item, out, run, send_all, topics
+from shared.contract.codec import DecodeError, decode
 from shared.contract.events import EVENT_TYPES
 
 
@@ -50,7 +50,7 @@ def publish(
 
     async def go() -> None:
         events = [build_event(raw) for raw in raws]
-        items = [(topic or topics().for_type(e.type), *encode(e)) for e in events]
+        items = [event_item(topic or topics().for_type(e.type), e) for e in events]
         await send_all(items, "publishing")
         for event in events:
             out.print(f"published {event.type} id={event.id} subject={event.subject}")

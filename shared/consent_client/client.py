@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
-from ..contract.codec import DecodeError, decode
+from ..contract.codec import DecodeError, decode_kafka
 from ..contract.events import ConsentState
 from .cache import DEFAULT_ALLOWED, ConsentCache, Outcome
 
@@ -162,7 +162,7 @@ class ConsentClient:
                 return "invalid"
             return self.cache.erase(key.decode("utf-8", "replace")).value
         try:
-            event = decode(record.value)
+            event = decode_kafka(record.value, record.headers or ())
         except DecodeError as exc:
             log.warning(
                 "consent.state record skipped: %s (partition %s offset %s)",

@@ -50,7 +50,8 @@ class ConsentSource(Protocol):
 
 
 def kafka_key_subject(msg: StreamMessage[Any]) -> str | None:
-    """The subject is the Kafka key (the contract's rule); else a CloudEvents `subject`."""
+    """The subject is the Kafka key (the contract's rule); else a CloudEvents `subject`: the
+    `ce_subject` header of a binary-mode event, or the value's `subject` in structured mode."""
     raw = msg.raw_message
     key = getattr(raw, "key", None)
     if isinstance(key, bytes) and key:

@@ -1,14 +1,17 @@
-"""Kafka encode/decode of contract events, built on the CloudEvents SDK (structured mode).
+"""Kafka encode/decode of contract events, built on the CloudEvents SDK and its Kafka binding.
 
+We publish structured mode only (`kafka_headers`); `decode_kafka` reads either content mode.
 Decoding takes a fast path for a plain structured 1.0 envelope (orjson, then the contract's
 pydantic validation straight away); anything unusual goes through the SDK, so the accepted
-events and the error reasons are the same either way. Encoding always uses the SDK.
+events and the error reasons are the same either way. A binary-mode record is turned into the
+envelope it stands for and takes the same path. Encoding always uses the SDK.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -93,18 +96,51 @@ def encode_envelope(
     )
 
 
-def kafka_headers(event_type: str) -> dict[str, str]:
-    """The headers every record we publish carries (a routing hint for consumers)."""
-    return {"ce_type": event_type}
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"
+"""The `content-type` of a structured-mode record (the CloudEvents Kafka protocol binding)."""
+_HEADERS = {"content-type": STRUCTURED_CONTENT_TYPE}
+
+Headers = Sequence[tuple[str, bytes | None]]
+"""Kafka record headers as clients give them (aiokafka's `ConsumerRecord.headers`)."""
+
+
+def kafka_headers() -> dict[str, str]:
+    """The headers of every event record we publish: structured mode, and no `ce_` header.
+
+    A receiver that finds a `ce_` header reads the record as binary mode (the SDKs do), so
+    nothing of ours may start with it. One shared dict: the outbox packs it once; never mutate.
+    """
+    return _HEADERS
 
 
 def decode(value: bytes | None) -> AnyEvent:
-    """Parse and validate one Kafka value; raise DecodeError with a clear reason."""
+    """Parse and validate one structured-mode Kafka value; raise DecodeError with a clear reason."""
     if value is None:
         raise DecodeError("empty value (tombstone) where an event was expected", "undecodable")
-    attributes = _plain_envelope(value)
-    if attributes is None:
-        attributes = _sdk_attributes(value)
+    return _validated(_plain_envelope(value) or _sdk_attributes(value))
+
+
+def decode_kafka(value: bytes | None, headers: Headers = ()) -> AnyEvent:
+    """Parse and validate one Kafka record of either content mode; DecodeError as `decode`.
+
+    Binary mode (attributes in `ce_*` headers, the data as the value) when it has a
+    `ce_specversion` header and its `content-type` is not `application/cloudevents…`;
+    structured mode otherwise, as the Java SDK decides. Both give the same event.
+    """
+    if not headers or not _is_binary(headers):
+        try:
+            return decode(value)
+        except DecodeError as exc:
+            if exc.kind == "undecodable" and value is not None and _has_attribute_headers(headers):
+                reason = "ce_* headers without ce_specversion, and the value is no structured event"
+                raise DecodeError(reason, "undecodable") from exc
+            raise
+    structure = _binary_envelope(value, headers)
+    return _validated(_plain_structure(structure) or _sdk_attributes(b"", structure))
+
+
+def _validated(attributes: dict[str, Any]) -> AnyEvent:
+    """The contract event of `attributes` (envelope and `data`); DecodeError if it is none."""
     event_type = attributes.get("type")
     # a dict is unhashable: look up strings only
     model = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
@@ -127,17 +163,76 @@ def decode(value: bytes | None) -> AnyEvent:
     return event
 
 
+PARTITIONKEY = "partitionkey"
+"""The extension the SDKs key a record by when no key mapper is given."""
+_STRUCTURED = b"application/cloudevents"
+_JSON = re.compile(r"(application|text)/([a-z0-9.+-]+\+)?json\s*(;.*)?", re.IGNORECASE)
+_ATTRIBUTE_NAME = re.compile(r"[a-z0-9]{1,20}")
+
+
+def _is_binary(headers: Headers) -> bool:
+    """Whether a record is binary mode: a `ce_specversion` header, no structured content-type."""
+    binary = False
+    for name, raw in headers:
+        lower = name.lower()
+        if lower == "content-type" and raw is not None and raw.lower().startswith(_STRUCTURED):
+            return False
+        binary = binary or lower == "ce_specversion"
+    return binary
+
+
+def _has_attribute_headers(headers: Headers) -> bool:
+    """Any `ce_*` header but `ce_type` (the hint our records carried before structured mode)."""
+    return any(n.lower().startswith("ce_") and n.lower() != "ce_type" for n, _ in headers)
+
+
+def _binary_envelope(value: bytes | None, headers: Headers) -> dict[str, Any]:
+    """The structured envelope a binary-mode record stands for; DecodeError if it has none."""
+    structure: dict[str, Any] = {}
+    for name, raw in headers:
+        lower = name.lower()
+        if lower.startswith("ce_"):
+            attribute = lower[3:]
+        elif lower == "content-type":
+            attribute = "datacontenttype"
+        else:
+            continue  # not a CloudEvents attribute (tracing, the producer's own)
+        shown = f"ce_{attribute}" if _ATTRIBUTE_NAME.fullmatch(attribute) else "a ce_* header"
+        if attribute in ("data", "data_base64", "") or attribute in structure:
+            raise DecodeError(f"binary mode: {shown} is not a single attribute header", "invalid")
+        try:
+            structure[attribute] = (raw or b"").decode()
+        except UnicodeDecodeError:
+            raise DecodeError(f"binary mode: {shown} is not UTF-8", "undecodable") from None
+    if value is not None:
+        content_type = structure.get("datacontenttype")
+        if content_type is not None and not _JSON.fullmatch(content_type):
+            reason = "binary mode: datacontenttype must be JSON (application/json)"
+            raise DecodeError(reason, "invalid")
+        try:
+            structure["data"] = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            reason = f"binary mode: the value is not JSON data: {_short(exc)}"
+            raise DecodeError(reason, "undecodable") from exc
+    return structure
+
+
 def _plain_envelope(value: bytes) -> dict[str, Any] | None:
-    """The attributes (and `data`) of a plain structured 1.0 envelope, or None to ask the SDK.
+    """The attributes (and `data`) of a plain structured 1.0 envelope, or None to ask the SDK."""
+    try:
+        structure = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return _plain_structure(structure)
+
+
+def _plain_structure(structure: Any) -> dict[str, Any] | None:
+    """`structure` if it is a plain 1.0 envelope (with `data` filled), else None.
 
     The consumer's hot path. It takes only what the SDK would pass through unchanged (a JSON
     object, lower-case names, no `data_base64`, specversion 1.0, id, source, type and time all
     present), so the result is the same; anything else takes the SDK path and its errors.
     """
-    try:
-        structure = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
     if (
         type(structure) is not dict
         or structure.get("specversion") != "1.0"
@@ -156,12 +251,15 @@ def _plain_envelope(value: bytes) -> dict[str, Any] | None:
     return structure
 
 
-def _sdk_attributes(value: bytes) -> dict[str, Any]:
-    """The attributes (and `data`) as the CloudEvents SDK reads them; DecodeError if invalid."""
+def _sdk_attributes(value: bytes, structure: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The attributes (and `data`) as the CloudEvents SDK reads them; DecodeError if invalid.
+
+    It parses `value`, or takes the envelope `structure` already made (binary mode).
+    """
     envelopes: list[Any] = []
 
     def unmarshal(raw: bytes) -> Any:
-        envelopes.append(orjson.loads(raw))
+        envelopes.append(orjson.loads(raw) if structure is None else structure)
         return envelopes[-1]
 
     try:
@@ -169,7 +267,8 @@ def _sdk_attributes(value: bytes) -> dict[str, Any]:
             KafkaMessage(headers={}, key=None, value=value), envelope_unmarshaller=unmarshal
         )
     except Exception as exc:  # the SDK raises several unrelated types for bad input
-        reason = f"not a CloudEvents structured JSON event: {_short(exc)}"
+        mode = "structured JSON" if structure is None else "binary-mode"
+        reason = f"not a CloudEvents {mode} event: {_short(exc)}"
         raise DecodeError(reason, "undecodable") from exc
     # The SDK fills a missing id (random) and time (now): an id-less record would then be a
     # new event at every redelivery, and a time-less one would pass for the newest.
@@ -182,8 +281,28 @@ def _sdk_attributes(value: bytes) -> dict[str, Any]:
 
 
 def canonical(event: BaseModel) -> bytes:
-    """A stable byte form of an event's content, for conflict detection."""
-    return orjson.dumps(event.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """A stable byte form of an event's content, for conflict detection.
+
+    The same in either content mode: `partitionkey` (the binding's record key, a header in one
+    SDK's binary mode and absent in another's) is left out, and extension values are compared
+    as the strings a binary-mode header carries.
+    """
+    dumped = event.model_dump(mode="json")
+    if event.model_extra:
+        dumped.pop(PARTITIONKEY, None)
+        for name in event.model_extra:
+            if name in dumped:
+                dumped[name] = _attribute_text(dumped[name])
+    return orjson.dumps(dumped, option=orjson.OPT_SORT_KEYS)
+
+
+def _attribute_text(value: Any) -> Any:
+    """A scalar extension value as a binary-mode header writes it (CloudEvents' string forms)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
 
 
 def _validation_summary(exc: ValidationError) -> str:

@@ -1,5 +1,9 @@
 """Dead letters: the outbox row carrying a poison record, its kind, and its write-once record.
 
+A dead letter is the original record (key, value and headers: a binary-mode event keeps its
+`ce_*` attributes) plus our diagnostic headers (`DIAGNOSTIC`, none starting with `ce_`), which
+`privacy-plane dlq replay` strips before sending the original back.
+
 A dead letter is written once per consumed record: its origin (topic, partition, offset) is
 recorded in `deadlettered` in the transaction that writes its outbox row, so a replayed batch
 (a transient failure after isolation, a crash before the offsets commit) skips it. Its kind is
@@ -43,6 +47,24 @@ async def forget_old(conn: Conn, days: int) -> int:
 MAX_VALUE = 1_000_000
 """Bytes of a poison record's value kept in its dead letter (the producer's limit is 1 MiB)."""
 MAX_KEY = 1_000
+MAX_HEADERS = 64_000
+"""Bytes of the original's headers (names and values) kept; beyond it they are left out."""
+
+DIAGNOSTIC = frozenset(
+    {
+        "original_topic",
+        "original_partition",
+        "original_offset",
+        "service",
+        "error",
+        "original_key_size",
+        "value_truncated",
+        "original_size",
+        "original_sha256",
+        "original_headers_altered",
+    }
+)
+"""The headers a dead letter adds to the original's (replay removes exactly these)."""
 
 Origin = tuple[str, int, int]
 """Where a consumed record was read: topic, partition, offset."""
@@ -62,11 +84,16 @@ class DeadLetterKind(StrEnum):
 
 
 class RecordLike(Protocol):
+    """A consumed Kafka record as the pipeline reads it (aiokafka's ConsumerRecord is one)."""
+
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +107,10 @@ class DeadLetter(OutboxRow):
 def letter(
     record: RecordLike, reason: str, kind: DeadLetterKind, *, topic: str, service: str
 ) -> DeadLetter:
-    """A dead letter carrying `record`'s original bytes to `topic`, `reason` in its headers."""
-    headers = {
+    """A dead letter carrying `record`'s original bytes and headers to `topic`, `reason` in
+    the diagnostic headers."""
+    headers = original_headers(record.headers)
+    headers |= {
         "original_topic": record.topic,
         "original_partition": str(record.partition),
         "original_offset": str(record.offset),
@@ -101,6 +130,25 @@ def letter(
         value = value[:MAX_VALUE]
     origin = (record.topic, record.partition, record.offset)
     return DeadLetter(topic, key, value, headers, origin=origin, kind=kind)
+
+
+def original_headers(raw: Sequence[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The original's headers as an outbox row carries them (text, one value per name).
+
+    What does not fit that (a value that is not UTF-8, a name given twice or one of ours, more
+    than MAX_HEADERS bytes) is changed or left out, and `original_headers_altered` says so.
+    """
+    kept: dict[str, str] = {}
+    altered = sum(len(name) + len(value or b"") for name, value in raw) > MAX_HEADERS
+    for name, value in () if altered else raw:
+        text = (value or b"").decode("utf-8", "replace")
+        if value is None or name in kept or name in DIAGNOSTIC or "\ufffd" in text:
+            altered = True
+        if name not in DIAGNOSTIC:
+            kept.setdefault(name, text)
+    if altered:
+        kept["original_headers_altered"] = "true"
+    return kept
 
 
 async def keep_new(

@@ -10,6 +10,7 @@ one-message form (written before 0002) are still relayed, in the same id order.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from shared.contract.codec import encode
+from shared.contract.codec import encode, kafka_headers
 from shared.contract.envelope import CloudEvent
 from shared.plumbing.db import Conn
 
@@ -56,7 +57,7 @@ class Outbox:
     def publish(self, topic: str, event: CloudEvent[Any]) -> None:
         """Publish `event` keyed by its subject once the transaction commits."""
         key, value = encode(event)
-        self.rows.append(OutboxRow(topic, key, value, {"ce_type": event.type}, event.id))
+        self.rows.append(OutboxRow(topic, key, value, kafka_headers(), event.id))
 
     def tombstone(self, topic: str, key: str) -> None:
         """Publish a tombstone (null value) for `key` on a compacted topic."""
@@ -133,8 +134,11 @@ def unpack(packed: bytes) -> list[OutboxRow]:
     ]
 
 
-def _unpacked(packed: bytes, ids: list[str | None] | None = None) -> list[Message]:
-    """The messages of a packed value; their event ids go to `ids` if given."""
+def _unpacked(
+    packed: bytes, ids: list[str | None] | None = None, *, current: bool = False
+) -> list[Message]:
+    """The messages of a packed value; their event ids go to `ids` if given, and with
+    `current` their headers as `current_headers` has them."""
     if packed[:1] != PACK_VERSION:
         raise ValueError(f"outbox: unknown packing {packed[:1]!r}")
     unpack_from = _LENGTHS.unpack_from
@@ -159,7 +163,11 @@ def _unpacked(packed: bytes, ids: list[str | None] | None = None) -> list[Messag
         if v >= 0:
             value = packed[at : at + v]
             at += v
-        append((topic, key, value, packed[at : at + h]))
+        headers = packed[at : at + h]
+        if current and headers[:10] == b'{"ce_type"':  # cheap test first: the relay's hot path
+            append((topic, key, value, current_headers(headers)))
+        else:
+            append((topic, key, value, headers))
         at += h
         if ids is not None:
             ids.append(packed[at : at + e].decode() or None)
@@ -168,14 +176,26 @@ def _unpacked(packed: bytes, ids: list[str | None] | None = None) -> list[Messag
 
 
 def messages(rows: Sequence[asyncpg.Record]) -> list[Message]:
-    """The messages of outbox rows of either form, in order."""
+    """The messages of outbox rows of either form, in order (old headers brought up to date)."""
     out: list[Message] = []
     for _, topic, key, value, headers, packed in rows:
         if packed is None:
-            out.append((topic, key, value, headers))
+            out.append((topic, key, value, current_headers(headers)))
         else:
-            out.extend(_unpacked(packed))
+            out.extend(_unpacked(packed, current=True))
     return out
+
+
+_OLD_HINT = re.compile(rb'\{\s*"ce_type"\s*:\s*"[^"\\]*"\s*\}')
+_CURRENT = orjson.dumps(kafka_headers())
+
+
+def current_headers(raw: bytes | str) -> bytes | str:
+    """The headers to send for a stored header document: an event row written before
+    structured-mode headers (exactly `{"ce_type": …}`, which makes SDKs read it as binary mode)
+    gets `kafka_headers()`; anything else (dead letters keep the original's) is sent as stored."""
+    text = raw.encode() if isinstance(raw, str) else raw
+    return _CURRENT if _OLD_HINT.fullmatch(text) else raw
 
 
 async def pending(conn: Conn) -> list[OutboxRow]:

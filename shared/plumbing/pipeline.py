@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from shared.contract.codec import DecodeError, canonical, decode
+from shared.contract.codec import PARTITIONKEY, DecodeError, canonical, decode_kafka
 from shared.contract.events import AnyEvent
 from shared.plumbing import deadletters, metrics, outbox
 from shared.plumbing.db import Conn, is_transient
@@ -115,10 +115,23 @@ ApplyFn = Callable[[Conn, Batch], Awaitable[None]]
 def event_of(record: RecordLike) -> AnyEvent:
     """The one place a consumed record becomes a contract event (raises DecodeError).
 
-    It takes the whole record so that binary-mode CloudEvents (attributes in `ce_*` headers)
-    can be read here; structured mode needs only the value.
+    Either CloudEvents content mode: structured (the envelope is the value) or binary
+    (attributes in `ce_*` headers, the data as the value).
     """
-    return decode(record.value)
+    return decode_kafka(record.value, record.headers)
+
+
+def keyed_right(record: RecordLike, event: AnyEvent) -> bool:
+    """Whether the record's key is the event's subject, the contract's partitioning rule.
+
+    A record without a key is accepted when its `partitionkey` extension (what the SDKs key by
+    when no key mapper is given) is absent or the subject: the subject still says whose it is,
+    though ordering across partitions is then lost (docs/integrating.md).
+    """
+    if record.key is None:
+        partitionkey = (event.model_extra or {}).get(PARTITIONKEY)
+        return partitionkey is None or partitionkey == event.subject
+    return record.key.decode("utf-8", "replace") == event.subject
 
 
 class Pipeline:
@@ -188,8 +201,7 @@ class Pipeline:
             if event.type not in self.accepts:
                 metrics.EVENTS_IGNORED.labels(self.service, metrics.type_label(event.type)).inc()
                 continue
-            key = record.key.decode("utf-8", "replace") if record.key is not None else None
-            if key != event.subject:
+            if not keyed_right(record, event):
                 poison.append(self.dead_letter(record, KEY_MISMATCH, DeadLetterKind.KEY_MISMATCH))
                 continue
             digest = hashlib.sha256(canonical(event)).digest()

@@ -138,3 +138,42 @@ def test_api_commands_explain_an_unreachable_service(cli_env, monkeypatch):
     result = cli_env.invoke(app, ["overdue"])
     assert result.exit_code == 2
     assert "retention at http://127.0.0.1:9 is not answering" in result.output
+
+
+def test_published_events_are_structured_mode_records(cli_env, topics, infra):
+    data = json.dumps({"purpose": "marketing_email", "source": "api"})
+    good = cli_env.invoke(
+        app, ["publish", "--type", "consent.granted.v1", "--subject", "usr_3", "--data", data]
+    )
+    assert good.exit_code == 0, good.output
+    (record,) = asyncio.run(read_topic(infra.kafka, topics.consent_changes))
+    assert record.headers == (("content-type", b"application/cloudevents+json; charset=UTF-8"),)
+
+
+def test_replay_restores_a_binary_mode_event_with_its_own_headers_only(cli_env, topics, infra):
+    original = [("ce_specversion", b"1.0"), ("ce_type", b"made.up.v1"), ("ce_id", b"e1")]
+    diagnostic = [
+        ("original_topic", topics.consent_changes.encode()),
+        ("original_partition", b"1"),
+        ("original_offset", b"3"),
+        ("service", b"retention"),
+        ("error", b"unknown event type 'made.up.v1'"),
+    ]
+
+    async def seed():
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=infra.kafka)
+        await producer.start()
+        for service in (b"retention", b"export"):
+            headers = [*original, *diagnostic[:3], ("service", service), diagnostic[4]]
+            await producer.send_and_wait(topics.deadletter, b'{"n": 1}', key=b"k", headers=headers)
+        await producer.stop()
+
+    asyncio.run(seed())
+    listed = cli_env.invoke(app, ["dlq", "list", "--service", "export"])
+    assert "1 dead-lettered message(s)" in listed.output, listed.output
+    replayed = cli_env.invoke(app, ["dlq", "replay", "--service", "retention"])
+    assert "replayed 1 message(s)" in replayed.output, replayed.output
+    (record,) = asyncio.run(read_topic(infra.kafka, topics.consent_changes, settle=1.0))
+    assert (record.key, record.value, list(record.headers)) == (b"k", b'{"n": 1}', original)

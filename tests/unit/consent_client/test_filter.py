@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -170,3 +171,41 @@ def test_client_applies_states_tombstones_and_skips_other_records() -> None:
     assert not client.may_process("usr_1", "marketing_email")
     assert not client.may_process("usr_2", "marketing_email")
     assert "usr_2" not in client.cache
+
+
+async def test_filter_reads_the_subject_of_a_keyless_event_in_either_content_mode() -> None:
+    from cloudevents.http import CloudEvent as SdkEvent
+    from cloudevents.kafka import to_binary, to_structured
+
+    cache = ConsentCache()
+    cache.apply("usr_8", consent_state("usr_8", 1, analytics_cookies=True).data)
+    broker, seen = build(ReadyConsent(cache), "analytics_cookies")
+    attributes = {"type": "crm.contact.v1", "source": "crm", "subject": "usr_8"}
+    attributes["datacontenttype"] = "application/json"  # SDK 1.x's to_binary needs it
+    async with TestKafkaBroker(broker) as test_broker:
+        for n, binary in enumerate([True, False]):
+            event = SdkEvent.create(attributes, {"n": n})
+            message = to_binary(event) if binary else to_structured(event)
+            assert message.key is None
+            await test_broker.publish(
+                message.value,
+                "crm.contacts",
+                headers={k: v.decode() for k, v in message.headers.items()},
+            )
+    assert [body.get("n", body.get("data", {}).get("n")) for body in seen] == [0, 1]
+
+
+def test_client_applies_a_state_record_of_either_content_mode() -> None:
+    from cloudevents.http import CloudEvent as SdkEvent
+    from cloudevents.kafka import to_binary
+
+    state = consent_state("usr_4", 1, marketing_email=True)
+    attributes = state.model_dump(mode="json", exclude={"data"}, exclude_none=True)
+    message = to_binary(SdkEvent.create(attributes, state.data.model_dump(mode="json")))
+    assert isinstance(message.value, bytes)
+    binary = dataclasses.replace(
+        record(b"usr_4", message.value), headers=list(message.headers.items())
+    )
+    client = ConsentClient("127.0.0.1:1")
+    client.apply_records([binary])
+    assert client.may_process("usr_4", "marketing_email")

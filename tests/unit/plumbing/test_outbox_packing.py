@@ -21,13 +21,29 @@ def test_unpack_gives_back_every_row_in_order():
     assert unpack(pack(rows())) == rows()
 
 
+STRUCTURED = b'{"content-type":"application/cloudevents+json; charset=UTF-8"}'
+
+
 def test_the_relay_reads_packed_and_one_message_rows_in_order():
+    # The rows carry the headers of before structured mode: the relay sends today's instead.
     legacy = (1, "old.topic", b"k", b"v", '{"ce_type": "x"}', None)
     packed = (2, None, None, None, None, pack(rows()[:2]))
     assert messages([legacy, packed]) == [  # type: ignore[list-item]
-        ("old.topic", b"k", b"v", '{"ce_type": "x"}'),
-        ("consent.state", b"usr_1", b'{"a":1}', b'{"ce_type":"consent.state.v1"}'),
+        ("old.topic", b"k", b"v", STRUCTURED),
+        ("consent.state", b"usr_1", b'{"a":1}', STRUCTURED),
         ("consent.state", b"usr_1", None, b"{}"),
+    ]
+
+
+def test_only_the_old_event_headers_are_replaced_never_a_dead_letters_own():
+    letter = {"ce_type": "consent.granted.v1", "ce_id": "e1", "error": "invalid"}
+    new = OutboxRow("consent.state", b"usr_1", b"{}", {"content-type": "application/json"})
+    packed = (1, None, None, None, None, pack([OutboxRow("d", b"k", b"v", letter), new]))
+    legacy = (2, "d", b"k", b"v", '{"ce_type": "x", "ce_id": "1"}', None)
+    assert [m[3] for m in messages([packed, legacy])] == [  # type: ignore[list-item]
+        b'{"ce_type":"consent.granted.v1","ce_id":"e1","error":"invalid"}',
+        b'{"content-type":"application/json"}',
+        '{"ce_type": "x", "ce_id": "1"}',
     ]
 
 
