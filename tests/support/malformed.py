@@ -356,6 +356,8 @@ class Builder:
         key = self.rng.choice(
             [None, b"", b"usr_someone_else", e["subject"].upper().encode() + b"X", b"\xff\xfe"]
         )
+        if key is None:  # a default SDK producer sends no key: the subject says whose it is
+            return [self.case("no key (the subject gives it)", e, key=None)]
         return [self.case("key is not the subject", e, key=key, pipeline="key_mismatch")]
 
     # --- refused by the decoder -----------------------------------------------------------
