@@ -278,11 +278,11 @@ class PurposeState(BaseModel):
     reconsent_required: bool = False
     expires_at: AwareDatetime | None = None
     restricted: bool = Field(False, description="Art. 18: a restriction covers the purpose.")
-    continues_under: list[Literal["storage", "legal_claims", "others_rights", "public_interest"]] = (
-        Field(
-            default_factory=list,
-            description="Art. 18(2) grounds on which a restricted purpose continues (allowed).",
-        )
+    continues_under: list[
+        Literal["storage", "legal_claims", "others_rights", "public_interest"]
+    ] = Field(
+        default_factory=list,
+        description="Art. 18(2) grounds on which a restricted purpose continues (allowed).",
     )
 
 

@@ -79,7 +79,9 @@ def test_what_continues_under_art_18_2_stays_allowed_and_says_why():
 
 
 def test_a_consent_purpose_restricted_is_blocked_and_one_that_continues_is_not():
-    rule = PurposeRule(basis="consent", categories=["usage_data"], continues_when_restricted=["storage"])  # type: ignore[arg-type]
+    rule = PurposeRule(
+        basis="consent", categories=["usage_data"], continues_when_restricted=["storage"]
+    )  # type: ignore[arg-type]
     state = fold(
         make.granted(SUBJECT, "analytics_cookies", at=at(1)),
         make.restricted(SUBJECT, categories=["usage_data"], at=at(2)),
@@ -94,7 +96,9 @@ def test_the_catalogue_refuses_an_unknown_or_repeated_art_18_2_ground():
     with pytest.raises(ValidationError):
         PurposeRule(basis="contract", default=True, continues_when_restricted=["marketing"])  # type: ignore[list-item]
     with pytest.raises(ValidationError, match="twice"):
-        PurposeRule(basis="contract", default=True, continues_when_restricted=["storage", "storage"])  # type: ignore[list-item]
+        PurposeRule(
+            basis="contract", default=True, continues_when_restricted=["storage", "storage"]
+        )  # type: ignore[list-item]
 
 
 def test_a_restriction_names_its_grounds_art_18_1_a_to_d():
