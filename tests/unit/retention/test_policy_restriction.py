@@ -82,18 +82,16 @@ def test_restriction_jobs_travel_on_privacy_jobs_with_their_grounds():
     assert {topics.for_type(t) for t in ("restriction.job.v1", "restriction.lifted_job.v1")} == {
         "privacy.jobs"
     }
-    assert {
-        topics.for_type(t) for t in ("restriction.completed.v1", "restriction.failed.v1")
-    } == {"privacy.receipts"}
+    assert {topics.for_type(t) for t in ("restriction.completed.v1", "restriction.failed.v1")} == {
+        "privacy.receipts"
+    }
 
 
 @pytest.mark.parametrize("target", ["marketing_profile", "marketing_email", "partner_marketing"])
 def test_an_objection_to_direct_marketing_deletes_the_marketing_data_once(target):
     before = {"marketing_email": False}
     gone = {"marketing_email": False, target: True}
-    assert domain.rules.marketing_deletions(RULES, before, gone, {target}) == [
-        "marketing_profile"
-    ]
+    assert domain.rules.marketing_deletions(RULES, before, gone, {target}) == ["marketing_profile"]
     assert domain.rules.marketing_deletions(RULES, gone, gone, {target}) == []  # once
 
 
