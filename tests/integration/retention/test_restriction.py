@@ -5,10 +5,12 @@ grounds (b)/(c) hold the deletions until the lift; an objection to marketing del
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from shared.contract import events as ev
+from shared.contract.envelope import CloudEvent
 from tests.integration.retention.harness import (
     DAY,
     Harness,
@@ -23,11 +25,15 @@ from tests.support import events as make
 pytestmark = pytest.mark.integration
 
 
-def receipt(subject: str, job_id: str, owner: str, ok: bool = True, **kw: object) -> ev.CloudEvent:  # type: ignore[type-arg]
+def receipt(
+    subject: str, job_id: str, owner: str, ok: bool = True, retryable: bool = True
+) -> CloudEvent[Any]:
     if ok:
-        data: ev.Data = ev.RestrictionCompletedData(job_id=job_id, owner=owner)
-        return event(ev.RestrictionCompleted, subject, data, source="owner")
-    failed = ev.RestrictionFailedData(job_id=job_id, owner=owner, error="db busy", **kw)  # type: ignore[arg-type]
+        done = ev.RestrictionCompletedData(job_id=job_id, owner=owner)
+        return event(ev.RestrictionCompleted, subject, done, source="owner")
+    failed = ev.RestrictionFailedData(
+        job_id=job_id, owner=owner, error="db busy", retryable=retryable
+    )
     return event(ev.RestrictionFailed, subject, failed, source="owner")
 
 
