@@ -40,7 +40,8 @@ class Continues(StrEnum):
 
 
 NECESSARY = frozenset({Basis.CONTRACT, Basis.LEGAL_OBLIGATION})
-"""Bases that need no consent: always allowed, never withdrawn (GDPR Art. 6(1)(b), (c))."""
+"""Bases that need no consent: allowed, never withdrawn (GDPR Art. 6(1)(b), (c)); a
+restriction (Art. 18) still stops them unless they continue under Art. 18(2)."""
 
 
 class Period(BaseModel):

@@ -28,7 +28,7 @@ _LEGAL = Basis.LEGAL_OBLIGATION
 BASIS_VALUES = {b: b.value for b in Basis}
 """The basis text by member (enum `.value` is a slow property on the hot path)."""
 NECESSITY = {_CONTRACT: "contract necessity", _LEGAL: "legal obligation"}
-"""The reason a necessary basis gives for always allowing."""
+"""The reason a necessary basis gives for allowing without consent."""
 PUBLISHED_BASIS: dict[str, str] = {b.value: "contract" if b is _LEGAL else b.value for b in Basis}
 """The basis as `consent.state.v1` words it: its v1 vocabulary has no `legal_obligation`, so a
 legal-obligation purpose is published as its kind (always allowed, never withdrawn): contract."""
