@@ -30,8 +30,18 @@ class Basis(StrEnum):
     LEGAL_OBLIGATION = "legal_obligation"
 
 
+class Continues(StrEnum):
+    """What may go on while processing is restricted (GDPR Art. 18(2))."""
+
+    STORAGE = "storage"
+    LEGAL_CLAIMS = "legal_claims"
+    OTHERS_RIGHTS = "others_rights"
+    PUBLIC_INTEREST = "public_interest"
+
+
 NECESSARY = frozenset({Basis.CONTRACT, Basis.LEGAL_OBLIGATION})
-"""Bases that need no consent: always allowed, never withdrawn (GDPR Art. 6(1)(b), (c))."""
+"""Bases that need no consent: allowed, never withdrawn (GDPR Art. 6(1)(b), (c)); a
+restriction (Art. 18) still stops them unless they continue under Art. 18(2)."""
 
 
 class Period(BaseModel):
@@ -76,6 +86,7 @@ class PurposeRule(BaseModel):
     reconsent_from: str | None = None
     categories: list[str] = Field(default_factory=list)
     description: str = ""
+    continues_when_restricted: list[Continues] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _contract_is_always_allowed(self) -> PurposeRule:
@@ -83,6 +94,8 @@ class PurposeRule(BaseModel):
             raise ValueError(f"a {self.basis.value} purpose is always allowed: set default: true")
         if self.basis is Basis.CONSENT and self.default:
             raise ValueError("a consent purpose cannot default to allowed (GDPR Art. 7)")
+        if len(set(self.continues_when_restricted)) != len(self.continues_when_restricted):
+            raise ValueError("continues_when_restricted names a ground twice")
         return self
 
     @property

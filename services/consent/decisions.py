@@ -1,9 +1,10 @@
 """Consent decisions, pure: may this subject be processed for a purpose now, and why.
 
-A contract or legal-obligation basis always allows; otherwise the recorded consent (or the
-catalogue default) decides, an expired grant or one under a policy older than the purpose's
-`reconsent_from` does not allow, and an active objection or restriction on the purpose or one
-of its categories blocks it.
+A contract or legal-obligation basis allows; otherwise the recorded consent (or the catalogue
+default) decides, an expired grant or one under a policy older than the purpose's
+`reconsent_from` does not allow, and an active objection on the purpose or one of its
+categories blocks it. An active restriction (Art. 18) blocks any purpose, contract ones
+included, unless the catalogue says it continues under Art. 18(2) (`continues_when_restricted`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _LEGAL = Basis.LEGAL_OBLIGATION
 BASIS_VALUES = {b: b.value for b in Basis}
 """The basis text by member (enum `.value` is a slow property on the hot path)."""
 NECESSITY = {_CONTRACT: "contract necessity", _LEGAL: "legal obligation"}
-"""The reason a necessary basis gives for always allowing."""
+"""The reason a necessary basis gives for allowing without consent."""
 PUBLISHED_BASIS: dict[str, str] = {b.value: "contract" if b is _LEGAL else b.value for b in Basis}
 """The basis as `consent.state.v1` words it: its v1 vocabulary has no `legal_obligation`, so a
 legal-obligation purpose is published as its kind (always allowed, never withdrawn): contract."""
@@ -42,6 +43,8 @@ class Decision:
     since: datetime | None
     reconsent_required: bool = False
     expires_at: datetime | None = None
+    restricted: bool = False
+    continues_under: tuple[str, ...] = ()
 
 
 def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -65,14 +68,29 @@ def needs_reconsent(rule: PurposeRule, policy_version: str | None) -> bool:
 def decide(state: SubjectState, purpose: str, rule: PurposeRule, now: datetime) -> Decision:
     """May we process this subject for `purpose` at `now`? (restrictions and objections applied)"""
     basis = BASIS_VALUES[rule.basis]
-    record = state.purposes.get(purpose)
+    restricted = _restricted(state, purpose, rule) if state.restrictions else None
     if rule.basis is _CONTRACT or rule.basis is _LEGAL:
-        return Decision(True, DEFAULT, basis, NECESSITY[rule.basis], None)
-    decision = _consent_decision(record, rule, basis, now)
-    blocked = _blocked(state, purpose, rule) if decision.allowed else None
-    if blocked:
-        return replace(decision, allowed=False, reason=blocked)
-    return decision
+        decision = Decision(True, DEFAULT, basis, NECESSITY[rule.basis], None)
+        return decision if restricted is None else _restrict(decision, rule, restricted)
+    decision = _consent_decision(state.purposes.get(purpose), rule, basis, now)
+    objected = _objected(state, purpose, rule) if decision.allowed else None
+    if objected:
+        return replace(decision, allowed=False, reason=objected)
+    return decision if restricted is None else _restrict(decision, rule, restricted)
+
+
+def _restrict(decision: Decision, rule: PurposeRule, target: str) -> Decision:
+    """A restriction on `target` applied: blocks, unless the purpose continues (Art. 18(2))."""
+    continues = tuple(c.value for c in rule.continues_when_restricted)
+    if not continues:
+        if not decision.allowed:
+            return replace(decision, restricted=True)
+        return replace(decision, allowed=False, reason=f"restricted: {target}", restricted=True)
+    reason = (
+        f"{decision.reason}; restricted: {target}, continues under Art. 18(2): "
+        f"{', '.join(continues)}"
+    )
+    return replace(decision, reason=reason, restricted=True, continues_under=continues)
 
 
 def _consent_decision(
@@ -93,13 +111,18 @@ def _consent_decision(
     return Decision(True, GRANTED, basis, "granted", record.since, False, record.expires_at)
 
 
-def _blocked(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None:
+def _objected(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None:
     for target in (purpose, *rule.categories):
         objection = state.objections.get(target)
         if objection is not None and objection.active:
             return f"objected: {target}"
+    return None
+
+
+def _restricted(state: SubjectState, purpose: str, rule: PurposeRule) -> str | None:
+    """The first target (the purpose, then its categories) an active restriction names."""
     for target in (purpose, *rule.categories):
         restriction = state.restrictions.get(target)
         if restriction is not None and restriction.active:
-            return f"restricted: {target}"
+            return target
     return None

@@ -85,6 +85,10 @@ def _decision_item(d: Decision) -> dict[str, Any]:
         item["since"] = utc_iso(d.since)
     if d.expires_at is not None:
         item["expires_at"] = utc_iso(d.expires_at)
+    if d.restricted:  # optional fields of 1.1.0: absent unless a restriction covers the purpose
+        item["restricted"] = True
+        if d.continues_under:
+            item["continues_under"] = list(d.continues_under)
     return item
 
 

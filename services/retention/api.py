@@ -35,6 +35,12 @@ HOLD_EXPLAINED = {
     "subpoena": "the data is subject to a subpoena",
     "dispute": "the data is needed for a pending dispute",
     "regulator": "a regulator asked for the data to be kept",
+    "restriction_unlawful_erasure_opposed": (
+        "the person restricted processing and asked to keep the data instead of erasing it"
+    ),
+    "restriction_needed_for_legal_claims": (
+        "the person restricted processing and needs the data for a legal claim"
+    ),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.retention import domain, store, workflow
+from services.retention import domain, restrictions, store, workflow
 from services.retention.context import Context
 from services.retention.domain.model import Hold
 from shared.contract.events import (
@@ -24,11 +24,15 @@ from shared.contract.events import (
     ErasureRequested,
     LegalHoldPlaced,
     LegalHoldReleased,
+    ProcessingRestricted,
     RectificationCompleted,
     RectificationFailed,
     RectificationRequested,
     RequestCancelled,
     RequestExtended,
+    RestrictionCompleted,
+    RestrictionFailed,
+    RestrictionLifted,
     SubscriptionChanged,
 )
 from shared.plumbing.db import Conn
@@ -327,7 +331,8 @@ def _certificate(job: Any, e: DeletionCompleted, now: datetime) -> domain.certif
 
 
 async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
-    """Marketing withdrawn (a transition, not every state message): delete its data at once."""
+    """Marketing withdrawn or objected to (a transition, not every state message): delete its
+    data at once; an objection may name the category or any of its direct-marketing purposes."""
     seen = await store.consent.consent_seen(tx.conn, e.subject)
     if seen is not None and seen[0] >= e.data.version:
         return  # an older state arriving late
@@ -339,23 +344,18 @@ async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
     }
     await store.consent.put_consent(tx.conn, e.subject, e.data.version, gone)
     now = ctx.clock.now()
-    plans = []
-    for name, rule in ctx.rules.categories.items():
-        purpose = rule.also_on_withdrawal
-        if purpose is None:
-            continue
-        if domain.rules.withdrawal_transition(before.get(purpose), gone.get(purpose, False)):
-            plans.append(
-                domain.model.TimerPlan(
-                    category=name,
-                    owner=rule.owner,
-                    mode="delete",
-                    reason="consent_withdrawn",
-                    cause="consent",
-                    base_at=None,
-                    due_at=now,
-                )
-            )
+    plans = [
+        domain.model.TimerPlan(
+            category=name,
+            owner=ctx.rules.categories[name].owner,
+            mode="delete",
+            reason="consent_withdrawn",
+            cause="consent",
+            base_at=None,
+            due_at=now,
+        )
+        for name in domain.rules.marketing_deletions(ctx.rules, before, gone, objected)
+    ]
     await store.timers.insert_timers(tx.conn, [e.subject] * len(plans), plans, now)
 
 
@@ -376,6 +376,10 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         RectificationCompleted: on_receipt,
         RectificationFailed: on_receipt,
         ConsentState: on_consent_state,
+        ProcessingRestricted: restrictions.on_restricted,
+        RestrictionLifted: restrictions.on_lifted,
+        RestrictionCompleted: restrictions.on_receipt,
+        RestrictionFailed: restrictions.on_receipt,
     },
     begin=plain_tx,
     refused=(domain.model.RetentionError,),

@@ -29,6 +29,9 @@ from shared.contract.events import (
     RequestStatus,
     RequestStatusChanged,
     RequestStatusData,
+    RestrictionJob,
+    RestrictionJobData,
+    RestrictionLiftedJob,
 )
 from shared.plumbing.db import Conn
 from shared.plumbing.outbox import Outbox, OutboxRow
@@ -111,6 +114,28 @@ def rectification_event(
             due_by=row["due_by"],
             attempt=attempt,
         ),
+    )
+
+
+def restriction_event(
+    kind: str, row: dict[str, Any] | asyncpg.Record, attempt: int, now: datetime
+) -> RestrictionJob | RestrictionLiftedJob:
+    """One issue of a restriction job (`restriction`) or of its lifting (`restriction_lift`)."""
+    data = RestrictionJobData(
+        job_id=row["job_id"],
+        owner=row["owner"],
+        category=row["category"],
+        grounds=row["reason"],
+        due_by=row["due_by"],
+        attempt=attempt,
+    )
+    model = RestrictionJob if kind == "restriction" else RestrictionLiftedJob
+    return model(
+        id=domain.jobs.event_id_for(row["job_id"], attempt),
+        source=SOURCE,
+        subject=row["subject_id"],
+        time=now,
+        data=data,
     )
 
 
@@ -261,6 +286,9 @@ async def reissue(
         next_at.append(now + wait)
         if row["kind"] == "deletion":
             out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, attempt, now))
+        elif row["kind"] in ("restriction", "restriction_lift"):
+            event = restriction_event(row["kind"], row, attempt, now)
+            out.publish(ctx.settings.topics.privacy_jobs, event)
         else:
             fields = orjson.loads(row["fields"]) if row["fields"] else {}
             out.publish(

@@ -17,7 +17,8 @@ CONTRACT_PURPOSES: frozenset[str] = frozenset(
     {"transactional_email", "contract_performance", "customer_support", "legal_obligation_tax"}
 )
 """Purposes allowed without consent in the shipped catalogue (basis `contract` or
-`legal_obligation`, DESIGN §4): always allowed, never withdrawn."""
+`legal_obligation`, DESIGN §4): never withdrawn, but a restriction (Art. 18) stops them too unless
+they continue under Art. 18(2); the published state's `allowed` says which."""
 DEFAULT_ALLOWED: frozenset[str] = CONTRACT_PURPOSES | {"platform_improvement"}
 """Purposes allowed for a subject never heard of: the contract ones and those of legitimate
 interest that default to allowed (an objection, once published, turns them off)."""
@@ -60,7 +61,8 @@ class ConsentCache:
 
     A subject the cache has never seen (or that was erased) gets the catalogue default:
     allowed only for the purposes in `default_allowed` (by default `DEFAULT_ALLOWED`).
-    A purpose missing from a subject's state falls back to the same default.
+    A purpose missing from a subject's state falls back to the same default, unless the state
+    restricts it by name: a restriction (Art. 18) stops contract purposes too.
     """
 
     __slots__ = ("_default_allowed", "_erased_at", "_shapes", "_subjects")
@@ -102,7 +104,10 @@ class ConsentCache:
         floor = current.version if current is not None else self._erased_at.get(subject, 0)
         if state.version <= floor:
             return Outcome.STALE
-        shape = tuple(sorted((p, d.allowed) for p, d in state.purposes.items()))
+        decided = {p: d.allowed for p, d in state.purposes.items()}
+        for target in state.restrictions:  # restricted by name, not decided here: not allowed
+            decided.setdefault(target, False)
+        shape = tuple(sorted(decided.items()))
         allowed = self._shapes.get(shape)
         if allowed is None:
             allowed = self._shapes.setdefault(shape, MappingProxyType(dict(shape)))

@@ -108,8 +108,21 @@ class ProcessingScope(Data):
         return self
 
 
+class RestrictionGrounds(StrEnum):
+    """Why processing is restricted: GDPR Art. 18(1)(a)-(d)."""
+
+    ACCURACY_CONTESTED = "accuracy_contested"
+    UNLAWFUL_ERASURE_OPPOSED = "unlawful_erasure_opposed"
+    NEEDED_FOR_LEGAL_CLAIMS = "needed_for_legal_claims"
+    OBJECTION_PENDING = "objection_pending"
+
+
 class ProcessingRestrictedData(ProcessingScope):
     reason: str | None = Field(None, max_length=500)
+    grounds: RestrictionGrounds | None = Field(
+        None,
+        description="Art. 18(1)(a)-(d); (b) and (c) keep the data: deletions wait for the lift.",
+    )
 
 
 class ProcessingObjectedData(ProcessingScope):
@@ -264,6 +277,13 @@ class PurposeState(BaseModel):
     basis: Literal["consent", "contract", "legitimate_interest"]
     reconsent_required: bool = False
     expires_at: AwareDatetime | None = None
+    restricted: bool = Field(False, description="Art. 18: a restriction covers the purpose.")
+    continues_under: list[
+        Literal["storage", "legal_claims", "others_rights", "public_interest"]
+    ] = Field(
+        default_factory=list,
+        description="Art. 18(2) grounds on which a restricted purpose continues (allowed).",
+    )
 
 
 class ConsentStateData(Data):
@@ -357,6 +377,29 @@ class RequestStatusData(Data):
     bundle_id: str | None = None
     bundle_expires_at: AwareDatetime | None = None
     missing_owners: list[Owner] = Field(default_factory=list)
+
+
+# --- restriction jobs and receipts (1.1.0, Art. 18) ---------------------------------------
+
+
+class RestrictionJobData(Data):
+    """Restrict (keep, do not use) one category of a subject at its owner, or lift that."""
+
+    job_id: JobId
+    owner: Owner
+    category: Category
+    grounds: RestrictionGrounds | None = None
+    due_by: AwareDatetime
+    attempt: int = Field(1, ge=1)
+
+
+class RestrictionCompletedData(Data):
+    job_id: JobId
+    owner: Owner
+
+
+class RestrictionFailedData(JobFailedData):
+    pass
 
 
 # --- the envelopes ------------------------------------------------------------------------
@@ -474,6 +517,25 @@ class RequestStatusChanged(CloudEvent[RequestStatusData]):
     type: Literal["request.status.v1"] = "request.status.v1"
 
 
+# restriction jobs and receipts (1.1.0)
+
+
+class RestrictionJob(CloudEvent[RestrictionJobData]):
+    type: Literal["restriction.job.v1"] = "restriction.job.v1"
+
+
+class RestrictionLiftedJob(CloudEvent[RestrictionJobData]):
+    type: Literal["restriction.lifted_job.v1"] = "restriction.lifted_job.v1"
+
+
+class RestrictionCompleted(CloudEvent[RestrictionCompletedData]):
+    type: Literal["restriction.completed.v1"] = "restriction.completed.v1"
+
+
+class RestrictionFailed(CloudEvent[RestrictionFailedData]):
+    type: Literal["restriction.failed.v1"] = "restriction.failed.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -503,6 +565,11 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     ExportJob,
     RectificationJob,
     RequestStatusChanged,
+    # restriction jobs and receipts (1.1.0)
+    RestrictionJob,
+    RestrictionLiftedJob,
+    RestrictionCompleted,
+    RestrictionFailed,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -537,7 +604,12 @@ AnyEvent = Annotated[
     | DeletionJob
     | ExportJob
     | RectificationJob
-    | RequestStatusChanged,
+    | RequestStatusChanged
+    # restriction jobs and receipts (1.1.0)
+    | RestrictionJob
+    | RestrictionLiftedJob
+    | RestrictionCompleted
+    | RestrictionFailed,
     Field(discriminator="type"),
 ]
 

@@ -91,6 +91,9 @@ _CARRIED: dict[str, tuple[type[CloudEvent[Any]], ...]] = {
     "privacy_jobs": (ev.DeletionJob, ev.ExportJob, ev.RectificationJob),
     "requests_status": (ev.RequestStatusChanged,),
 }
+# restriction jobs and receipts (1.1.0, Art. 18): beside the others on the same topics
+_CARRIED["privacy_jobs"] += (ev.RestrictionJob, ev.RestrictionLiftedJob)
+_CARRIED["privacy_receipts"] += (ev.RestrictionCompleted, ev.RestrictionFailed)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

@@ -11,7 +11,17 @@ from services.retention.domain import (
     jobs,
     model,
     requests,
+    restriction,
     rules,
 )
 
-__all__ = ["certificates", "dry_run", "erasure", "jobs", "model", "requests", "rules"]
+__all__ = [
+    "certificates",
+    "dry_run",
+    "erasure",
+    "jobs",
+    "model",
+    "requests",
+    "restriction",
+    "rules",
+]

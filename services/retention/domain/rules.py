@@ -79,6 +79,22 @@ def withdrawn(state: str | None, objected: bool) -> bool:
     return objected or state in ("withdrawn", "expired")
 
 
+def marketing_deletions(
+    rules: RetentionRules, before: dict[str, bool], gone: dict[str, bool], objected: set[str]
+) -> list[str]:
+    """Categories to delete now: the consent their rule names withdrawn, or an objection to
+    direct marketing (absolute, Art. 21(3)) naming the category or one of its purposes."""
+    found = []
+    for name, rule in rules.categories.items():
+        purpose = rule.also_on_withdrawal
+        if purpose is None:
+            continue
+        triggers = [purpose, *(t for t in (name, *rule.purposes) if t in objected)]
+        if any(withdrawal_transition(before.get(t), gone.get(t, False)) for t in triggers):
+            found.append(name)
+    return found
+
+
 def withdrawal_transition(before: bool | None, now: bool) -> bool:
     """True when a purpose becomes withdrawn (once, not on every state message after)."""
     return now and not before

@@ -11,8 +11,19 @@ from services.retention.store import (
     holds,
     jobs,
     requests,
+    restrictions,
     rules,
     timers,
 )
 
-__all__ = ["accounts", "certificates", "consent", "holds", "jobs", "requests", "rules", "timers"]
+__all__ = [
+    "accounts",
+    "certificates",
+    "consent",
+    "holds",
+    "jobs",
+    "requests",
+    "restrictions",
+    "rules",
+    "timers",
+]

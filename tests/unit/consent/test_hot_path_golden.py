@@ -183,6 +183,10 @@ def ref_state_json(
             item["since"] = ref_ts(d.since)
         if d.expires_at is not None:
             item["expires_at"] = ref_ts(d.expires_at)
+        if d.restricted:  # 1.1.0: a restriction covering the purpose, and what continues
+            item["restricted"] = True
+            if d.continues_under:
+                item["continues_under"] = list(d.continues_under)
         purposes[name] = item
     return {
         "version": max(state.version, 1),

@@ -73,6 +73,7 @@ CONSUMES = {
     consent_app: ["accounts.lifecycle", "consent.changes", "privacy.requests", "privacy.jobs"],
     retention_app: [
         "accounts.lifecycle",
+        "consent.changes",  # restrictions and their lifts (Art. 18), since contract 1.1.0
         "privacy.requests",
         "legal.holds",
         "privacy.receipts",
