@@ -20,7 +20,6 @@ from services.export.storage import (
     part_key,
     parts_prefix,
 )
-from shared.contract.codec import new_event
 from shared.contract.events import (
     ErasureRequested,
     ExportJob,
@@ -54,10 +53,11 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
         owner: store.Job(domain.job_id_for(request.request_id, owner), list(categories))
         for owner, categories in ctx.settings.owners.items()
     }
+    storage_key = uuid.uuid4().hex  # random: names the files of this key, see job_event_id
     await store.insert_request(
         tx.conn,
         request,
-        storage_key=uuid.uuid4().hex,
+        storage_key=storage_key,
         public_key=public_key,
         sealed_key=ctx.vault.seal(private_key),
         jobs=jobs,
@@ -72,8 +72,12 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
             due_by=request.deadline,
             public_key=public_key,
         )
-        job_event = new_event(
-            ExportJob, subject=request.subject, source=SOURCE, data=data, time=ctx.now()
+        job_event = ExportJob(
+            id=domain.job_event_id(job.job_id, storage_key),
+            source=SOURCE,
+            subject=request.subject,
+            time=ctx.now(),
+            data=data,
         )
         tx.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
     ctx.publish_status(tx.outbox, request)

@@ -31,17 +31,15 @@ def job_id_for(*parts: str) -> str:
 
 
 def timer_job_id(timer: Timer) -> str:
-    """The job of a timer: its cause in full, so a reset database's serials cannot collide."""
-    return job_id_for(
-        "timer",
-        str(timer.id),
-        timer.subject_id,
-        timer.category,
-        timer.mode,
-        timer.reason,
-        timer.request_id or "",
-        timer.due_at.isoformat(),
-    )
+    """The job of a timer, from its cause and never its serial: a restored database re-creates
+    the timer under another serial (and a request's timers at another processing time), and
+    must issue the job it issued before. A request's timer is its request, owner, category
+    and kind; any other timer is all of it, its closure time and due time included."""
+    kind = (timer.subject_id, timer.category, timer.owner, timer.mode, timer.reason, timer.cause)
+    if timer.request_id:
+        return job_id_for("request-timer", timer.request_id, *kind)
+    base_at = timer.base_at.isoformat() if timer.base_at else ""
+    return job_id_for("timer", *kind, base_at, timer.due_at.isoformat())
 
 
 def event_id_for(job_id: str, attempt: int) -> str:

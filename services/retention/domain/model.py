@@ -73,6 +73,8 @@ class Timer(Frozen):
     reason: Reason
     request_id: str | None
     due_at: datetime
+    cause: str = ""
+    base_at: datetime | None = None
 
 
 class Firing(Frozen):

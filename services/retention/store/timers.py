@@ -54,7 +54,8 @@ WITH fired AS (
         SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1 AND id <> ALL($3::bigint[])
         ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ))
-    RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at
+    RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at,
+              t.cause, t.base_at
 )
 SELECT f.*, s.account_id, r.deadline
 FROM fired f
@@ -160,6 +161,8 @@ def _timer(row: asyncpg.Record) -> Timer:
         reason=row["reason"],
         request_id=row["request_id"],
         due_at=row["due_at"],
+        cause=row.get("cause") or "",
+        base_at=row.get("base_at"),
     )
 
 
