@@ -354,6 +354,7 @@ async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
                     cause="consent",
                     base_at=None,
                     due_at=now,
+                    cause_key=f"consent:{e.data.version}",
                 )
             )
     await store.timers.insert_timers(tx.conn, [e.subject] * len(plans), plans, now)

@@ -31,15 +31,17 @@ def job_id_for(*parts: str) -> str:
 
 
 def timer_job_id(timer: Timer) -> str:
-    """The job of a timer, from its cause and never its serial: a restored database re-creates
-    the timer under another serial (and a request's timers at another processing time), and
-    must issue the job it issued before. A request's timer is its request, owner, category
-    and kind; any other timer is all of it, its closure time and due time included."""
+    """The job of a timer, from its cause and never its serial or a processing time: a
+    restored database re-creates the timer under another serial and at another now, and must
+    issue the job it issued before. A request's timer is its request, owner, category and
+    kind; a withdrawal's is its consent version (`cause_key`); any other is its kind and the
+    time it counts from (a closure), or its due time where it has none."""
     kind = (timer.subject_id, timer.category, timer.owner, timer.mode, timer.reason, timer.cause)
     if timer.request_id:
         return job_id_for("request-timer", timer.request_id, *kind)
-    base_at = timer.base_at.isoformat() if timer.base_at else ""
-    return job_id_for("timer", *kind, base_at, timer.due_at.isoformat())
+    if timer.cause_key:
+        return job_id_for("timer", *kind, timer.cause_key)
+    return job_id_for("timer", *kind, (timer.base_at or timer.due_at).isoformat())
 
 
 def event_id_for(job_id: str, attempt: int) -> str:
