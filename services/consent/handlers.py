@@ -233,7 +233,8 @@ async def _answer_export(
     )
     for data in parts:
         part = new_event(ExportPart, subject=job.subject, data=data, source=SOURCE, time=unit.now)
-        part_id = str(uuid.uuid5(IDS, f"{job.data.job_id}/{data.part_index}"))
+        # per issue of the job: a job re-keyed after a restore is answered by new parts
+        part_id = str(uuid.uuid5(IDS, f"{job.data.job_id}/{job.id}/{data.part_index}"))
         unit.outbox.publish(
             ctx.settings.topics.privacy_receipts, part.model_copy(update={"id": part_id})
         )

@@ -176,6 +176,9 @@ def check_cancel(request: Request) -> bool:
 
 
 ERASED_REASON = "subject erased"
+REKEYED_REASON = (
+    "keyed anew after a database restore: jobs issued again, parts sealed to the old key dropped"
+)
 
 
 class ErasureEffect(StrEnum):

@@ -33,7 +33,7 @@ from shared.contract.events import (
     RequestExtended,
 )
 from shared.contract.sealing import new_keypair
-from shared.plumbing import metrics
+from shared.plumbing import metrics, positions
 from shared.plumbing.db import Conn
 from shared.plumbing.handlers import Handlers, Tx, plain_tx
 
@@ -80,7 +80,9 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
             data=data,
         )
         tx.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
-    ctx.publish_status(tx.outbox, request)
+    # Made before a restore and missing from the restored data: the key it had is lost.
+    rekeyed = await positions.restored_after(tx.conn, event.time) is not None
+    ctx.publish_status(tx.outbox, request, reason=domain.REKEYED_REASON if rekeyed else None)
 
 
 async def on_cancelled(ctx: Context, tx: Tx, event: RequestCancelled) -> None:
@@ -148,6 +150,11 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     try:
         count, taken = await asyncio.to_thread(_store_part, ctx, row, event)
         received = received.stored(count)
+    except parts.SealedForAnotherKey as failed:
+        if await positions.restored_after(tx.conn, row.request.requested_at) is not None:
+            export_metrics.PARTS.labels("old_key").inc()
+            return  # sealed to the key lost by a restore: the re-issued job brings it again
+        received = received.failed(str(failed))
     except parts.PartError as failed:  # the owner's input: the part fails, the batch goes on
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()

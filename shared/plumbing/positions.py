@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -39,6 +40,7 @@ SELECT topic, partition, next_offset FROM consumed_positions
 JOIN unnest($1::text[], $2::integer[]) AS k(t, p) ON topic = k.t AND partition = k.p
 """
 RESTORED = "SELECT EXISTS (SELECT 1 FROM restores)"
+RESTORED_AFTER = "SELECT max(restored_at) FROM restores WHERE restored_at > $1"
 
 
 def next_offsets(records: Iterable[RecordLike]) -> dict[tuple[str, int], int]:
@@ -70,6 +72,12 @@ async def load(conn: Conn, partitions: Iterable[tuple[str, int]]) -> tuple[dict[
     rows = await conn.fetch(LOAD, [t for t, _ in keys], [p for _, p in keys])
     restored = bool(await conn.fetchval(RESTORED))
     return {(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}, restored
+
+
+async def restored_after(conn: Conn, at: datetime) -> datetime | None:
+    """When this schema was last restored, if after `at` (what it derived since may be lost)."""
+    found: datetime | None = await conn.fetchval(RESTORED_AFTER, at)
+    return found
 
 
 class SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
