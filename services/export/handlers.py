@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 
@@ -132,7 +133,10 @@ async def on_extended(ctx: Context, tx: Tx, event: RequestExtended) -> None:
 
 async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     data = event.data
-    row = await _own_request(tx.conn, data.request_id)
+    row = await _own_request(tx.conn, data.request_id, event.time)
+    if row is None:
+        export_metrics.PARTS.labels("old_key").inc()
+        return
     status = await part_store.part_status(
         tx.conn, data.request_id, data.owner, data.category, data.part_index
     )
@@ -184,7 +188,9 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> tuple
 
 async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     data = event.data
-    row = await _own_request(tx.conn, data.request_id)
+    row = await _own_request(tx.conn, data.request_id, event.time)
+    if row is None:
+        return
     verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=False)
     if verdict is PartVerdict.SUPPRESS:
         tx.batch.suppress(event)
@@ -196,9 +202,13 @@ async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     await _progress(ctx, tx, row)
 
 
-async def _own_request(conn: Conn, request_id: str) -> store.RequestRow:
+async def _own_request(conn: Conn, request_id: str, sent_at: datetime) -> store.RequestRow | None:
+    """The request a part answers; None when a restore after the part lost the request (it is
+    keyed anew when re-consumed, so the part, sealed to the old key, is of no use)."""
     row = await store.get_request(conn, request_id, lock=True)
     if row is None:
+        if await positions.restored_after(conn, sent_at) is not None:
+            return None
         raise domain.PartRefused(f"unknown export request {request_id!r}")
     return row
 
