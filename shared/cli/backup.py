@@ -153,14 +153,20 @@ async def restore_backup(dsn: str, backup: Backup, schemas: list[str]) -> dict[s
                 await conn.execute(
                     f"ALTER SCHEMA {name} RENAME TO {identifiers.quoted(aside[schema])}"
                 )
-            await _call(
-                pg_restore,
-                "--exit-on-error",
-                "--single-transaction",
-                "--no-owner",
-                f"--dbname={dsn}",
-                str(backup.folder / backup.schemas[schema]["file"]),
-            )
+            try:
+                await _call(
+                    pg_restore,
+                    "--exit-on-error",
+                    "--single-transaction",  # all or nothing: a failure leaves no half schema
+                    "--no-owner",
+                    f"--dbname={dsn}",
+                    str(backup.folder / backup.schemas[schema]["file"]),
+                )
+            except CliError:
+                if schema in aside:  # put the replaced schema back as it was
+                    moved = identifiers.quoted(aside.pop(schema))
+                    await conn.execute(f"ALTER SCHEMA {moved} RENAME TO {name}")
+                raise
             await db.migrate(conn, schema)  # a backup older than `restores` gets the table
             await conn.execute(
                 RECORD_RESTORE.format(name),
