@@ -1,10 +1,11 @@
 """Backup while events flow, restore, restart: the same state as a run that was never restored.
 
-Consent and retention run as processes; consent changes, account lifecycles and erasures flow
-while `take_backup` dumps both schemas; the load goes on and is consumed; the services stop,
+Consent, retention and export run as processes; consent changes, account lifecycles, erasures
+and export requests flow while `take_backup` dumps both schemas; the load goes on and is consumed; the services stop,
 `restore_backup` puts the schemas back to the backup, and the services start again and
 re-consume what Kafka holds after the backup's positions. An undisturbed run of the same
-events in its own topics and schemas is the reference.
+events in its own topics and schemas is the reference. Export requests made after the backup
+are keyed anew (their status says so) and their jobs issued again under the same job ids.
 
 "Doubled" is the same id carrying another content: for consent.state the bytes, for a
 deletion job its identity (job, subject, owner, category, mode, reason, request, attempt)
@@ -28,6 +29,8 @@ import httpx
 import orjson
 import pytest
 
+from services.export.domain import REKEYED_REASON
+from services.export.settings import default_owners
 from shared.cli.backup import restore_backup, take_backup
 from shared.contract.codec import encode
 from shared.contract.envelope import CloudEvent
@@ -43,8 +46,9 @@ from tests.faults.harness import (
 )
 from tests.faults.stats import STATS
 from tests.faults.test_consent_faults import consent, last_states, ledger_lengths, projection
-from tests.faults.test_retention_export_faults import lifecycles, retention
+from tests.faults.test_retention_export_faults import export_service, lifecycles, retention
 from tests.faults.workloads import consent_stream, erasure
+from tests.support import events as make
 from tests.support.infra import Infra
 
 pytestmark = pytest.mark.faults
@@ -53,6 +57,7 @@ CONSENT_EVENTS = 4000
 SUBJECTS = 400
 ACCOUNTS = 60
 ERASURES = 30
+EXPORTS = 12
 TOKEN = "fault-token"
 
 
@@ -63,22 +68,30 @@ class Space:
     topics: Topics
     consent_schema: str
     retention_schema: str
+    export_schema: str
     consent: ServiceProcess
     retention: ServiceProcess
+    export: ServiceProcess
 
     @property
-    def services(self) -> tuple[ServiceProcess, ServiceProcess]:
-        return self.consent, self.retention
+    def services(self) -> tuple[ServiceProcess, ...]:
+        return self.consent, self.retention, self.export
+
+    @property
+    def schemas(self) -> list[str]:
+        return [self.consent_schema, self.retention_schema, self.export_schema]
 
 
 def space(infra: Infra, topics: Topics, schema: str, logs: Path, label: str) -> Space:
-    con, ret = f"{schema}_c", f"{schema}_r"
+    con, ret, exp = f"{schema}_c", f"{schema}_r", f"{schema}_e"
     return Space(
         topics,
         con,
         ret,
+        exp,
         consent(infra, topics, con, logs, f"{label}-consent"),
         retention(infra, topics, ret, logs, f"{label}-retention"),
+        export_service(infra, topics, exp, logs, f"{label}-export"),
     )
 
 
@@ -91,6 +104,12 @@ def workload() -> list[tuple[str, list[CloudEvent[Any]]]]:
         for n in range(ERASURES)
     ]
     changes = consent_stream(CONSENT_EVENTS, SUBJECTS, seed=31, tag="restore")
+    subjects = sorted({e.subject for e in changes})[:EXPORTS]
+    exports = [
+        make.export_requested(s, f"exp_bk_{n}", at=now - timedelta(minutes=n))
+        for n, s in enumerate(subjects)
+    ]
+    erasures = [*erasures, *exports]
     return [
         ("consent_changes", changes),
         ("accounts_lifecycle", accounts),
@@ -106,17 +125,19 @@ async def produce(
     pace: float = 0.0,
     chunk: int = 200,
 ) -> None:
-    """Send each topic's events in order, the topics interleaved by chunks; count in `sent`."""
+    """Send each topic's events in order, spread over rounds of about `chunk` events of the
+    longest topic (`pace` seconds apart); count them in `sent`."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        longest = max(len(events) for _, events in load)
-        for start in range(0, longest, chunk):
+        rounds = -(-max(len(events) for _, events in load) // chunk)
+        for n in range(rounds):
             pending = []
             for field, events in load:
-                for event in events[start : start + chunk]:
+                per = -(-len(events) // rounds)  # each topic's events spread over the rounds
+                for event in events[n * per : (n + 1) * per]:
                     key, value = encode(event)
                     pending.append(
                         await producer.send(getattr(topics, field), value=value, key=key)
@@ -144,8 +165,10 @@ async def footprint(infra: Infra, s: Space) -> tuple[int, ...]:
         await count(infra, s.retention_schema, "inbox"),
         await count(infra, s.retention_schema, "jobs"),
         await count(infra, s.retention_schema, "timers", "status = 'pending' AND due_at <= now()"),
+        await count(infra, s.export_schema, "parts"),
         await count(infra, s.consent_schema, "outbox"),
         await count(infra, s.retention_schema, "outbox"),
+        await count(infra, s.export_schema, "outbox"),
     )
 
 
@@ -160,9 +183,9 @@ async def caught_up(
         now = await footprint(infra, s)
         stable = bool(last) and last[-1] == now
         last.append(now)
-        done = now[0] >= consent_inbox and now[3:] == (0, 0, 0) and stable
-        if target is not None:
-            done = done and now[:3] == target[:3]
+        done = now[0] >= consent_inbox and now[3] == 0 and now[5:] == (0, 0, 0) and stable
+        if target is not None:  # consent's inbox also holds the export jobs issued again
+            done = done and now[1:3] == target[1:3] and now[4] == target[4]
         return now if done else None
 
     found: tuple[int, ...] = await poll(
@@ -194,10 +217,12 @@ def job_figures(records: Sequence[Any]) -> tuple[dict[tuple[Any, ...], set[str]]
     for r in records:
         job = orjson.loads(r.value)
         d = job["data"]
-        identity = (d["job_id"], job["subject"], d["owner"], d["category"], d.get("mode"),
-                    d.get("reason"), d.get("request_id"), d.get("attempt"))  # fmt: skip
+        category = d.get("category") or tuple(d.get("categories", ()))
+        identity = (d["job_id"], job["subject"], d["owner"], category, d.get("mode"),
+                    d.get("reason"), d.get("request_id"), d.get("attempt"),
+                    d.get("public_key"))  # fmt: skip
         identities[job["id"]].add(identity)
-        cause = (job["subject"], d["owner"], d["category"], d.get("reason"), d.get("request_id"))
+        cause = (job["subject"], d["owner"], category, d.get("reason"), d.get("request_id"))
         causes[cause].add(d["job_id"])
     return causes, sum(1 for v in identities.values() if len(v) > 1)
 
@@ -220,12 +245,44 @@ def last_statuses(records: Sequence[Any]) -> dict[str, str]:
     return {(d := orjson.loads(r.value)["data"])["request_id"]: d["status"] for r in records}
 
 
+def conflict_of_a_consent_part(record: Any) -> bool:
+    """A dead letter export wrote for a consent part seen before with other bytes."""
+    headers = {k: v.decode() for k, v in record.headers}
+    part = orjson.loads(record.value)
+    return (
+        headers.get("service") == "export"
+        and headers["error"].startswith("conflict")
+        and part["type"] == "export.part.v1"
+        and part["data"]["owner"] == "consent"
+    )
+
+
+def rekeyed(records: Sequence[Any]) -> set[str]:
+    """The export requests whose status said they were keyed anew after a restore."""
+    data = [orjson.loads(r.value)["data"] for r in records]
+    return {d["request_id"] for d in data if d.get("reason") == REKEYED_REASON}
+
+
+async def export_state(infra: Infra, schema: str) -> list[tuple[Any, ...]]:
+    """Export's requests and stored parts, without keys or times."""
+    requests = await query(
+        infra.database_url, f'SELECT request_id, status FROM "{schema}".requests ORDER BY 1'
+    )
+    parts = await query(
+        infra.database_url,
+        f'SELECT request_id, owner, category, part_index, status FROM "{schema}".parts '
+        f"ORDER BY 1, 2, 3, 4",
+    )
+    return [tuple(r) for r in requests] + [tuple(r) for r in parts]
+
+
 async def outputs(infra: Infra, s: Space, states: int) -> dict[str, Any]:
     t = s.topics
     return {
         "projection": await projection(infra, s.consent_schema),
         "ledger": await ledger_lengths(infra, s.consent_schema),
         "decisions": await decisions(infra, s.retention_schema),
+        "export": await export_state(infra, s.export_schema),
         "states": await read_all(
             infra.kafka,
             t.consent_state,
@@ -263,17 +320,13 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
     infra, spaces, service_logs, tmp_path
 ):
     load = workload()
-    consent_inbox = CONSENT_EVENTS + ACCOUNTS + ERASURES  # changes, sign-ups, erasures
+    # changes, sign-ups, erasures and every owner's export job
+    consent_inbox = CONSENT_EVENTS + ACCOUNTS + ERASURES + EXPORTS * len(default_owners())
     clean_topics, clean_name = await spaces()
     hurt_topics, hurt_name = await spaces()
     clean = space(infra, clean_topics, clean_name, service_logs, "restore-clean")
     hurt = space(infra, hurt_topics, hurt_name, service_logs, "restore-hurt")
-    schemas = [
-        clean.consent_schema,
-        clean.retention_schema,
-        hurt.consent_schema,
-        hurt.retention_schema,
-    ]
+    schemas = [*clean.schemas, *hurt.schemas]
     aside: dict[str, str] = {}
     try:
         async with processes(*clean.services, *hurt.services):
@@ -299,11 +352,7 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
 
             await poll(a_third_in, timeout=60, what="a third of the load consumed")
             before, started = sent[0], time.monotonic()
-            backup = await take_backup(
-                infra.database_url,
-                tmp_path / "backup",
-                [hurt.consent_schema, hurt.retention_schema],
-            )
+            backup = await take_backup(infra.database_url, tmp_path / "backup", hurt.schemas)
             window, during = time.monotonic() - started, sent[0] - before
             await producing
             await caught_up(infra, hurt, consent_inbox, target)
@@ -311,10 +360,11 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
                 await p.terminate()
                 assert p.stopped_cleanly()
 
-            aside = await restore_backup(
-                infra.database_url, backup, [hurt.consent_schema, hurt.retention_schema]
-            )
+            aside = await restore_backup(infra.database_url, backup, hurt.schemas)
             at_backup = await count(infra, hurt.consent_schema, "inbox")
+            keyed = await query(
+                infra.database_url, f'SELECT request_id FROM "{hurt.export_schema}".requests'
+            )
             for p in hurt.services:
                 p.start()
             for p in hurt.services:
@@ -326,7 +376,7 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
                 schema: await query(
                     infra.database_url, f'SELECT backup_taken_at FROM "{schema}".restores'
                 )
-                for schema in (hurt.consent_schema, hurt.retention_schema)
+                for schema in hurt.schemas
             }
             for p in hurt.services:
                 await p.terminate()
@@ -359,8 +409,10 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
     STATS.doubled += doubled
     STATS.notes.append(
         f"backup/restore: {during} events sent during the {window:.2f}s backup, "
-        f"{sum(len(e) for _, e in load) - at_backup} after its positions re-consumed; "
-        f"lost {lost}, doubled {doubled}, stale {stale}"
+        f"{consent_inbox - min(at_backup, consent_inbox)} of consent's re-consumed, "
+        f"{EXPORTS - len(keyed)} exports keyed anew; "
+        f"lost {lost}, doubled {doubled}, stale {stale}; "
+        f"{len(got['dead'])} consent export parts answered again dead-lettered as conflicts"
     )
     print(STATS.notes[-1])
 
@@ -376,4 +428,11 @@ async def test_a_backup_taken_under_load_restores_to_the_state_of_an_undisturbed
     assert got_states.ids == ref_states.ids
     assert got_jobs == ref_jobs
     assert last_statuses(got["status"]) == last_statuses(ref["status"])
-    assert (len(got["dead"]), len(ref["dead"])) == (0, 0)
+    assert got["export"] == ref["export"]
+    assert rekeyed(got["status"]) == {f"exp_bk_{n}" for n in range(EXPORTS)} - {
+        r["request_id"] for r in keyed
+    }
+    assert ref["dead"] == []
+    # consent answering again the export jobs it had answered after its backup: the parts keep
+    # their ids but are sealed anew, and export had the first ones (see the runbook)
+    assert {conflict_of_a_consent_part(r) for r in got["dead"]} <= {True}
