@@ -96,7 +96,7 @@ def space(infra: Infra, topics: Topics, schema: str, logs: Path, label: str) -> 
 
 
 def workload() -> list[tuple[str, list[CloudEvent[Any]]]]:
-    """(topic field, events): consent changes, sign-ups with closures, erasures."""
+    """(topic field, events): consent changes, sign-ups with closures, erasures and exports."""
     now = datetime.now(UTC)
     accounts, _ = lifecycles(ACCOUNTS, "bk")
     erasures = [
@@ -109,11 +109,11 @@ def workload() -> list[tuple[str, list[CloudEvent[Any]]]]:
         make.export_requested(s, f"exp_bk_{n}", at=now - timedelta(minutes=n))
         for n, s in enumerate(subjects)
     ]
-    erasures = [*erasures, *exports]
+    requests: list[CloudEvent[Any]] = [*erasures, *exports]
     return [
         ("consent_changes", changes),
         ("accounts_lifecycle", accounts),
-        ("privacy_requests", erasures),
+        ("privacy_requests", requests),
     ]
 
 
