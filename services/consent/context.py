@@ -79,10 +79,13 @@ class Context(ServiceContext):
             self._last_time = (now, event_time(now))
         return self._last_time[1]
 
-    def state_row(self, state: SubjectState, now: datetime) -> OutboxRow:
+    def state_row(
+        self, state: SubjectState, now: datetime, at: datetime | None = None
+    ) -> OutboxRow:
         """`consent.state.v1` for a state, encoded straight to JSON (the ingest hot path).
 
-        Its id is fixed by subject and version, so a replay re-emits the same event.
+        Its id is fixed by subject and version, and its time is `at` (the causing event's,
+        else `now`), so a replay or a restore re-emits the same event, byte for byte.
         """
         event_id = f"consent-state:{state.subject}:{state.version}"
         value = encode_envelope(
@@ -90,7 +93,7 @@ class Context(ServiceContext):
             source=SOURCE,
             event_type=STATE_TYPE,
             subject=state.subject,
-            time=self._event_time(now),
+            time=event_time(at) if at is not None else self._event_time(now),
             data=fastpath.state_json(state, self.catalogue, now),
         )
         return OutboxRow(

@@ -79,12 +79,13 @@ class Unit:
         for change in changes:
             lines.append((facts, change))
 
-    def changed(self, state: SubjectState) -> None:
-        """Keep the new state and publish it."""
+    def changed(self, state: SubjectState, at: datetime | None = None) -> None:
+        """Keep the new state and publish it, stamped with `at`, the time of the event that
+        made it (else now): a state re-derived after a restore is then the same bytes."""
         self.states[state.subject] = state
         self.touched.add(state.subject)
         if self.ctx.settings.publish:
-            self.outbox.raw(self.ctx.state_row(state, self.now))
+            self.outbox.raw(self.ctx.state_row(state, self.now, at))
 
     def erase(self, subject: str) -> None:
         """Erasure: the projection goes, a tombstone follows, the ledger is scrubbed at flush."""
@@ -161,7 +162,7 @@ async def on_change(ctx: Context, unit: Unit, event: domain.ChangeEvent) -> None
     outcome = domain.apply_event(state, event, ctx.catalogue)
     unit.record(event.subject, ledger.facts(event), outcome.changes)
     if outcome.changed:
-        unit.changed(outcome.state)
+        unit.changed(outcome.state, event.time)
 
 
 async def on_erasure(ctx: Context, unit: Unit, event: ErasureRequested) -> None:
@@ -232,7 +233,8 @@ async def _answer_export(
     )
     for data in parts:
         part = new_event(ExportPart, subject=job.subject, data=data, source=SOURCE, time=unit.now)
-        part_id = str(uuid.uuid5(IDS, f"{job.data.job_id}/{data.part_index}"))
+        # per issue of the job: a job re-keyed after a restore is answered by new parts
+        part_id = str(uuid.uuid5(IDS, f"{job.data.job_id}/{job.id}/{data.part_index}"))
         unit.outbox.publish(
             ctx.settings.topics.privacy_receipts, part.model_copy(update={"id": part_id})
         )

@@ -143,6 +143,12 @@ def job_id_for(request_id: str, owner: str) -> str:
     return f"exp_{uuid.uuid5(JOB_NAMESPACE, name).hex}"
 
 
+def job_event_id(job_id: str, storage_key: str) -> str:
+    """The id of a job's export.job event: its job under the request's key. A request made
+    anew after a restore has another key, so its re-issue is a new event of the same job."""
+    return str(uuid.uuid5(JOB_NAMESPACE, f"job-event:{job_id}:{storage_key}"))
+
+
 def bundle_id_for(storage_key: str, attempt: int = 1) -> str:
     """One bundle id per assembly attempt of a request: two assemblers never write one file,
     and the attempt that finishes knows the ids of earlier ones to delete their leftovers."""
@@ -181,6 +187,9 @@ def check_cancel(request: Request) -> bool:
 
 
 ERASED_REASON = "subject erased"
+REKEYED_REASON = (
+    "keyed anew after a database restore: jobs issued again, parts sealed to the old key dropped"
+)
 
 
 class ErasureEffect(StrEnum):

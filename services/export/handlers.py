@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import cast
 
@@ -21,7 +22,6 @@ from services.export.storage import (
     part_key,
     parts_prefix,
 )
-from shared.contract.codec import new_event
 from shared.contract.events import (
     ErasureRequested,
     ExportJob,
@@ -35,7 +35,7 @@ from shared.contract.events import (
     RequestExtended,
 )
 from shared.contract.sealing import new_keypair
-from shared.plumbing import metrics
+from shared.plumbing import metrics, positions
 from shared.plumbing.db import Conn
 from shared.plumbing.handlers import Handlers, Tx, plain_tx
 
@@ -55,10 +55,11 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
         owner: store.Job(domain.job_id_for(request.request_id, owner), list(categories))
         for owner, categories in ctx.settings.owners.items()
     }
+    storage_key = uuid.uuid4().hex  # random: names the files of this key, see job_event_id
     await store.insert_request(
         tx.conn,
         request,
-        storage_key=uuid.uuid4().hex,
+        storage_key=storage_key,
         public_key=public_key,
         sealed_key=ctx.vault.seal(private_key),
         jobs=jobs,
@@ -73,11 +74,17 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
             due_by=request.deadline,
             public_key=public_key,
         )
-        job_event = new_event(
-            ExportJob, subject=request.subject, source=SOURCE, data=data, time=ctx.now()
+        job_event = ExportJob(
+            id=domain.job_event_id(job.job_id, storage_key),
+            source=SOURCE,
+            subject=request.subject,
+            time=ctx.now(),
+            data=data,
         )
         tx.outbox.publish(ctx.settings.topics.privacy_jobs, job_event)
-    ctx.publish_status(tx.outbox, request)
+    # Made before a restore and missing from the restored data: the key it had is lost.
+    rekeyed = await positions.restored_after(tx.conn, event.time) is not None
+    ctx.publish_status(tx.outbox, request, reason=domain.REKEYED_REASON if rekeyed else None)
 
 
 async def on_cancelled(ctx: Context, tx: Tx, event: RequestCancelled) -> None:
@@ -161,7 +168,10 @@ async def on_extended(ctx: Context, tx: Tx, event: RequestExtended) -> None:
 
 async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     data = event.data
-    row = await _own_request(tx.conn, data.request_id)
+    row = await _own_request(tx.conn, data.request_id, event.time)
+    if row is None:
+        export_metrics.PARTS.labels("old_key").inc()
+        return
     status = await part_store.part_status(
         tx.conn, data.request_id, data.owner, data.category, data.part_index
     )
@@ -182,6 +192,11 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     try:
         count, taken = await asyncio.to_thread(_store_part, ctx, row, event)
         received = received.stored(count)
+    except parts.SealedForAnotherKey as failed:
+        if await positions.restored_after(tx.conn, row.request.requested_at) is not None:
+            export_metrics.PARTS.labels("old_key").inc()
+            return  # sealed to the key lost by a restore: the re-issued job brings it again
+        received = received.failed(str(failed))
     except parts.PartError as failed:  # the owner's input: the part fails, the batch goes on
         received = received.failed(str(failed))
     export_metrics.PARTS.labels(received.status).inc()
@@ -222,7 +237,9 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> tuple
 
 async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     data = event.data
-    row = await _own_request(tx.conn, data.request_id)
+    row = await _own_request(tx.conn, data.request_id, event.time)
+    if row is None:
+        return
     verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=False)
     if verdict is PartVerdict.SUPPRESS:
         tx.batch.suppress(event)
@@ -236,9 +253,13 @@ async def on_part_failed(ctx: Context, tx: Tx, event: ExportPartFailed) -> None:
     await _progress(ctx, tx, row)
 
 
-async def _own_request(conn: Conn, request_id: str) -> store.RequestRow:
+async def _own_request(conn: Conn, request_id: str, sent_at: datetime) -> store.RequestRow | None:
+    """The request a part answers; None when a restore after the part lost the request (it is
+    keyed anew when re-consumed, so the part, sealed to the old key, is of no use)."""
     row = await store.get_request(conn, request_id, lock=True)
     if row is None:
+        if await positions.restored_after(conn, sent_at) is not None:
+            return None
         raise domain.PartRefused(f"unknown export request {request_id!r}")
     return row
 

@@ -33,6 +33,10 @@ class PartError(Exception):
     """The part cannot be taken (bad checksum, unreadable, refused location): the part fails."""
 
 
+class SealedForAnotherKey(PartError):
+    """The part does not open with the request's key (after a restore: sealed to the old one)."""
+
+
 class KeyVault:
     """Request private keys at rest: encrypted under the service key (XSalsa20-Poly1305)."""
 
@@ -60,7 +64,7 @@ def store_inline(
     try:
         plaintext = open_sealed(private_key, sealed)
     except (CryptoError, ValueError) as exc:
-        raise PartError("sealed part cannot be opened with this request's key") from exc
+        raise SealedForAnotherKey("sealed part cannot be opened with this request's key") from exc
     digest = hashlib.sha256(plaintext).hexdigest()
     if digest != sha256:
         raise PartError(f"sha256 mismatch: part says {sha256}, plaintext is {digest}")

@@ -353,6 +353,7 @@ async def on_consent_state(ctx: Context, tx: Tx, e: ConsentState) -> None:
             cause="consent",
             base_at=None,
             due_at=now,
+            cause_key=f"consent:{e.data.version}",
         )
         for name in domain.rules.marketing_deletions(ctx.rules, before, gone, objected)
     ]

@@ -24,12 +24,13 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from shared.contract.codec import PARTITIONKEY, DecodeError, canonical, decode_kafka
 from shared.contract.events import AnyEvent
-from shared.plumbing import deadletters, metrics, outbox
+from shared.plumbing import deadletters, metrics, outbox, positions
 from shared.plumbing.db import Conn, is_transient
 from shared.plumbing.deadletters import DeadLetter, DeadLetterKind
 from shared.plumbing.deadletters import RecordLike as RecordLike
 from shared.plumbing.logging import get_logger
 from shared.plumbing.outbox import Outbox, OutboxRow
+from shared.plumbing.positions import Positions
 
 log = get_logger(__name__)
 
@@ -167,6 +168,7 @@ class Pipeline:
 
     async def _process(self, records: Sequence[RecordLike]) -> None:
         deliveries, poison = self.decode_batch(records)
+        consumed = positions.next_offsets(records)
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
@@ -175,7 +177,7 @@ class Pipeline:
             reraise=True,
         ):
             with attempt:
-                await self._commit(deliveries, poison)
+                await self._commit(deliveries, poison, consumed)
 
     def _before_retry(self, state: Any) -> None:
         metrics.TRANSIENT_RETRIES.labels(self.service).inc()
@@ -218,14 +220,17 @@ class Pipeline:
         """The dead letter of an event a contract rule refuses (`Batch.reject`)."""
         return self.dead_letter(record, reason, DeadLetterKind.FORBIDDEN)
 
-    async def _commit(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
+    async def _commit(
+        self, deliveries: list[Delivery], poison: list[OutboxRow], consumed: Positions
+    ) -> None:
         try:
-            await self._commit_together(deliveries, poison)
+            await self._commit_together(deliveries, poison, consumed)
         except Exception as exc:
             if is_transient(exc) or len(deliveries) <= 1:
                 if is_transient(exc) or not deliveries:
                     raise
                 await self._commit_dead_letter(deliveries[0], exc, poison)
+                await self._commit_together([], [], consumed)
                 return
             # One event broke the batch: isolate it, so only that one is dead-lettered.
             log.warning("batch_failed_isolating", size=len(deliveries), error=str(exc)[:200])
@@ -237,6 +242,8 @@ class Pipeline:
                     if is_transient(single):
                         raise
                     await self._commit_dead_letter(delivery, single, [])
+            # The positions last: a crash before them replays, never skips, the batch.
+            await self._commit_together([], [], consumed)
 
     async def _commit_dead_letter(
         self, delivery: Delivery, exc: Exception, poison: list[OutboxRow]
@@ -254,9 +261,14 @@ class Pipeline:
             written = await self._write(conn, out)
         self._dead_lettered(written)
 
-    async def _commit_together(self, deliveries: list[Delivery], poison: list[OutboxRow]) -> None:
-        """Inbox, projection and outbox in one transaction (where consumed positions would be
-        stored too, for restores that replay from the data's own positions)."""
+    async def _commit_together(
+        self,
+        deliveries: list[Delivery],
+        poison: list[OutboxRow],
+        consumed: Positions = positions.NONE,
+    ) -> None:
+        """Inbox, projection, outbox and the consumed positions in one transaction (so that a
+        restored database replays from its own positions, `shared.plumbing.positions`)."""
         out = _outbox(poison)
         async with self.pool.acquire() as conn, conn.transaction():
             fresh = await self.claim(conn, deliveries, out)
@@ -274,6 +286,7 @@ class Pipeline:
                 for event_type, count in processed.items():
                     metrics.EVENTS_PROCESSED.labels(self.service, event_type).inc(count)
             written = await self._write(conn, out)
+            await positions.store(conn, consumed)
         self._dead_lettered(written)
 
     async def _write(self, conn: Conn, out: Outbox) -> list[DeadLetter]:

@@ -25,7 +25,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, readiness
+from shared.plumbing import db, deadletters, http, metrics, positions, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -123,8 +123,17 @@ def batch_subscriber(
     (the database transaction has committed); an exception seeks back and replays the batch.
     Poison never raises there (the pipeline dead-letters it), so only transient faults replay.
     Consumer options every service shares (an isolation level, say) are set here once.
+    On assignment, partitions are sought to the positions stored with the data
+    (`positions.SeekToStored`), so a restored database replays what it has not seen.
     """
-    decorator = router.subscriber(
+    subscriber: Any = None
+
+    def pool() -> asyncpg.Pool | None:
+        pipeline = router.config.context.get("pipeline")
+        return pipeline.pool if pipeline is not None else None
+
+    seeker = positions.SeekToStored(lambda: getattr(subscriber, "consumer", None), pool)
+    subscriber = router.subscriber(
         *topics,
         group_id=settings.consumer_group,
         batch=True,
@@ -134,8 +143,9 @@ def batch_subscriber(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_raw,
         title=f"{settings.service_name}-inbound",
+        listener=seeker,
     )
-    return cast(Callable[[Subscriber], Subscriber], decorator)
+    return cast(Callable[[Subscriber], Subscriber], subscriber)
 
 
 def records_of(msg: KafkaMessage) -> Sequence[RecordLike]:

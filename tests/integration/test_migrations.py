@@ -34,6 +34,7 @@ async def test_migrations_apply_once_in_name_order(infra, schema, tmp_path):
             "plumbing/migrations/0001_inbox_outbox.sql",
             "plumbing/migrations/0002_outbox_packed.sql",
             "plumbing/migrations/0003_deadletters.sql",
+            "plumbing/migrations/0004_positions.sql",
             "svc/migrations/0001_first.sql",
             "svc/migrations/0002_more.sql",
         ]

@@ -31,17 +31,17 @@ def job_id_for(*parts: str) -> str:
 
 
 def timer_job_id(timer: Timer) -> str:
-    """The job of a timer: its cause in full, so a reset database's serials cannot collide."""
-    return job_id_for(
-        "timer",
-        str(timer.id),
-        timer.subject_id,
-        timer.category,
-        timer.mode,
-        timer.reason,
-        timer.request_id or "",
-        timer.due_at.isoformat(),
-    )
+    """The job of a timer, from its cause and never its serial or a processing time: a
+    restored database re-creates the timer under another serial and at another now, and must
+    issue the job it issued before. A request's timer is its request, owner, category and
+    kind; a withdrawal's is its consent version (`cause_key`); any other is its kind and the
+    time it counts from (a closure), or its due time where it has none."""
+    kind = (timer.subject_id, timer.category, timer.owner, timer.mode, timer.reason, timer.cause)
+    if timer.request_id:
+        return job_id_for("request-timer", timer.request_id, *kind)
+    if timer.cause_key:
+        return job_id_for("timer", *kind, timer.cause_key)
+    return job_id_for("timer", *kind, (timer.base_at or timer.due_at).isoformat())
 
 
 def event_id_for(job_id: str, attempt: int) -> str:

@@ -59,6 +59,8 @@ class TimerPlan(Frozen):
     cause: Cause
     base_at: datetime | None
     due_at: datetime
+    cause_key: str | None = None
+    """What made it where kind and times do not say (a withdrawal: the consent version)."""
 
 
 class Timer(Frozen):
@@ -73,6 +75,9 @@ class Timer(Frozen):
     reason: Reason
     request_id: str | None
     due_at: datetime
+    cause: str = ""
+    base_at: datetime | None = None
+    cause_key: str | None = None
 
 
 class Firing(Frozen):

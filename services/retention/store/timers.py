@@ -12,11 +12,12 @@ from shared.plumbing.db import Conn
 
 INSERT_TIMERS = """
 INSERT INTO timers (subject_id, category, owner, mode, reason, cause, request_id, base_at,
-                    due_at, created_at)
-SELECT x.subject_id, x.category, x.owner, x.mode, x.reason, x.cause, $7, x.base_at, x.due_at, $8
+                    due_at, created_at, cause_key)
+SELECT x.subject_id, x.category, x.owner, x.mode, x.reason, x.cause, $7, x.base_at, x.due_at, $8,
+       x.cause_key
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $9::timestamptz[], $10::timestamptz[])
-     AS x(subject_id, category, owner, mode, reason, cause, base_at, due_at)
+            $9::timestamptz[], $10::timestamptz[], $11::text[])
+     AS x(subject_id, category, owner, mode, reason, cause, base_at, due_at, cause_key)
 """
 HAS_CLOSURE_TIMERS = """
 SELECT EXISTS (SELECT 1 FROM timers WHERE subject_id = $1 AND cause = 'closure'
@@ -54,7 +55,8 @@ WITH fired AS (
         SELECT id FROM timers WHERE status = 'pending' AND due_at <= $1 AND id <> ALL($3::bigint[])
         ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ))
-    RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at
+    RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at,
+              t.cause, t.base_at, t.cause_key
 )
 SELECT f.*, s.account_id, r.deadline
 FROM fired f
@@ -113,6 +115,7 @@ async def insert_timers(
         now,
         [p.base_at for p in plans],
         [p.due_at for p in plans],
+        [p.cause_key for p in plans],
     )
 
 
@@ -160,6 +163,9 @@ def _timer(row: asyncpg.Record) -> Timer:
         reason=row["reason"],
         request_id=row["request_id"],
         due_at=row["due_at"],
+        cause=row.get("cause") or "",
+        base_at=row.get("base_at"),
+        cause_key=row.get("cause_key"),
     )
 
 

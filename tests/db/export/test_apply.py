@@ -10,7 +10,7 @@ import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -22,7 +22,7 @@ import pytest
 from services.export import part_store
 from services.export import store as export_store
 from services.export.app import MIGRATIONS, build_runtime
-from services.export.domain import deadline_for
+from services.export.domain import REKEYED_REASON, deadline_for
 from services.export.handlers import HANDLERS
 from services.export.loops import delete_exchange_files
 from services.export.settings import ExportSettings
@@ -34,6 +34,7 @@ from shared.contract.events import (
     RequestExtended,
     RequestStatusChanged,
 )
+from shared.contract.sealing import new_keypair
 from shared.plumbing import db, outbox
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.loops import Items
@@ -351,3 +352,44 @@ async def test_export_requests_are_counted_by_status_overdue_and_near_deadline(f
     assert await figures() == ({("pending", False): 1, ("in_progress", False): 1}, 2)
     fed.clock.advance(timedelta(days=15))
     assert await figures() == ({("pending", True): 1, ("in_progress", True): 1}, 0)
+
+
+async def test_a_request_keyed_anew_after_a_restore_says_so_and_drops_parts_sealed_to_the_old_key(
+    fed: Fed,
+):
+    request = requested(fed.clock)
+    await fed.feed(request)
+    old = (await fed.jobs())["crm"]
+    old_parts = inline_parts(old, "crm_data", records_for("crm", "crm_data", 2))
+    # The restored backup predates the request: its data is gone, Kafka still holds it all.
+    for table in ("requests", "inbox", "outbox"):
+        await fed.pool.execute(f"DELETE FROM {table}")
+    await fed.pool.execute(
+        "INSERT INTO restores (backup_taken_at, restored_at, backup) VALUES ($1, $2, 'b')",
+        request.time - timedelta(hours=1),
+        max(request.time, datetime.now(UTC)) + timedelta(minutes=5),  # after all sent so far
+    )
+    await fed.feed(old_parts[0])  # before its request is re-consumed: dropped, not refused
+
+    await fed.feed(request)
+    new = (await fed.jobs())["crm"]
+    assert new.data.job_id == old.data.job_id  # the same job, issued again under its new key
+    assert (new.id, new.data.public_key) != (old.id, old.data.public_key)
+    assert [s.data.reason for s in await fed.statuses()] == [REKEYED_REASON]
+
+    await fed.feed(*old_parts)
+    assert await fed.pool.fetch("SELECT status FROM parts") == []
+    await fed.feed(*inline_parts(new, "crm_data", records_for("crm", "crm_data", 2)))
+    assert [r["status"] for r in await fed.pool.fetch("SELECT status FROM parts")] == ["stored"]
+    assert await fed.dead() == []
+
+
+async def test_without_a_restore_a_part_sealed_to_another_key_fails(fed: Fed):
+    await fed.feed(requested(fed.clock))
+    crm = (await fed.jobs())["crm"]
+    other = crm.model_copy(
+        update={"data": crm.data.model_copy(update={"public_key": new_keypair()[1]})}
+    )
+    await fed.feed(*inline_parts(other, "crm_data", records_for("crm", "crm_data", 2)))
+    assert [r["status"] for r in await fed.pool.fetch("SELECT status FROM parts")] == ["failed"]
+    assert (await fed.statuses())[0].data.reason is None

@@ -46,7 +46,7 @@ HERE = Path(__file__).parent
 CACHE = Path(os.environ.get("PP_LOCAL_DIR", ROOT / ".local")) / "interop"
 SDK2 = "cloudevents==2.2.0"
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
-TOKEN = "interop-t0ken"
+TOKEN = "interop-t0ken-for-tests"
 
 
 def missing_tool(tool: str) -> None:
@@ -148,7 +148,7 @@ async def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Async
         group_id=f"g-{schemas['consent']}",
         topics=topics,
         api_token=TOKEN,
-        ledger_key="ledger-test-key",
+        ledger_key="ledger-test-key-interop",
         batch_timeout_ms=20,
     )
     root = tmp_path_factory.mktemp("interop-export")

@@ -206,3 +206,12 @@ def test_article_15_information_gives_purposes_recipients_retention_and_source()
 def test_a_request_has_one_bundle_id_derived_from_its_private_storage_key():
     assert domain.bundle_id_for("a" * 32) == domain.bundle_id_for("a" * 32)
     assert domain.bundle_id_for("a" * 32) != domain.bundle_id_for("b" * 32)
+
+
+def test_a_job_event_id_comes_from_the_job_and_the_key_it_carries():
+    job = domain.job_id_for("req_1", "crm")
+    assert domain.job_event_id(job, "k1") == domain.job_event_id(job, "k1")  # a replay
+    assert domain.job_event_id(job, "k2") != domain.job_event_id(job, "k1")  # re-keyed
+    assert domain.job_event_id(domain.job_id_for("req_1", "billing"), "k1") != (
+        domain.job_event_id(job, "k1")
+    )

@@ -303,3 +303,33 @@ def test_timer_job_ids_are_stable_and_differ_for_other_subjects_with_the_same_se
     assert domain.jobs.timer_job_id(first) == domain.jobs.timer_job_id(Timer.model_validate(base))
     other = Timer.model_validate({**base, "subject_id": "usr_b"})
     assert domain.jobs.timer_job_id(first) != domain.jobs.timer_job_id(other)
+
+
+def test_timer_job_ids_come_from_the_cause_not_the_serial_a_restore_reassigns():
+    base = {
+        "id": 7, "subject_id": "usr_a", "account_id": "acc", "category": "crm_data",
+        "owner": "crm", "mode": "delete", "reason": "erasure_request", "request_id": "req_1",
+        "due_at": datetime(2027, 1, 1, tzinfo=UTC), "cause": "request",
+    }  # fmt: skip
+    first = Timer.model_validate(base)
+    again = Timer.model_validate(  # re-created after a restore: another serial, a later now
+        {**base, "id": 12, "due_at": datetime(2027, 1, 2, tzinfo=UTC)}
+    )
+    assert domain.jobs.timer_job_id(first) == domain.jobs.timer_job_id(again)
+    for field, other in (("owner", "billing"), ("cause", "closure"), ("request_id", "req_2")):
+        changed = Timer.model_validate({**base, field: other})
+        assert domain.jobs.timer_job_id(first) != domain.jobs.timer_job_id(changed)
+
+
+def test_a_withdrawal_timer_job_id_comes_from_the_consent_version_not_when_it_ran():
+    base = {
+        "id": 3, "subject_id": "usr_a", "account_id": None, "category": "marketing_profile",
+        "owner": "marketing", "mode": "delete", "reason": "consent_withdrawn",
+        "request_id": None, "cause": "consent", "cause_key": "consent:4",
+        "due_at": datetime(2026, 12, 1, tzinfo=UTC),
+    }  # fmt: skip
+    first = Timer.model_validate(base)
+    later = Timer.model_validate({**base, "id": 9, "due_at": datetime(2026, 12, 2, tzinfo=UTC)})
+    assert domain.jobs.timer_job_id(first) == domain.jobs.timer_job_id(later)
+    other = Timer.model_validate({**base, "cause_key": "consent:6"})
+    assert domain.jobs.timer_job_id(first) != domain.jobs.timer_job_id(other)
