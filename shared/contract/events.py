@@ -359,6 +359,33 @@ class RequestStatusData(Data):
     missing_owners: list[Owner] = Field(default_factory=list)
 
 
+# --- rolling retention (purge jobs, 1.1.0) ------------------------------------------------
+
+
+class PurgeJobData(Data):
+    """Purge the subject's records of `category` older than `before` (kept while open)."""
+
+    job_id: JobId
+    owner: Owner
+    category: Category
+    before: AwareDatetime = Field(description="Delete the records made before this instant.")
+    keep: str = Field(
+        min_length=2, max_length=50, examples=["P13M"], description="The rolling limit."
+    )
+    due_by: AwareDatetime
+    attempt: int = Field(1, ge=1)
+
+
+class PurgeCompletedData(Data):
+    job_id: JobId
+    owner: Owner
+    records_deleted: int = Field(0, ge=0)
+
+
+class PurgeFailedData(JobFailedData):
+    pass
+
+
 # --- the envelopes ------------------------------------------------------------------------
 
 
@@ -474,6 +501,18 @@ class RequestStatusChanged(CloudEvent[RequestStatusData]):
     type: Literal["request.status.v1"] = "request.status.v1"
 
 
+class PurgeJob(CloudEvent[PurgeJobData]):
+    type: Literal["purge.job.v1"] = "purge.job.v1"
+
+
+class PurgeCompleted(CloudEvent[PurgeCompletedData]):
+    type: Literal["purge.completed.v1"] = "purge.completed.v1"
+
+
+class PurgeFailed(CloudEvent[PurgeFailedData]):
+    type: Literal["purge.failed.v1"] = "purge.failed.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -503,6 +542,10 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     ExportJob,
     RectificationJob,
     RequestStatusChanged,
+    # rolling retention (1.1.0)
+    PurgeJob,
+    PurgeCompleted,
+    PurgeFailed,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -537,7 +580,11 @@ AnyEvent = Annotated[
     | DeletionJob
     | ExportJob
     | RectificationJob
-    | RequestStatusChanged,
+    | RequestStatusChanged
+    # rolling retention (1.1.0)
+    | PurgeJob
+    | PurgeCompleted
+    | PurgeFailed,
     Field(discriminator="type"),
 ]
 

@@ -91,6 +91,9 @@ _CARRIED: dict[str, tuple[type[CloudEvent[Any]], ...]] = {
     "privacy_jobs": (ev.DeletionJob, ev.ExportJob, ev.RectificationJob),
     "requests_status": (ev.RequestStatusChanged,),
 }
+# rolling retention (1.1.0): purge jobs out, their receipts in
+_CARRIED["privacy_jobs"] += (ev.PurgeJob,)
+_CARRIED["privacy_receipts"] += (ev.PurgeCompleted, ev.PurgeFailed)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

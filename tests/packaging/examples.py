@@ -110,4 +110,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             {"category": "invoices", "outcome": "retained", "reason": "legal obligation: tax"},
         ],
     },
+    # rolling retention (1.1.0)
+    "purge.job.v1": {
+        "job_id": "job_4",
+        "owner": "analytics",
+        "category": "usage_data",
+        "before": LATER,
+        "keep": "P13M",
+        "due_by": LATER,
+    },
+    "purge.completed.v1": {"job_id": "job_4", "owner": "analytics", "records_deleted": 9},
+    "purge.failed.v1": {"job_id": "job_4", "owner": "analytics", "error": "timeout"},
 }

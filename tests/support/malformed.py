@@ -100,6 +100,9 @@ BASE_DATA: Mapping[str, Callable[[int], dict[str, Any]]] = {
         "owner": "crm",
         "error": "owner down",
     },
+    # rolling retention (1.1.0)
+    "purge.completed.v1": lambda n: {"job_id": f"job_{n}", "owner": "analytics"},
+    "purge.failed.v1": lambda n: {"job_id": f"job_{n}", "owner": "analytics", "error": "x"},
 }
 """A valid `data` of every inbound event type (written here, not by the contract models)."""
 
