@@ -11,7 +11,7 @@ from services.retention import api, loops
 from services.retention.context import Context
 from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
-from shared.contract.events import DeletionJob, RectificationJob, RequestStatusChanged
+from shared.contract.events import DeletionJob, PurgeJob, RectificationJob, RequestStatusChanged
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -47,7 +47,7 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
         inbound=inbound(ctx.settings),
         handlers=HANDLERS,
         publishes={
-            t.privacy_jobs: DeletionJob | RectificationJob,
+            t.privacy_jobs: DeletionJob | RectificationJob | PurgeJob,
             t.requests_status: RequestStatusChanged,
         },
         api=api.make_api,

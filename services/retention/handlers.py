@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.retention import domain, store, workflow
+from services.retention import domain, rolling, store, workflow
 from services.retention.context import Context
 from services.retention.domain.model import Hold
 from shared.contract.events import (
@@ -24,6 +24,8 @@ from shared.contract.events import (
     ErasureRequested,
     LegalHoldPlaced,
     LegalHoldReleased,
+    PurgeCompleted,
+    PurgeFailed,
     RectificationCompleted,
     RectificationFailed,
     RectificationRequested,
@@ -46,6 +48,8 @@ async def on_signed_up(ctx: Context, tx: Tx, e: AccountSignedUp) -> None:
     account = await store.accounts.lock_account(tx.conn, e.data.account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(tx.conn, ctx, e.subject, account)
+    else:
+        await rolling.arm_subject(tx.conn, ctx, e.subject, e.time)
 
 
 async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, account: Any) -> None:
@@ -79,6 +83,7 @@ async def on_closed(ctx: Context, tx: Tx, e: AccountClosed) -> None:
         for r in await store.accounts.account_subjects(tx.conn, account_id)
         if r["erased_at"] is None
     ]
+    await store.purges.stop(tx.conn, live)  # the closure's timers take over
     await store.timers.insert_timers(
         tx.conn,
         [s for s in live for _ in plans],
@@ -95,6 +100,7 @@ async def on_reopened(ctx: Context, tx: Tx, e: AccountReopened) -> None:
         return
     members = [r["subject_id"] for r in await store.accounts.account_subjects(tx.conn, account_id)]
     await store.timers.cancel_closure_timers(tx.conn, members)
+    await rolling.resume(tx.conn, ctx, members, e.data.reopened_at)
 
 
 async def on_subscription(ctx: Context, tx: Tx, e: SubscriptionChanged) -> None:
@@ -376,6 +382,8 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         RectificationCompleted: on_receipt,
         RectificationFailed: on_receipt,
         ConsentState: on_consent_state,
+        PurgeCompleted: rolling.on_purge_receipt,
+        PurgeFailed: rolling.on_purge_receipt,
     },
     begin=plain_tx,
     refused=(domain.model.RetentionError,),

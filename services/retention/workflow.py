@@ -16,6 +16,7 @@ import orjson
 from services.retention import domain, store
 from services.retention.context import Context
 from services.retention.domain.model import Firing, Hold, Timer
+from services.retention.rolling import purge_event
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.contract.events import (
     CategoryOutcome,
@@ -261,6 +262,8 @@ async def reissue(
         next_at.append(now + wait)
         if row["kind"] == "deletion":
             out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, attempt, now))
+        elif row["kind"] == "purge":
+            out.publish(ctx.settings.topics.privacy_jobs, purge_event(row, attempt, now))
         else:
             fields = orjson.loads(row["fields"]) if row["fields"] else {}
             out.publish(

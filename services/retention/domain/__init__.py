@@ -11,7 +11,8 @@ from services.retention.domain import (
     jobs,
     model,
     requests,
+    rolling,
     rules,
 )
 
-__all__ = ["certificates", "dry_run", "erasure", "jobs", "model", "requests", "rules"]
+__all__ = ["certificates", "dry_run", "erasure", "jobs", "model", "requests", "rolling", "rules"]

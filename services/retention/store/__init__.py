@@ -10,9 +10,20 @@ from services.retention.store import (
     consent,
     holds,
     jobs,
+    purges,
     requests,
     rules,
     timers,
 )
 
-__all__ = ["accounts", "certificates", "consent", "holds", "jobs", "requests", "rules", "timers"]
+__all__ = [
+    "accounts",
+    "certificates",
+    "consent",
+    "holds",
+    "jobs",
+    "purges",
+    "requests",
+    "rules",
+    "timers",
+]
