@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from services.retention import domain, store
 from services.retention.context import Context
+from services.retention.disclosures import withheld
 from services.retention.views import (
     ChainCheck,
     DryRunCount,
@@ -68,6 +69,7 @@ def make_api(ctx: Context) -> Api:
             certs = await store.certificates.subject_certificates(conn, subject_id)
             requests = await store.requests.subject_requests(conn, subject_id)
             purges = {r["category"]: r for r in await store.purges.subject_timers(conn, subject_id)}
+            disclosed = await store.disclosures.subject_disclosures(conn, subject_id)
         result: dict[str, Any] = {
             "subject_id": subject_id,
             "account_id": subject["account_id"] if subject else None,
@@ -83,6 +85,10 @@ def make_api(ctx: Context) -> Api:
                 {"seq": c["seq"], "hash": c["hash"], **_json(c["body"])} for c in certs
             ],
             "requests": [dict(r) for r in requests],
+            "disclosures": [
+                {**dict(d), "withheld": withheld(d["secret_until"], ctx.clock.now())}
+                for d in disclosed
+            ],
         }
         if at is not None:
             when = _at(at, ctx.clock.now())

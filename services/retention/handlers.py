@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.retention import domain, rolling, store, workflow
+from services.retention import disclosures, domain, rolling, store, workflow
 from services.retention.context import Context
 from services.retention.domain.model import Hold
 from shared.contract.events import (
@@ -21,6 +21,7 @@ from shared.contract.events import (
     ConsentState,
     DeletionCompleted,
     DeletionFailed,
+    DisclosureRecorded,
     ErasureRequested,
     LegalHoldPlaced,
     LegalHoldReleased,
@@ -384,6 +385,7 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         ConsentState: on_consent_state,
         PurgeCompleted: rolling.on_purge_receipt,
         PurgeFailed: rolling.on_purge_receipt,
+        DisclosureRecorded: disclosures.on_disclosure,
     },
     begin=plain_tx,
     refused=(domain.model.RetentionError,),

@@ -159,6 +159,21 @@ class SubjectCertificate(Certificate):
     hash: str
 
 
+class Disclosure(BaseModel):
+    """A disclosure of the subject's data to an authority (policy 3.2), as recorded."""
+
+    disclosure_id: str
+    authority: str
+    authority_kind: str
+    legal_basis: str
+    reference: str
+    categories: list[str]
+    disclosed_at: datetime
+    disclosed_by: str = Field(description="A role or staff id.")
+    secret_until: datetime | None
+    withheld: bool = Field(description="Secrecy ordered: the access file says nothing yet.")
+
+
 class SubjectRetention(BaseModel):
     """One subject: schedule per category, timers, holds, jobs, certificates, requests.
 
@@ -174,6 +189,7 @@ class SubjectRetention(BaseModel):
     jobs: list[Job]
     certificates: list[SubjectCertificate]
     requests: list[Request]
+    disclosures: list[Disclosure] = Field(default_factory=list)
     at: datetime | None = None
     dry_run: list[DryRunAnswer] | None = Field(None, description="What happens by `at`.")
 

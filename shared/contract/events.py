@@ -386,6 +386,36 @@ class PurgeFailedData(JobFailedData):
     pass
 
 
+# --- disclosures to authorities (legal.holds, 1.1.0) --------------------------------------
+
+
+class AuthorityKind(StrEnum):
+    COURT = "court"
+    LAW_ENFORCEMENT = "law_enforcement"
+    REGULATOR = "regulator"
+
+
+class DisclosureRecordedData(Data):
+    """A disclosure of the subject's data to an authority; no field is the subject's data."""
+
+    disclosure_id: str = Field(min_length=1, max_length=200, examples=["disc_12"])
+    authority: str = Field(min_length=1, max_length=300, examples=["Amtsgericht Berlin-Mitte"])
+    authority_kind: AuthorityKind
+    legal_basis: str = Field(
+        min_length=1, max_length=500, examples=["§ 100g StPO; GDPR Art. 6(1)(c)"]
+    )
+    reference: str = Field(min_length=1, max_length=200, examples=["AZ 123 Js 456/26"])
+    categories: list[Category] = Field(min_length=1)
+    disclosed_at: AwareDatetime
+    disclosed_by: str = Field(
+        min_length=1, max_length=200, examples=["legal:staff_42"], description="A role or staff id."
+    )
+    secret_until: AwareDatetime | None = Field(
+        None,
+        description="Secrecy ordered until then: the access file says nothing of it meanwhile.",
+    )
+
+
 # --- the envelopes ------------------------------------------------------------------------
 
 
@@ -513,6 +543,10 @@ class PurgeFailed(CloudEvent[PurgeFailedData]):
     type: Literal["purge.failed.v1"] = "purge.failed.v1"
 
 
+class DisclosureRecorded(CloudEvent[DisclosureRecordedData]):
+    type: Literal["disclosure.recorded.v1"] = "disclosure.recorded.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -546,6 +580,8 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     PurgeJob,
     PurgeCompleted,
     PurgeFailed,
+    # disclosures to authorities (1.1.0)
+    DisclosureRecorded,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -584,7 +620,9 @@ AnyEvent = Annotated[
     # rolling retention (1.1.0)
     | PurgeJob
     | PurgeCompleted
-    | PurgeFailed,
+    | PurgeFailed
+    # disclosures to authorities (1.1.0)
+    | DisclosureRecorded,
     Field(discriminator="type"),
 ]
 

@@ -94,6 +94,8 @@ _CARRIED: dict[str, tuple[type[CloudEvent[Any]], ...]] = {
 # rolling retention (1.1.0): purge jobs out, their receipts in
 _CARRIED["privacy_jobs"] += (ev.PurgeJob,)
 _CARRIED["privacy_receipts"] += (ev.PurgeCompleted, ev.PurgeFailed)
+# disclosures to authorities (1.1.0): kept, like the holds (retention and export rebuild them)
+_CARRIED["legal_holds"] += (ev.DisclosureRecorded,)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

@@ -121,4 +121,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     },
     "purge.completed.v1": {"job_id": "job_4", "owner": "analytics", "records_deleted": 9},
     "purge.failed.v1": {"job_id": "job_4", "owner": "analytics", "error": "timeout"},
+    # disclosures to authorities (1.1.0)
+    "disclosure.recorded.v1": {
+        "disclosure_id": "disc_1",
+        "authority": "Amtsgericht Berlin-Mitte",
+        "authority_kind": "court",
+        "legal_basis": "GDPR Art. 6(1)(c)",
+        "reference": "AZ 123 Js 456/26",
+        "categories": ["crm_data"],
+        "disclosed_at": LATER,
+        "disclosed_by": "legal:staff_42",
+        "secret_until": LATER,
+    },
 }

@@ -35,7 +35,8 @@ def test_every_design_event_type_exists():
         "export.job.v1", "rectification.job.v1", "request.status.v1",
     }  # fmt: skip
     rolling_retention = {"purge.job.v1", "purge.completed.v1", "purge.failed.v1"}  # 1.1.0
-    assert design | rolling_retention == set(EVENT_TYPES)
+    disclosures = {"disclosure.recorded.v1"}  # 1.1.0
+    assert design | rolling_retention | disclosures == set(EVENT_TYPES)
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ CONSUMES = {
         "privacy.receipts",
         "consent.state",
     ],
-    export_app: ["privacy.requests", "privacy.receipts"],
+    export_app: ["privacy.requests", "legal.holds", "privacy.receipts"],
 }
 
 
