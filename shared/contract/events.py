@@ -416,6 +416,44 @@ class DisclosureRecordedData(Data):
     )
 
 
+# --- policy changes and notices (1.1.0) ---------------------------------------------------
+
+
+class PolicyChange(BaseModel):
+    """What a new policy version changes for one purpose, and whether it needs fresh consent."""
+
+    model_config = {"frozen": True, "extra": "allow"}
+
+    purpose: Purpose
+    reconsent_required: bool = False
+    what: str | None = Field(None, max_length=2000)
+
+
+class PolicyPublishedData(Data):
+    """A new privacy policy version (subject: `policy`); no field is anyone's personal data."""
+
+    version: str = Field(min_length=1, max_length=50, examples=["2027-01"])
+    effective_at: AwareDatetime = Field(description="Grants it asks to renew lapse from then.")
+    summary: str = Field(min_length=1, max_length=5000, description="What changed, in words.")
+    url: str | None = Field(None, max_length=2000)
+    changes: list[PolicyChange] = Field(default_factory=list)
+
+
+class NoticeJobData(Data):
+    """Tell the subject about a new policy before it takes effect (owner: who messages people)."""
+
+    job_id: JobId
+    owner: Owner
+    policy_version: str = Field(min_length=1, max_length=50)
+    effective_at: AwareDatetime
+    summary: str = Field(min_length=1, max_length=5000)
+    url: str | None = Field(None, max_length=2000)
+    reconsent_purposes: list[Purpose] = Field(
+        default_factory=list, description="The subject's grants the new policy asks to renew."
+    )
+    due_by: AwareDatetime
+
+
 # --- the envelopes ------------------------------------------------------------------------
 
 
@@ -547,6 +585,14 @@ class DisclosureRecorded(CloudEvent[DisclosureRecordedData]):
     type: Literal["disclosure.recorded.v1"] = "disclosure.recorded.v1"
 
 
+class PolicyPublished(CloudEvent[PolicyPublishedData]):
+    type: Literal["policy.published.v1"] = "policy.published.v1"
+
+
+class NoticeJob(CloudEvent[NoticeJobData]):
+    type: Literal["notice.job.v1"] = "notice.job.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -582,6 +628,9 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     PurgeFailed,
     # disclosures to authorities (1.1.0)
     DisclosureRecorded,
+    # policy changes and notices (1.1.0)
+    PolicyPublished,
+    NoticeJob,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -622,7 +671,10 @@ AnyEvent = Annotated[
     | PurgeCompleted
     | PurgeFailed
     # disclosures to authorities (1.1.0)
-    | DisclosureRecorded,
+    | DisclosureRecorded
+    # policy changes and notices (1.1.0)
+    | PolicyPublished
+    | NoticeJob,
     Field(discriminator="type"),
 ]
 

@@ -133,4 +133,20 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "disclosed_by": "legal:staff_42",
         "secret_until": LATER,
     },
+    # policy changes and notices (1.1.0)
+    "policy.published.v1": {
+        "version": "2027-01",
+        "effective_at": LATER,
+        "summary": "A new analytics provider.",
+        "changes": [{"purpose": "analytics_providers", "reconsent_required": True}],
+    },
+    "notice.job.v1": {
+        "job_id": "job_5",
+        "owner": "messaging",
+        "policy_version": "2027-01",
+        "effective_at": LATER,
+        "summary": "A new analytics provider.",
+        "reconsent_purposes": ["analytics_providers"],
+        "due_by": LATER,
+    },
 }

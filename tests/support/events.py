@@ -30,6 +30,9 @@ from shared.contract.events import (
     ExportRequestedData,
     GpcSignal,
     GpcSignalData,
+    PolicyChange,
+    PolicyPublished,
+    PolicyPublishedData,
     ProcessingObjected,
     ProcessingObjectedData,
     ProcessingRestricted,
@@ -246,3 +249,22 @@ def disclosure(
         secret_until=secret_until,
     )
     return new_event(DisclosureRecorded, subject=subject, data=data, source=source, time=at)
+
+
+def policy_published(
+    version: str,
+    *,
+    effective_at: datetime,
+    reconsent: tuple[str, ...] = (),
+    summary: str = "What changed, in words.",
+    source: str = "legal",
+    at: datetime | None = None,
+) -> PolicyPublished:
+    """A new policy version (subject `policy`) asking to renew the grants of `reconsent`."""
+    data = PolicyPublishedData(
+        version=version,
+        effective_at=effective_at,
+        summary=summary,
+        changes=[PolicyChange(purpose=p, reconsent_required=True) for p in reconsent],
+    )
+    return new_event(PolicyPublished, subject="policy", data=data, source=source, time=at)

@@ -114,6 +114,12 @@ BASE_DATA: Mapping[str, Callable[[int], dict[str, Any]]] = {
         "disclosed_at": _ANY,
         "disclosed_by": "legal:staff_1",
     },
+    # policy changes (1.1.0)
+    "policy.published.v1": lambda n: {
+        "version": f"2027-{n % 12 + 1:02d}",
+        "effective_at": _ANY,
+        "summary": "new analytics provider",
+    },
 }
 """A valid `data` of every inbound event type (written here, not by the contract models)."""
 

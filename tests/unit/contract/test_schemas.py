@@ -36,7 +36,8 @@ def test_every_design_event_type_exists():
     }  # fmt: skip
     rolling_retention = {"purge.job.v1", "purge.completed.v1", "purge.failed.v1"}  # 1.1.0
     disclosures = {"disclosure.recorded.v1"}  # 1.1.0
-    assert design | rolling_retention | disclosures == set(EVENT_TYPES)
+    notices = {"policy.published.v1", "notice.job.v1"}  # 1.1.0
+    assert design | rolling_retention | disclosures | notices == set(EVENT_TYPES)
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
