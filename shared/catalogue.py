@@ -70,6 +70,18 @@ class Period(BaseModel):
         day = min(start.day, calendar.monthrange(year, month)[1])
         return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
 
+    def before(self, end: datetime) -> datetime:
+        """`end` minus this period (month ends clamp: 31 Mar - P1M = 28/29 Feb)."""
+        month_index = end.month - 1 - self.months - 12 * self.years
+        year, month = end.year + month_index // 12, month_index % 12 + 1
+        day = min(end.day, calendar.monthrange(year, month)[1])
+        return end.replace(year=year, month=month, day=day) - timedelta(days=self.days)
+
+    @property
+    def empty(self) -> bool:
+        """True for P0D (no time at all)."""
+        return not (self.years or self.months or self.days)
+
     def __str__(self) -> str:
         parts = [
             f"{n}{u}" for n, u in ((self.years, "Y"), (self.months, "M"), (self.days, "D")) if n
@@ -123,6 +135,32 @@ class PurposeCatalogue(BaseModel):
         return [name for name, rule in self.purposes.items() if rule.gpc_applies]
 
 
+def _period(value: Any) -> Any:
+    return Period.parse(value) if isinstance(value, str) else value
+
+
+class RollingRule(BaseModel):
+    """Keep `keep` while the account is open: every `every`, purge what is older (policy 1.3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keep: Period
+    every: Period = Period(months=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_periods(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = {k: _period(v) if k in ("keep", "every") else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _some_time(self) -> RollingRule:
+        if self.keep.empty or self.every.empty:
+            raise ValueError("keep and every must be longer than P0D")
+        return self
+
+
 class CategoryRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -135,6 +173,7 @@ class CategoryRule(BaseModel):
     note: str = ""
     purposes: list[str] = Field(default_factory=list)
     source: str = ""
+    while_open: RollingRule | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +194,10 @@ class RetentionRules(BaseModel):
         for name, rule in self.categories.items():
             found.setdefault(rule.owner, []).append(name)
         return found
+
+    def rolling(self) -> dict[str, RollingRule]:
+        """Categories kept for a rolling limit while the account is open, with their rule."""
+        return {n: r.while_open for n, r in self.categories.items() if r.while_open is not None}
 
 
 def load_config(path: Path, model: type[BaseModel]) -> Any:

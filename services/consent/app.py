@@ -12,8 +12,9 @@ from services.consent import api
 from services.consent.context import Context
 from services.consent.handlers import HANDLERS
 from services.consent.loops import EXPIRY
+from services.consent.notices import NOTICES
 from services.consent.settings import ConsentSettings
-from shared.contract.events import ConsentState, ExportPart
+from shared.contract.events import ConsentState, ExportPart, NoticeJob
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -48,9 +49,13 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
         migrations=MIGRATIONS,
         inbound=inbound(ctx.settings),
         handlers=HANDLERS,
-        publishes={t.consent_state: ConsentState, t.privacy_receipts: ExportPart},
+        publishes={
+            t.consent_state: ConsentState,
+            t.privacy_receipts: ExportPart,
+            t.privacy_jobs: NoticeJob,
+        },
         api=api.make_api,
-        loops=[EXPIRY],
+        loops=[EXPIRY, NOTICES],
     )
 
 

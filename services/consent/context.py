@@ -33,6 +33,9 @@ class Context(ServiceContext):
 
     settings: ConsentSettings
     catalogue: PurposeCatalogue
+    """The catalogue in force now: the file's, with published policies in effect applied."""
+    base_catalogue: PurposeCatalogue | None = None
+    """The file's catalogue (set from `catalogue` when not given)."""
     key: bytes = field(init=False)
     reads: asyncpg.Pool | None = field(default=None, init=False)
     """Connections for the decision endpoint: single read-only statements, no reset on release."""
@@ -40,6 +43,8 @@ class Context(ServiceContext):
 
     def __post_init__(self) -> None:
         self.key = self.settings.ledger_key.get_secret_value().encode()
+        if self.base_catalogue is None:
+            self.base_catalogue = self.catalogue
 
     @classmethod
     def from_settings(cls, settings: ConsentSettings, clock: Clock | None = None) -> Context:

@@ -29,6 +29,7 @@ from shared.contract.events import (
     ExportJob,
     ExportPart,
     GpcSignal,
+    PolicyPublished,
     ProcessingObjected,
     ProcessingRestricted,
     RestrictionLifted,
@@ -185,6 +186,12 @@ async def on_export_job(ctx: Context, unit: Unit, event: ExportJob) -> None:
         _suppressed(unit, event)  # another owner's job: nothing to do, counted if erased
 
 
+async def on_policy(ctx: Context, unit: Unit, event: PolicyPublished) -> None:
+    """A new policy version: kept; the notices and its effect follow in `notices`."""
+    assert unit.conn is not None
+    await store.record_policy(unit.conn, event)
+
+
 def _suppressed(unit: Unit, event: domain.ChangeEvent | ErasureRequested | ExportJob) -> bool:
     """Drop (and count) an event of an erased person: nothing of theirs comes back."""
     if unit.principal(event.subject) not in unit.gone:
@@ -205,6 +212,7 @@ HANDLERS: Handlers[Context, Unit] = Handlers(
         RestrictionLifted: on_change,
         ErasureRequested: on_erasure,
         ExportJob: on_export_job,
+        PolicyPublished: on_policy,
     },
     begin=begin,
     end=end,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -39,3 +40,13 @@ class ConsentSettings(ServiceSettings):
     expiry_interval_s: float = Field(1.0, gt=0)
     expiry_batch: int = Field(500, ge=1, le=10_000)
     export_part_bytes: int = Field(256 * 1024, ge=1024)
+    notice_owner: str = Field(
+        "messaging", min_length=1, description="Who messages people: gets the notice jobs."
+    )
+    notice_batch: int = Field(
+        500, ge=1, le=10_000, description="People per notice fan-out transaction."
+    )
+    notice_interval_s: float = Field(1.0, gt=0, description="Seconds between notice rounds.")
+    notice_due: timedelta = Field(
+        timedelta(days=3), description="How long the owner has to send a notice."
+    )

@@ -13,6 +13,7 @@ import orjson
 from services.consent.document import from_doc, to_doc
 from services.consent.domain import SubjectState
 from services.consent.ledger import Head, LedgerEntry
+from shared.contract.events import PolicyPublished
 from shared.plumbing.db import Conn
 
 LOCK_SUBJECTS = """
@@ -252,3 +253,18 @@ async def ledger_until(
 ) -> list[LedgerEntry]:
     """Entries of events that happened at or before `at`."""
     return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_UNTIL, principal, at)]
+
+
+RECORD_POLICY = """
+INSERT INTO policies (version, effective_at, summary, url, reconsent_purposes, published_at)
+VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (version) DO NOTHING
+"""
+
+
+async def record_policy(conn: Conn, event: PolicyPublished) -> None:
+    """Keep a policy version (once: a replay or a re-publication changes nothing)."""
+    d = event.data
+    renew = [c.purpose for c in d.changes if c.reconsent_required]
+    await conn.execute(
+        RECORD_POLICY, d.version, d.effective_at, d.summary, d.url, renew, event.time
+    )

@@ -34,6 +34,7 @@ class BundleInput:
     parts: Sequence[StoredPart]
     settled: Sequence[Settled]
     information: dict[str, CategoryInfo]
+    disclosures: Sequence[dict[str, Any]] = ()
 
 
 def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, Any]:
@@ -75,9 +76,10 @@ def write_bundle(storage: Storage, key: str, bundle: BundleInput) -> dict[str, A
                 }
             )
         info = {c: i.model_dump() for c, i in sorted(bundle.information.items())}
-        archive.writestr(
-            "information.json", orjson.dumps({"categories": info}, option=orjson.OPT_INDENT_2)
-        )
+        told: dict[str, Any] = {"categories": info}
+        if bundle.disclosures:  # policy 3.2: only those not under secrecy (told() decided)
+            told["disclosures"] = list(bundle.disclosures)
+        archive.writestr("information.json", orjson.dumps(told, option=orjson.OPT_INDENT_2))
         manifest = {
             "format": "privacy-plane-export",
             "format_version": FORMAT_VERSION,

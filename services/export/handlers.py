@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from services.export import domain, part_store, parts, store
+from services.export import disclosures, domain, part_store, parts, store
 from services.export import metrics as export_metrics
 from services.export.context import SOURCE, Context
 from services.export.domain import ExportRefused, PartVerdict, Request, State
@@ -23,6 +23,7 @@ from services.export.storage import (
     parts_prefix,
 )
 from shared.contract.events import (
+    DisclosureRecorded,
     ErasureRequested,
     ExportJob,
     ExportJobData,
@@ -324,6 +325,7 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         RequestExtended: on_extended,
         ExportPart: on_part,
         ExportPartFailed: on_part_failed,
+        DisclosureRecorded: disclosures.on_disclosure,
     },
     begin=plain_tx,
     refused=(ExportRefused,),

@@ -13,7 +13,7 @@ import contextlib
 from datetime import timedelta
 from pathlib import Path
 
-from services.export import domain, part_store, store
+from services.export import disclosures, domain, part_store, store
 from services.export import metrics as export_metrics
 from services.export.bundle import BundleInput, write_bundle
 from services.export.context import Context
@@ -86,6 +86,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
             await part_store.failures(conn, request.request_id),
         )
         stored = await part_store.stored_parts(conn, request.request_id)
+        disclosed = await disclosures.of_subject(conn, request.subject)
     state, missing, outcomes = domain.finish(settled)
     bundle_id = domain.bundle_id_for(row.storage_key, attempt)  # this attempt's own file
     bundle = BundleInput(
@@ -97,6 +98,7 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
         parts=stored,
         settled=settled,
         information=info,
+        disclosures=disclosures.told(disclosed, now),
     )
     try:
         with export_metrics.BUNDLE_SECONDS.time():

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from services.retention import domain, store
 from services.retention.context import Context
+from services.retention.disclosures import withheld
 from services.retention.views import (
     ChainCheck,
     DryRunCount,
@@ -25,6 +26,7 @@ from services.retention.views import (
     Request,
     RequestDetail,
     RequestsPage,
+    RollingPurges,
     SubjectRetention,
 )
 from shared.plumbing import paging
@@ -72,11 +74,13 @@ def make_api(ctx: Context) -> Api:
             jobs = await store.jobs.list_jobs(conn, subject_id=subject_id)
             certs = await store.certificates.subject_certificates(conn, subject_id)
             requests = await store.requests.subject_requests(conn, subject_id)
+            purges = {r["category"]: r for r in await store.purges.subject_timers(conn, subject_id)}
+            disclosed = await store.disclosures.subject_disclosures(conn, subject_id)
         result: dict[str, Any] = {
             "subject_id": subject_id,
             "account_id": subject["account_id"] if subject else None,
             "account_status": subject["status"] if subject else None,
-            "categories": _per_category(ctx, rows, jobs),
+            "categories": _per_category(ctx, rows, jobs, purges),
             "schedule": [
                 {k: v for k, v in dict(r).items() if k not in ("subject_id", "account_id")}
                 for r in rows
@@ -87,6 +91,10 @@ def make_api(ctx: Context) -> Api:
                 {"seq": c["seq"], "hash": c["hash"], **_json(c["body"])} for c in certs
             ],
             "requests": [dict(r) for r in requests],
+            "disclosures": [
+                {**dict(d), "withheld": withheld(d["secret_until"], ctx.clock.now())}
+                for d in disclosed
+            ],
         }
         if at is not None:
             when = _at(at, ctx.clock.now())
@@ -97,6 +105,7 @@ def make_api(ctx: Context) -> Api:
             ]
             fired = [store.timers.timer_from_row(r) for r in rows if r["status"] == "fired"]
             answers = domain.dry_run.dry_run(ctx.rules, open_timers, holds, when, fired)
+            answers += _purge_answers(ctx, purges, when)
             result["at"] = when
             result["dry_run"] = answers
         return SubjectRetention.model_validate(result)
@@ -119,6 +128,7 @@ def make_api(ctx: Context) -> Api:
                 if r["released_at"] is None
             ]
             rows = await store.timers.open_timers_page(conn, when, after_id, limit + 1)
+            purges = {r["category"]: r for r in await store.purges.next_due(conn, when)}
         page, more = paging.split_page(rows, limit)
         timers = [
             DryRunTimer(
@@ -138,6 +148,18 @@ def make_api(ctx: Context) -> Api:
             ],
             timers=timers,
             next=paging.encode_cursor(when, page[-1].id) if more else None,
+            rolling=[
+                RollingPurges(
+                    category=name,
+                    owner=ctx.rules.categories[name].owner,
+                    keep=str(rule.keep),
+                    every=str(rule.every),
+                    next_purge=(due := purges[name]["next_due"] if name in purges else None),
+                    purges_due=purges[name]["due"] if name in purges else 0,
+                    explanation=domain.rolling.rolling_text(name, rule, due),
+                )
+                for name, rule in ctx.rules.rolling().items()
+            ],
         )
 
     @router.get("/jobs")
@@ -248,8 +270,38 @@ async def verify_certificates(conn: Any) -> list[str]:
     return problems
 
 
-def _per_category(ctx: Context, timers: list[Any], jobs: list[Any]) -> list[dict[str, Any]]:
-    """Each category: its rule, the next open timer (or why none), and its jobs."""
+def _purge_answers(ctx: Context, purges: dict[str, Any], at: datetime) -> list[Any]:
+    """The subject's pending purges due by `at`, as dry-run answers."""
+    found = []
+    for name, rule in ctx.rules.rolling().items():
+        row = purges.get(name)
+        due = row["due_at"] if row is not None and row["status"] == "pending" else None
+        owner = ctx.rules.categories[name].owner
+        if (answer := domain.rolling.purge_answer(name, owner, rule, due, at)) is not None:
+            found.append(answer)
+    return found
+
+
+def _rolling(ctx: Context, name: str, row: Any) -> dict[str, Any] | None:
+    """The category's rolling limit and the subject's next purge (None: no rolling limit)."""
+    rule = ctx.rules.categories[name].while_open
+    if rule is None:
+        return None
+    due = row["due_at"] if row is not None and row["status"] == "pending" else None
+    return {
+        "keep": str(rule.keep),
+        "every": str(rule.every),
+        "next_purge": due,
+        "purges_before": None if due is None else domain.rolling.purge_cutoff(rule, due),
+        "status": None if row is None else row["status"],
+        "explanation": domain.rolling.rolling_text(name, rule, due),
+    }
+
+
+def _per_category(
+    ctx: Context, timers: list[Any], jobs: list[Any], purges: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each category: its rule, the next open timer (or why none), its jobs, rolling limit."""
     result = []
     for name, rule in ctx.rules.categories.items():
         open_timers = [
@@ -271,6 +323,7 @@ def _per_category(ctx: Context, timers: list[Any], jobs: list[Any]) -> list[dict
                     for j in jobs
                     if j["category"] == name
                 ],
+                "rolling": _rolling(ctx, name, purges.get(name)),
             }
         )
     return result

@@ -13,6 +13,7 @@ from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
 from shared.contract.events import (
     DeletionJob,
+    PurgeJob,
     RectificationJob,
     RequestStatusChanged,
     RestrictionJob,
@@ -53,7 +54,9 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
         inbound=inbound(ctx.settings),
         handlers=HANDLERS,
         publishes={
-            t.privacy_jobs: DeletionJob | RectificationJob | RestrictionJob | RestrictionLiftedJob,
+            t.privacy_jobs: (
+                DeletionJob | RectificationJob | RestrictionJob | RestrictionLiftedJob | PurgeJob
+            ),
             t.requests_status: RequestStatusChanged,
         },
         api=api.make_api,

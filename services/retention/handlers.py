@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.retention import domain, restrictions, store, workflow
+from services.retention import disclosures, domain, restrictions, rolling, store, workflow
 from services.retention.context import Context
 from services.retention.domain.model import Hold
 from shared.contract.events import (
@@ -21,10 +21,13 @@ from shared.contract.events import (
     ConsentState,
     DeletionCompleted,
     DeletionFailed,
+    DisclosureRecorded,
     ErasureRequested,
     LegalHoldPlaced,
     LegalHoldReleased,
     ProcessingRestricted,
+    PurgeCompleted,
+    PurgeFailed,
     RectificationCompleted,
     RectificationFailed,
     RectificationRequested,
@@ -50,6 +53,8 @@ async def on_signed_up(ctx: Context, tx: Tx, e: AccountSignedUp) -> None:
     account = await store.accounts.lock_account(tx.conn, e.data.account_id)
     if account is not None and account["status"] == "closed":
         await _join_closed_account(tx.conn, ctx, e.subject, account)
+    else:
+        await rolling.arm_subject(tx.conn, ctx, e.subject, e.time)
 
 
 async def _join_closed_account(conn: Conn, ctx: Context, subject_id: str, account: Any) -> None:
@@ -83,6 +88,7 @@ async def on_closed(ctx: Context, tx: Tx, e: AccountClosed) -> None:
         for r in await store.accounts.account_subjects(tx.conn, account_id)
         if r["erased_at"] is None
     ]
+    await store.purges.stop(tx.conn, live)  # the closure's timers take over
     await store.timers.insert_timers(
         tx.conn,
         [s for s in live for _ in plans],
@@ -99,6 +105,7 @@ async def on_reopened(ctx: Context, tx: Tx, e: AccountReopened) -> None:
         return
     members = [r["subject_id"] for r in await store.accounts.account_subjects(tx.conn, account_id)]
     await store.timers.cancel_closure_timers(tx.conn, members)
+    await rolling.resume(tx.conn, ctx, members, e.data.reopened_at)
 
 
 async def on_subscription(ctx: Context, tx: Tx, e: SubscriptionChanged) -> None:
@@ -381,6 +388,9 @@ HANDLERS: Handlers[Context, Tx] = Handlers(
         RestrictionLifted: restrictions.on_lifted,
         RestrictionCompleted: restrictions.on_receipt,
         RestrictionFailed: restrictions.on_receipt,
+        PurgeCompleted: rolling.on_purge_receipt,
+        PurgeFailed: rolling.on_purge_receipt,
+        DisclosureRecorded: disclosures.on_disclosure,
     },
     begin=plain_tx,
     refused=(domain.model.RetentionError,),

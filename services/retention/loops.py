@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from services.retention import domain, store, workflow
+from services.retention import domain, rolling, store, workflow
 from services.retention.context import Context
 from services.retention.domain.model import Timer
 from shared.plumbing import outbox
@@ -75,6 +75,7 @@ async def tick(pool: asyncpg.Pool, ctx: Context, schema: str, items: Items | Non
         *(fire_batch(pool, ctx, schema, now, items) for _ in range(ctx.settings.fire_concurrency))
     )
     busy = any(fired)
+    busy = await rolling.fire_batch(pool, ctx, schema, now, items) or busy
     busy = await reissue_batch(pool, ctx, schema, now, items) or busy
     await flag_overdue(pool, ctx, schema, now)
     return busy
@@ -175,6 +176,7 @@ async def apply_rules(pool: asyncpg.Pool, ctx: Context) -> None:
         previous = await store.rules.rules_state(conn)
         if previous is not None and previous[0] == digest:
             return
+        await rolling.apply_rules(conn, ctx)
         moved = 0
         after = 0
         while rows := await store.rules.recomputable_timers(conn, after, 5000):

@@ -20,10 +20,10 @@ NEXT_PAGE = "Cursor of the next page (pass it as `after`); null on the last page
 
 
 class Job(BaseModel):
-    """A deletion or rectification job sent to a data owner, tracked until its receipt."""
+    """A deletion, rectification or purge job sent to a data owner, tracked until its receipt."""
 
     job_id: str
-    kind: Literal["deletion", "rectification"]
+    kind: Literal["deletion", "rectification", "purge"]
     subject_id: str
     owner: str
     category: str
@@ -110,8 +110,20 @@ class CategoryJob(BaseModel):
     overdue: bool
 
 
+class RollingLimit(BaseModel):
+    """A rolling limit while the account is open (policy 1.3) and the subject's next purge."""
+
+    keep: str = Field(examples=["P13M"])
+    every: str = Field(examples=["P1M"])
+    next_purge: datetime | None = Field(description="null: none pending (closed, or issued).")
+    purges_before: datetime | None = Field(description="The next purge's cutoff.")
+    status: Literal["pending", "issued", "stopped"] | None
+    explanation: str
+
+
 class CategorySchedule(BaseModel):
-    """A category's retention rule, its next open timer (null: none) and its jobs."""
+    """A category's retention rule, its next open timer (null: none), its jobs and, when kept
+    on a rolling limit while open, that limit and the next purge."""
 
     category: str
     owner: str
@@ -120,6 +132,7 @@ class CategorySchedule(BaseModel):
     legal_obligation: str | None
     next: NextTimer | None
     jobs: list[CategoryJob]
+    rolling: RollingLimit | None = None
 
 
 class ScheduledTimer(BaseModel):
@@ -146,6 +159,21 @@ class SubjectCertificate(Certificate):
     hash: str
 
 
+class Disclosure(BaseModel):
+    """A disclosure of the subject's data to an authority (policy 3.2), as recorded."""
+
+    disclosure_id: str
+    authority: str
+    authority_kind: str
+    legal_basis: str
+    reference: str
+    categories: list[str]
+    disclosed_at: datetime
+    disclosed_by: str = Field(description="A role or staff id.")
+    secret_until: datetime | None
+    withheld: bool = Field(description="Secrecy ordered: the access file says nothing yet.")
+
+
 class SubjectRetention(BaseModel):
     """One subject: schedule per category, timers, holds, jobs, certificates, requests.
 
@@ -161,6 +189,7 @@ class SubjectRetention(BaseModel):
     jobs: list[Job]
     certificates: list[SubjectCertificate]
     requests: list[Request]
+    disclosures: list[Disclosure] = Field(default_factory=list)
     at: datetime | None = None
     dry_run: list[DryRunAnswer] | None = Field(None, description="What happens by `at`.")
 
@@ -192,14 +221,28 @@ class DryRunTimer(DryRunAnswer):
     subject_id: str
 
 
+class RollingPurges(BaseModel):
+    """A category kept on a rolling limit while open: its rule, next purge, purges due by `at`."""
+
+    category: str
+    owner: str
+    keep: str
+    every: str
+    next_purge: datetime | None
+    purges_due: int = Field(description="Subjects whose purge of the category is due by `at`.")
+    explanation: str
+
+
 class DryRunPage(BaseModel):
-    """One page of the dry run over every subject's open timers due by `at` (by timer id)."""
+    """One page of the dry run over every subject's open timers due by `at` (by timer id), and
+    the rolling limits with their purges due by `at`."""
 
     at: datetime
     subjects: int = Field(description="Distinct subjects among this page's timers.")
     counts: list[DryRunCount] = Field(description="This page's timers, counted.")
     timers: list[DryRunTimer]
     next: str | None = Field(None, description=NEXT_PAGE)
+    rolling: list[RollingPurges] = Field(default_factory=list)
 
 
 class JobsPage(BaseModel):

@@ -16,6 +16,7 @@ import orjson
 from services.retention import domain, store
 from services.retention.context import Context
 from services.retention.domain.model import Firing, Hold, Timer
+from services.retention.rolling import purge_event
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.contract.events import (
     CategoryOutcome,
@@ -289,6 +290,8 @@ async def reissue(
         elif row["kind"] in ("restriction", "restriction_lift"):
             event = restriction_event(row["kind"], row, attempt, now)
             out.publish(ctx.settings.topics.privacy_jobs, event)
+        elif row["kind"] == "purge":
+            out.publish(ctx.settings.topics.privacy_jobs, purge_event(row, attempt, now))
         else:
             fields = orjson.loads(row["fields"]) if row["fields"] else {}
             out.publish(

@@ -402,6 +402,101 @@ class RestrictionFailedData(JobFailedData):
     pass
 
 
+# --- rolling retention (purge jobs, 1.1.0) ------------------------------------------------
+
+
+class PurgeJobData(Data):
+    """Purge the subject's records of `category` older than `before` (kept while open)."""
+
+    job_id: JobId
+    owner: Owner
+    category: Category
+    before: AwareDatetime = Field(description="Delete the records made before this instant.")
+    keep: str = Field(
+        min_length=2, max_length=50, examples=["P13M"], description="The rolling limit."
+    )
+    due_by: AwareDatetime
+    attempt: int = Field(1, ge=1)
+
+
+class PurgeCompletedData(Data):
+    job_id: JobId
+    owner: Owner
+    records_deleted: int = Field(0, ge=0)
+
+
+class PurgeFailedData(JobFailedData):
+    pass
+
+
+# --- disclosures to authorities (legal.holds, 1.1.0) --------------------------------------
+
+
+class AuthorityKind(StrEnum):
+    COURT = "court"
+    LAW_ENFORCEMENT = "law_enforcement"
+    REGULATOR = "regulator"
+
+
+class DisclosureRecordedData(Data):
+    """A disclosure of the subject's data to an authority; no field is the subject's data."""
+
+    disclosure_id: str = Field(min_length=1, max_length=200, examples=["disc_12"])
+    authority: str = Field(min_length=1, max_length=300, examples=["Amtsgericht Berlin-Mitte"])
+    authority_kind: AuthorityKind
+    legal_basis: str = Field(
+        min_length=1, max_length=500, examples=["§ 100g StPO; GDPR Art. 6(1)(c)"]
+    )
+    reference: str = Field(min_length=1, max_length=200, examples=["AZ 123 Js 456/26"])
+    categories: list[Category] = Field(min_length=1)
+    disclosed_at: AwareDatetime
+    disclosed_by: str = Field(
+        min_length=1, max_length=200, examples=["legal:staff_42"], description="A role or staff id."
+    )
+    secret_until: AwareDatetime | None = Field(
+        None,
+        description="Secrecy ordered until then: the access file says nothing of it meanwhile.",
+    )
+
+
+# --- policy changes and notices (1.1.0) ---------------------------------------------------
+
+
+class PolicyChange(BaseModel):
+    """What a new policy version changes for one purpose, and whether it needs fresh consent."""
+
+    model_config = {"frozen": True, "extra": "allow"}
+
+    purpose: Purpose
+    reconsent_required: bool = False
+    what: str | None = Field(None, max_length=2000)
+
+
+class PolicyPublishedData(Data):
+    """A new privacy policy version (subject: `policy`); no field is anyone's personal data."""
+
+    version: str = Field(min_length=1, max_length=50, examples=["2027-01"])
+    effective_at: AwareDatetime = Field(description="Grants it asks to renew lapse from then.")
+    summary: str = Field(min_length=1, max_length=5000, description="What changed, in words.")
+    url: str | None = Field(None, max_length=2000)
+    changes: list[PolicyChange] = Field(default_factory=list)
+
+
+class NoticeJobData(Data):
+    """Tell the subject about a new policy before it takes effect (owner: who messages people)."""
+
+    job_id: JobId
+    owner: Owner
+    policy_version: str = Field(min_length=1, max_length=50)
+    effective_at: AwareDatetime
+    summary: str = Field(min_length=1, max_length=5000)
+    url: str | None = Field(None, max_length=2000)
+    reconsent_purposes: list[Purpose] = Field(
+        default_factory=list, description="The subject's grants the new policy asks to renew."
+    )
+    due_by: AwareDatetime
+
+
 # --- the envelopes ------------------------------------------------------------------------
 
 
@@ -536,6 +631,30 @@ class RestrictionFailed(CloudEvent[RestrictionFailedData]):
     type: Literal["restriction.failed.v1"] = "restriction.failed.v1"
 
 
+class PurgeJob(CloudEvent[PurgeJobData]):
+    type: Literal["purge.job.v1"] = "purge.job.v1"
+
+
+class PurgeCompleted(CloudEvent[PurgeCompletedData]):
+    type: Literal["purge.completed.v1"] = "purge.completed.v1"
+
+
+class PurgeFailed(CloudEvent[PurgeFailedData]):
+    type: Literal["purge.failed.v1"] = "purge.failed.v1"
+
+
+class DisclosureRecorded(CloudEvent[DisclosureRecordedData]):
+    type: Literal["disclosure.recorded.v1"] = "disclosure.recorded.v1"
+
+
+class PolicyPublished(CloudEvent[PolicyPublishedData]):
+    type: Literal["policy.published.v1"] = "policy.published.v1"
+
+
+class NoticeJob(CloudEvent[NoticeJobData]):
+    type: Literal["notice.job.v1"] = "notice.job.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -570,6 +689,15 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     RestrictionLiftedJob,
     RestrictionCompleted,
     RestrictionFailed,
+    # rolling retention (1.1.0)
+    PurgeJob,
+    PurgeCompleted,
+    PurgeFailed,
+    # disclosures to authorities (1.1.0)
+    DisclosureRecorded,
+    # policy changes and notices (1.1.0)
+    PolicyPublished,
+    NoticeJob,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -609,7 +737,16 @@ AnyEvent = Annotated[
     | RestrictionJob
     | RestrictionLiftedJob
     | RestrictionCompleted
-    | RestrictionFailed,
+    | RestrictionFailed
+    # rolling retention (1.1.0)
+    | PurgeJob
+    | PurgeCompleted
+    | PurgeFailed
+    # disclosures to authorities (1.1.0)
+    | DisclosureRecorded
+    # policy changes and notices (1.1.0)
+    | PolicyPublished
+    | NoticeJob,
     Field(discriminator="type"),
 ]
 

@@ -94,6 +94,14 @@ _CARRIED: dict[str, tuple[type[CloudEvent[Any]], ...]] = {
 # restriction jobs and receipts (1.1.0, Art. 18): beside the others on the same topics
 _CARRIED["privacy_jobs"] += (ev.RestrictionJob, ev.RestrictionLiftedJob)
 _CARRIED["privacy_receipts"] += (ev.RestrictionCompleted, ev.RestrictionFailed)
+# rolling retention (1.1.0): purge jobs out, their receipts in
+_CARRIED["privacy_jobs"] += (ev.PurgeJob,)
+_CARRIED["privacy_receipts"] += (ev.PurgeCompleted, ev.PurgeFailed)
+# disclosures to authorities (1.1.0): kept, like the holds (retention and export rebuild them)
+_CARRIED["legal_holds"] += (ev.DisclosureRecorded,)
+# policy changes (1.1.0): kept, consent's decisions depend on them; notices go out as jobs
+_CARRIED["consent_changes"] += (ev.PolicyPublished,)
+_CARRIED["privacy_jobs"] += (ev.NoticeJob,)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

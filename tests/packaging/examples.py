@@ -110,4 +110,43 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             {"category": "invoices", "outcome": "retained", "reason": "legal obligation: tax"},
         ],
     },
+    # rolling retention (1.1.0)
+    "purge.job.v1": {
+        "job_id": "job_4",
+        "owner": "analytics",
+        "category": "usage_data",
+        "before": LATER,
+        "keep": "P13M",
+        "due_by": LATER,
+    },
+    "purge.completed.v1": {"job_id": "job_4", "owner": "analytics", "records_deleted": 9},
+    "purge.failed.v1": {"job_id": "job_4", "owner": "analytics", "error": "timeout"},
+    # disclosures to authorities (1.1.0)
+    "disclosure.recorded.v1": {
+        "disclosure_id": "disc_1",
+        "authority": "Amtsgericht Berlin-Mitte",
+        "authority_kind": "court",
+        "legal_basis": "GDPR Art. 6(1)(c)",
+        "reference": "AZ 123 Js 456/26",
+        "categories": ["crm_data"],
+        "disclosed_at": LATER,
+        "disclosed_by": "legal:staff_42",
+        "secret_until": LATER,
+    },
+    # policy changes and notices (1.1.0)
+    "policy.published.v1": {
+        "version": "2027-01",
+        "effective_at": LATER,
+        "summary": "A new analytics provider.",
+        "changes": [{"purpose": "analytics_providers", "reconsent_required": True}],
+    },
+    "notice.job.v1": {
+        "job_id": "job_5",
+        "owner": "messaging",
+        "policy_version": "2027-01",
+        "effective_at": LATER,
+        "summary": "A new analytics provider.",
+        "reconsent_purposes": ["analytics_providers"],
+        "due_by": LATER,
+    },
 }

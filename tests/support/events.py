@@ -22,12 +22,17 @@ from shared.contract.events import (
     ConsentState,
     ConsentStateData,
     ConsentWithdrawn,
+    DisclosureRecorded,
+    DisclosureRecordedData,
     ErasureRequested,
     ErasureRequestedData,
     ExportRequested,
     ExportRequestedData,
     GpcSignal,
     GpcSignalData,
+    PolicyChange,
+    PolicyPublished,
+    PolicyPublishedData,
     ProcessingObjected,
     ProcessingObjectedData,
     ProcessingRestricted,
@@ -219,3 +224,47 @@ def request_extended(
     """A request's deadline extended, with the reason given to the person."""
     data = RequestExtendedData(request_id=request_id, reason=reason, new_deadline=new_deadline)
     return new_event(RequestExtended, subject=subject, data=data, source=source, time=at)
+
+
+def disclosure(
+    subject: str,
+    disclosure_id: str,
+    *,
+    disclosed_at: datetime,
+    secret_until: datetime | None = None,
+    categories: tuple[str, ...] = ("crm_data",),
+    source: str = "legal",
+    at: datetime | None = None,
+) -> DisclosureRecorded:
+    """A disclosure of the subject's data to a court (secret until `secret_until`, if given)."""
+    data = DisclosureRecordedData(
+        disclosure_id=disclosure_id,
+        authority="Amtsgericht Berlin-Mitte",
+        authority_kind="court",  # type: ignore[arg-type]  # pydantic parses the enum's value
+        legal_basis="GDPR Art. 6(1)(c) with § 100g StPO",
+        reference=f"AZ {disclosure_id}",
+        categories=list(categories),
+        disclosed_at=disclosed_at,
+        disclosed_by="legal:staff_42",
+        secret_until=secret_until,
+    )
+    return new_event(DisclosureRecorded, subject=subject, data=data, source=source, time=at)
+
+
+def policy_published(
+    version: str,
+    *,
+    effective_at: datetime,
+    reconsent: tuple[str, ...] = (),
+    summary: str = "What changed, in words.",
+    source: str = "legal",
+    at: datetime | None = None,
+) -> PolicyPublished:
+    """A new policy version (subject `policy`) asking to renew the grants of `reconsent`."""
+    data = PolicyPublishedData(
+        version=version,
+        effective_at=effective_at,
+        summary=summary,
+        changes=[PolicyChange(purpose=p, reconsent_required=True) for p in reconsent],
+    )
+    return new_event(PolicyPublished, subject="policy", data=data, source=source, time=at)

@@ -100,6 +100,26 @@ BASE_DATA: Mapping[str, Callable[[int], dict[str, Any]]] = {
         "owner": "crm",
         "error": "owner down",
     },
+    # rolling retention (1.1.0)
+    "purge.completed.v1": lambda n: {"job_id": f"job_{n}", "owner": "analytics"},
+    "purge.failed.v1": lambda n: {"job_id": f"job_{n}", "owner": "analytics", "error": "x"},
+    # disclosures to authorities (1.1.0)
+    "disclosure.recorded.v1": lambda n: {
+        "disclosure_id": f"disc_{n}",
+        "authority": "Amtsgericht Berlin",
+        "authority_kind": "court",
+        "legal_basis": "GDPR Art. 6(1)(c)",
+        "reference": f"AZ {n}",
+        "categories": ["crm_data"],
+        "disclosed_at": _ANY,
+        "disclosed_by": "legal:staff_1",
+    },
+    # policy changes (1.1.0)
+    "policy.published.v1": lambda n: {
+        "version": f"2027-{n % 12 + 1:02d}",
+        "effective_at": _ANY,
+        "summary": "new analytics provider",
+    },
 }
 """A valid `data` of every inbound event type (written here, not by the contract models)."""
 

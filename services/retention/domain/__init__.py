@@ -12,6 +12,7 @@ from services.retention.domain import (
     model,
     requests,
     restriction,
+    rolling,
     rules,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "model",
     "requests",
     "restriction",
+    "rolling",
     "rules",
 ]

@@ -16,7 +16,7 @@ class DryRunAnswer(Frozen):
 
     category: str
     owner: str | None
-    action: Literal["delete", "restrict", "anonymise", "blocked", "keep", "issued"]
+    action: Literal["delete", "restrict", "anonymise", "blocked", "keep", "issued", "purge"]
     reason: str
     due_at: datetime | None = None
     request_id: str | None = None

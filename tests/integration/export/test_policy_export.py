@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,43 @@ async def test_an_erasure_of_one_category_trims_the_open_export_and_keeps_bundle
     )
     assert rows[0]["bundle_deleted_at"] is not None
     assert not bundle.exists()
+
+
+async def test_the_access_file_tells_disclosures_to_authorities_but_not_while_secrecy_is_ordered(
+    export: Harness,
+):
+    subject = "usr_disclosed"
+    now = export.clock.now()
+    public = make.disclosure(subject, "disc_public", disclosed_at=now - timedelta(days=30))
+    secret = make.disclosure(
+        subject,
+        "disc_secret",
+        disclosed_at=now - timedelta(days=2),
+        secret_until=now + timedelta(days=90),
+        categories=("usage_data",),
+    )
+    await produce(export.infra.kafka, export.topics.legal_holds, [public, secret])
+    await processed(export, public.id, secret.id)
+
+    await export.request_export(subject, "req_disc_1")
+    jobs = await export.jobs("req_disc_1", len(OWNERS))
+    await export.send(*answers(jobs))
+    await export.wait_status("req_disc_1", "completed")
+    archive, manifest = await download(export, "req_disc_1")
+    told = json.loads(archive.read("information.json"))["disclosures"]
+    assert [(d["reference"], d["categories"]) for d in told] == [("AZ disc_public", ["crm_data"])]
+    assert told[0]["authority"] == "Amtsgericht Berlin-Mitte"
+    assert told[0]["legal_basis"] == "GDPR Art. 6(1)(c) with § 100g StPO"
+    assert "disclosed_by" not in told[0]
+    everything = b"".join(archive.read(n) for n in archive.namelist())
+    assert b"disc_secret" not in everything  # not a word of the secret one: no count, no gap
+    assert b"secret" not in json.dumps(manifest).encode()
+
+    export.clock.advance(timedelta(days=91))  # the secrecy order has run out
+    await export.request_export(subject, "req_disc_2")
+    jobs = await export.jobs("req_disc_2", len(OWNERS))
+    await export.send(*answers(jobs))
+    await export.wait_status("req_disc_2", "completed")
+    archive, _ = await download(export, "req_disc_2")
+    told = json.loads(archive.read("information.json"))["disclosures"]
+    assert [d["reference"] for d in told] == ["AZ disc_public", "AZ disc_secret"]

@@ -67,9 +67,12 @@ async def test_closure_issues_each_category_at_its_time_and_the_dry_run_agrees(
         await h.advance(45 * DAY)  # day 91
         assert len(await h.jobs("category = 'account_profile'", count=2)) == 2
         await h.advance(7 * 366 * DAY)
-        rows = await h.jobs(count=12)
+        rows = await h.jobs("kind = 'deletion'", count=12)
         assert len(rows) == 12
         assert {r["category"] for r in rows if r["subject_id"] == "usr_c"} == set()
+        # usr_c's account is open again: only its rolling purge of usage data (policy 1.3)
+        purges = await h.jobs("kind = 'purge'")
+        assert [(r["subject_id"], r["category"]) for r in purges] == [("usr_c", "usage_data")]
 
         published = await h.published(topics.privacy_jobs, until=lambda r: len(r) >= 12)
         jobs = [(k, e) for k, e in published if isinstance(e, DeletionJob)]

@@ -38,7 +38,12 @@ def test_every_design_event_type_exists():
         "restriction.job.v1", "restriction.lifted_job.v1", "restriction.completed.v1",
         "restriction.failed.v1",
     }  # fmt: skip
-    assert design | added_1_1_restriction == set(EVENT_TYPES)
+    rolling_retention = {"purge.job.v1", "purge.completed.v1", "purge.failed.v1"}  # 1.1.0
+    disclosures = {"disclosure.recorded.v1"}  # 1.1.0
+    notices = {"policy.published.v1", "notice.job.v1"}  # 1.1.0
+    assert design | added_1_1_restriction | rolling_retention | disclosures | notices == set(
+        EVENT_TYPES
+    )
 
 
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,7 @@ CONSUMES = {
         "privacy.receipts",
         "consent.state",
     ],
-    export_app: ["privacy.requests", "privacy.receipts"],
+    export_app: ["privacy.requests", "legal.holds", "privacy.receipts"],
 }
 
 
