@@ -91,9 +91,21 @@ class ServiceSettings(BaseSettings):
     batch_max_records: int = Field(500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(50, ge=1)
     relay_batch_size: int = Field(1000, ge=1)
+    relay_transactional_id: str | None = Field(
+        None,
+        description="The relay producer's transactional.id (fences a deposed leader); "
+        "default privacy-plane-<service>-relay-<db_schema>, one per service and schema.",
+    )
     pool_min_size: int = 2
     pool_max_size: int = 10
     otel_enabled: bool = False
+
+    @property
+    def transactional_id(self) -> str:
+        """The relay's transactional.id: shared by the replicas of one schema (like its lock)."""
+        return self.relay_transactional_id or (
+            f"privacy-plane-{self.service_name}-relay-{self.db_schema}"
+        )
 
     @property
     def consumer_group(self) -> str:
