@@ -39,6 +39,7 @@ class TopicWatcher:
             bootstrap_servers=self.kafka,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # the relay publishes in transactions
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -191,6 +192,7 @@ async def read_latest(kafka: str, topic: str) -> tuple[dict[bytes, bytes | None]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka,
         enable_auto_commit=False,
+        isolation_level="read_committed",  # the relay publishes in transactions
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )

@@ -55,6 +55,7 @@ async def replay_partitions(
         group_id=rebuild_group(settings, into_schema),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed",  # as the live subscriber reads (relay transactions)
         **settings.kafka.client_kwargs(),
     )
     await consumer.start()
