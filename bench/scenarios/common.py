@@ -214,8 +214,10 @@ async def read_latest(kafka: str, topic: str) -> tuple[dict[bytes, bytes | None]
                         latest[record.key] = record.value
                 if records:
                     newest = max(newest, records[-1].timestamp)
-                    if records[-1].offset + 1 >= ends[tp]:
-                        left.pop(tp, None)
+            for tp, end in list(left.items()):
+                # the position: a commit marker, not a record, ends a transactional topic
+                if await consumer.position(tp) >= end:
+                    del left[tp]
         return latest, newest / 1000
     finally:
         await consumer.stop()

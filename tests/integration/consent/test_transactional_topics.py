@@ -1,6 +1,9 @@
-"""`consent.state` compacted by the broker while the consent service runs: what a fresh reader
-and the consent client get back is exactly each subject's last state, erased subjects absent,
-whatever the transaction markers of the relay left in the log."""
+"""The consent side of relayed topics (transactions, commit markers, compaction) on real Kafka.
+
+`consent.state` compacted by the broker while the consent service runs: a fresh reader and the
+consent client get back exactly each subject's last state, erased subjects absent, whatever the
+relay's transaction markers left in the log. A rebuild replays topics that end with a marker.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +21,13 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.consent.app import build_runtime
+from services.consent.rebuild import rebuild
 from services.consent.settings import ConsentSettings
 from shared.consent_client import ConsentClient
+from shared.contract.codec import encode
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
-from shared.plumbing.kafka import TopicPolicy, ensure_topics
+from shared.plumbing.kafka import TopicPolicy, ensure_topics, make_producer
 from shared.plumbing.partitioning import murmur2
 from tests.support import events as make
 from tests.support.infra import Infra
@@ -203,3 +208,33 @@ async def test_a_compacted_consent_state_gives_readers_and_the_client_each_last_
         allowed = last[subject]["purposes"]["marketing_email"]["allowed"]
         assert (version, cached.allowed["marketing_email"]) == (version, allowed)
     assert all(s not in client.cache for s in erased)
+
+
+async def test_a_rebuild_replays_topics_that_end_with_a_transaction_marker(
+    infra: Infra, running: tuple[ConsentSettings, asyncpg.Connection]
+) -> None:
+    """Each partition of a transactional topic ends with a commit marker, one offset past its
+    last record: a replay that waits for a record at the end offset never ends."""
+    settings, db = running
+    run = uuid.uuid4().hex[:6]
+    producer = make_producer(infra.kafka, transactional_id=f"test-rebuild-{run}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for n in range(12):
+                change = make.granted(f"usr_{run}_{n}", at=T0 + timedelta(minutes=n))
+                key, value = encode(change)
+                await producer.send(settings.topics.consent_changes, value, key=key)
+    finally:
+        await producer.stop()
+
+    async def applied() -> bool:
+        schema = settings.db_schema
+        return bool(await db.fetchval(f'SELECT count(*) FROM "{schema}".subjects') == 12)
+
+    await wait_until(applied, 30, "the service applied the committed changes")
+    into = f"{settings.db_schema}_rebuilt"
+    try:
+        assert await rebuild(settings, into, within_s=30) == 12
+    finally:
+        await db.execute(f'DROP SCHEMA IF EXISTS "{into}" CASCADE')
