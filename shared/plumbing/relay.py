@@ -1,17 +1,15 @@
 """The outbox relay: publishes the outbox's rows to Kafka, then deletes them.
 
-One relay per service (the holder of an advisory lock) publishes rows in id order and then
-deletes them. A crash between publish and delete republishes the same events (same ids):
-consumers dedup.
+One relay per service (the holder of an advisory lock) publishes rows in id order, then
+deletes them; a crash in between republishes the same events (same ids): consumers dedup.
 
-Fenced publishing (docs/relay-fencing.md), with a transactional producer as the services use:
-each tenure (lock taken) starts a fresh producer of the service's one `transactional.id`, whose
-`init_transactions` fences every earlier one (their open transaction is aborted, their later
-commits fail). A batch is one transaction; its rows are deleted only after the commit. A tenure
-reads rows only after its init and only while it holds the lock, so a successor (which takes
-the lock later, then inits) commits nothing before anything its predecessor committed. The
-successor republishes the rows still in the outbox, in id order, which per key is version
-order: the last committed record of a key is its newest. Readers use read_committed.
+Fenced (docs/relay-fencing.md): each tenure starts a fresh producer of the service's one
+`transactional.id` once it holds the lock; its `init_transactions` fences every earlier one
+(their open transaction is aborted, their later commits fail). A batch is one transaction, its
+rows deleted after the commit. A tenure reads rows only after its init and while it holds the
+lock, so its successor (lock later, then init) commits nothing before anything it committed,
+and republishes what is still in the outbox in id order, per key version order: a key's last
+committed record is its newest. Readers use read_committed.
 """
 
 from __future__ import annotations
