@@ -85,6 +85,7 @@ class SimulatedOwners:
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # retention's relay publishes in transactions
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="simulated-owners")

@@ -39,6 +39,7 @@ class TopicWatcher:
             bootstrap_servers=self.kafka,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # the relay publishes in transactions
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
@@ -191,6 +192,7 @@ async def read_latest(kafka: str, topic: str) -> tuple[dict[bytes, bytes | None]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka,
         enable_auto_commit=False,
+        isolation_level="read_committed",  # the relay publishes in transactions
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
@@ -212,8 +214,10 @@ async def read_latest(kafka: str, topic: str) -> tuple[dict[bytes, bytes | None]
                         latest[record.key] = record.value
                 if records:
                     newest = max(newest, records[-1].timestamp)
-                    if records[-1].offset + 1 >= ends[tp]:
-                        left.pop(tp, None)
+            for tp, end in list(left.items()):
+                # the position: a commit marker, not a record, ends a transactional topic
+                if await consumer.position(tp) >= end:
+                    del left[tp]
         return latest, newest / 1000
     finally:
         await consumer.stop()

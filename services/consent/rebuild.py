@@ -88,7 +88,10 @@ async def rebuild(
 async def end_offsets(settings: ConsentSettings) -> Ends:
     """The end offset of every partition of the consumed topics, now."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, **settings.kafka.client_kwargs()
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        # the last stable offsets: what the replay's read_committed consumer can reach
+        isolation_level="read_committed",
+        **settings.kafka.client_kwargs(),
     )
     await consumer.start()
     try:

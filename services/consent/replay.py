@@ -56,6 +56,7 @@ async def replay_partitions(
         group_id=rebuild_group(settings, into_schema),
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed",  # as the live subscriber reads (relay transactions)
         **settings.kafka.client_kwargs(),
     )
     await consumer.start()
@@ -113,17 +114,21 @@ async def _batches(
     consumer: AIOKafkaConsumer, ends: Ends, size: int
 ) -> AsyncIterator[list[RecordLike]]:
     """Consumed batches until every partition reached its end offset (the consumer fetches
-    ahead in the background, so the next batch is usually waiting)."""
+    ahead in the background, so the next batch is usually waiting).
+
+    Reached means the consumer's position, not the last record's offset: a transaction's
+    commit marker takes an offset of its own, so a relay's topic often ends with no record.
+    """
     left = dict(ends)
     while left:
         fetched = await consumer.getmany(*left, timeout_ms=200, max_records=size)
         records: list[RecordLike] = []
         for tp, part in fetched.items():
             end = left.get(tp)
-            if end is None:
-                continue
-            records += [r for r in part if r.offset < end]
-            if part and part[-1].offset + 1 >= end:
+            if end is not None:
+                records += [r for r in part if r.offset < end]
+        for tp, end in list(left.items()):
+            if await consumer.position(tp) >= end:
                 del left[tp]
                 consumer.pause(tp)
         if records:

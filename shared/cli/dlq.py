@@ -23,6 +23,7 @@ async def read_deadletters(limit: int | None = None) -> list[Any]:
         bootstrap_servers=env("KAFKA_BOOTSTRAP_SERVERS"),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",  # the relays publish in transactions
         **KafkaSecurity().client_kwargs(),
     )
     await consumer.start()

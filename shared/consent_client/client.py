@@ -57,6 +57,9 @@ class ConsentClient:
             "group_id": None,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            # the relay publishes in transactions: a deposed leader's aborted records are
+            # skipped, and "caught up" is measured against the last stable offset
+            "isolation_level": "read_committed",
             **kafka_options,
         }
         self._consumer: AIOKafkaConsumer | None = None

@@ -48,6 +48,11 @@ OUTBOX_PRODUCER_RENEWED = Counter(
     "Relay producers replaced after the broker refused a batch",
     ["service"],
 )
+OUTBOX_RELAY_STEPPED_DOWN = Counter(
+    "pp_outbox_relay_stepped_down_total",
+    "Relay tenures ended because their producer was fenced (another replica leads) or unusable",
+    ["service"],
+)
 OUTBOX_RELAY_HEARTBEAT = Gauge(
     "pp_outbox_relay_heartbeat_timestamp_seconds",
     "When this process's relay last went round its loop (published, idle, standing by, retrying)",

@@ -1,8 +1,15 @@
 """The outbox relay: publishes the outbox's rows to Kafka, then deletes them.
 
-One relay per service (the holder of an advisory lock) publishes rows in id order with an
-idempotent producer and then deletes them. A crash between publish and delete republishes the
-same events (same ids): consumers dedup.
+One relay per service (the holder of an advisory lock) publishes rows in id order, then
+deletes them; a crash in between republishes the same events (same ids): consumers dedup.
+
+Fenced (docs/relay-fencing.md): each tenure starts a fresh producer of the service's one
+`transactional.id` once it holds the lock; its `init_transactions` fences every earlier one
+(their open transaction is aborted, their later commits fail). A batch is one transaction, its
+rows deleted after the commit. A tenure reads rows only after its init and while it holds the
+lock, so its successor (lock later, then init) commits nothing before anything it committed,
+and republishes what is still in the outbox in id order, per key version order: a key's last
+committed record is its newest. Readers use read_committed.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from typing import Any
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
+from aiokafka.producer.transaction_manager import TransactionState
 
 from shared.plumbing import metrics
 from shared.plumbing.db import Conn, is_database_failure
@@ -36,14 +44,20 @@ COUNT_BACKLOG = "SELECT coalesce(sum(messages), 0) FROM outbox"
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1))"
 COMMAND_TIMEOUT = 60.0
 """Seconds any statement of the relay may take."""
+PRODUCER_TIMEOUT = 30.0
+"""Seconds a producer's start (its fencing init), stop or transaction end may take."""
+
+
+class SteppedDown(Exception):
+    """The tenure's producer was fenced or cannot go on: the relay gives up the lead."""
 
 
 class Relay:
     """Publishes outbox rows while it holds the service's relay lock; others stand by."""
 
     after_send: Callable[[int], Awaitable[None]] | None = None
-    """Test seam: awaited with the batch's message count once Kafka accepted a batch, before
-    its rows are deleted (the fault suite's `relay` kill point); None in production."""
+    """Test seam: awaited with the batch's message count once Kafka accepted a batch (its
+    transaction committed), before its rows are deleted; None in production."""
 
     def __init__(
         self,
@@ -58,7 +72,16 @@ class Relay:
         new_producer: Callable[[], AIOKafkaProducer] | None = None,
     ) -> None:
         """`new_producer` makes (unstarted) the producer that replaces one whose batch the
-        broker refused; without it the relay keeps `producer` whatever happens."""
+        broker refused; without it the relay keeps `producer` whatever happens.
+
+        A transactional `producer` (fenced publishing) is given unstarted: each tenure starts
+        one once it holds the lock and stops it when the tenure ends, so `new_producer` is
+        required. Any other `producer` is started (and stopped) by the caller.
+        """
+        self._fenced = transactional_id(producer) is not None
+        if self._fenced and new_producer is None:
+            raise ValueError("a transactional relay needs new_producer: one producer per tenure")
+        self._unused = self._fenced  # the given transactional producer is not started yet
         self._dsn = dsn
         self._schema = schema
         self._producer = producer
@@ -85,6 +108,9 @@ class Relay:
             self._beat()
             try:
                 await self._lead(stop)
+            except SteppedDown as exc:
+                metrics.OUTBOX_RELAY_STEPPED_DOWN.labels(self._service).inc()
+                log.warning("outbox_relay_stepped_down", service=self._service, reason=str(exc))
             except Exception as exc:
                 self.leader = False
                 if is_database_failure(exc):
@@ -117,6 +143,8 @@ class Relay:
                     await asyncio.wait_for(stop.wait(), 2.0)
                 if stop.is_set():
                     return
+            if self._fenced and not await self._start_producer(stop):
+                return
             self.leader = True
             log.info("outbox_relay_leading", service=self._service)
             await conn.add_listener(channel(self._schema), self._on_notify)
@@ -132,6 +160,8 @@ class Relay:
             self.leader = False
             with contextlib.suppress(Exception):
                 await conn.close(timeout=5)
+            if self._fenced:
+                await self._retire()
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -144,6 +174,33 @@ class Relay:
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
+
+    async def _start_producer(self, stop: asyncio.Event) -> bool:
+        """Start the tenure's producer (a fresh one after the first tenure), lock held: its
+        `init_transactions` fences every earlier producer of the transactional id. False if
+        `stop` came first."""
+        assert self._new_producer is not None
+        while not stop.is_set():
+            if not self._unused:
+                self._producer = self._new_producer()
+            self._unused = False
+            try:
+                await asyncio.wait_for(self._producer.start(), PRODUCER_TIMEOUT)
+                return True
+            except Exception as exc:
+                log.warning("outbox_producer_start_failed", error=str(exc)[:200])
+                await self._retire()
+                self._beat()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        return False
+
+    async def _retire(self) -> None:
+        """Stop the tenure's producer for good (an open transaction of it stays uncommitted:
+        the next init aborts it, or the broker after its timeout)."""
+        self._unused = False
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._producer.stop(), PRODUCER_TIMEOUT)
 
     async def _renew(self, reason: BaseException) -> None:
         """Replace the producer, once everything it was sending has finished.
@@ -183,7 +240,7 @@ class Relay:
         await self._send_until_accepted(batch)
         if self.after_send is not None:
             await self.after_send(len(batch))
-        # Kafka has every message of the batch now: only from here may its rows go
+        # Kafka has every message of the batch now (committed): only from here may its rows go
         await delete_sent(conn, ids)
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(len(batch))
         await self._update_backlog(conn, count)
@@ -200,17 +257,50 @@ class Relay:
         return ids, count
 
     async def _send_until_accepted(self, batch: Sequence[Message]) -> None:
-        """Send `batch` until the broker has it all, renewing a producer it refused."""
+        """Send `batch` until the broker has it all, renewing a producer it refused.
+
+        Fenced: one transaction per attempt; a failed one is aborted and the same rows go again
+        in the next. A producer that was fenced, or cannot abort, or was refused a batch, ends
+        the tenure (`SteppedDown`): its successor's init (after taking the lock) renews it.
+        """
         while True:
             try:
-                await self._send(batch)
+                if self._fenced:
+                    await self._transact(batch)
+                else:
+                    await self._send(batch)
                 return
             except Exception as exc:  # broker errors: retry the same rows, never skip
                 log.warning("outbox_publish_retry", service=self._service, error=str(exc)[:200])
                 self._beat()
+                if self._fenced and not await self._abort(exc):
+                    raise SteppedDown(f"{type(exc).__name__}: {exc}"[:200]) from exc
                 await asyncio.sleep(1.0)
                 if refused(exc):
                     await self._renew(exc)
+
+    async def _transact(self, batch: Sequence[Message]) -> None:
+        """Send `batch` as one transaction and commit it."""
+        producer = self._producer
+        await producer.begin_transaction()
+        await self._send(batch)
+        await asyncio.wait_for(producer.commit_transaction(), PRODUCER_TIMEOUT)
+
+    async def _abort(self, exc: BaseException) -> bool:
+        """Abort the failed transaction; whether the producer may go on with this tenure."""
+        txn = self._producer._txn_manager
+        if txn.is_fatal_error():  # fenced: its transaction's error is retrieved, not logged
+            with contextlib.suppress(Exception):
+                await txn.wait_for_transaction_end()
+            return False
+        if txn.state in (TransactionState.IN_TRANSACTION, TransactionState.ABORTABLE_ERROR):
+            try:
+                await asyncio.wait_for(self._producer.abort_transaction(), PRODUCER_TIMEOUT)
+            except Exception:
+                return False
+        # refused: its sequence numbers are burnt, only a new producer can send again
+        fenced_or_refused = isinstance(exc, ProducerFenced) or refused(exc)
+        return txn.state is TransactionState.READY and not fenced_or_refused
 
     async def _update_backlog(self, conn: asyncpg.Connection, count: int) -> None:
         """Refresh the backlog gauge after a full batch, at most every `backlog_every` s."""
@@ -271,6 +361,12 @@ class Relay:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+
+def transactional_id(producer: AIOKafkaProducer) -> str | None:
+    """The producer's transactional id (None: an idempotent producer without transactions)."""
+    txn = producer._txn_manager
+    return None if txn is None else txn.transactional_id
 
 
 def refused(exc: BaseException) -> bool:

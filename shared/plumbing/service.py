@@ -122,9 +122,10 @@ def batch_subscriber(
     Ack policy NACK_ON_ERROR on purpose: offsets are committed only after `process` returns
     (the database transaction has committed); an exception seeks back and replays the batch.
     Poison never raises there (the pipeline dead-letters it), so only transient faults replay.
-    Consumer options every service shares (an isolation level, say) are set here once.
-    On assignment, partitions are sought to the positions stored with the data
-    (`positions.SeekToStored`), so a restored database replays what it has not seen.
+    Consumer options every service shares are set here once: read_committed (see
+    docs/relay-fencing.md), and on assignment partitions are sought to the positions stored
+    with the data (`positions.SeekToStored`), so a restored database replays what it has not
+    seen.
     """
     subscriber: Any = None
 
@@ -140,6 +141,8 @@ def batch_subscriber(
         max_records=settings.batch_max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         auto_offset_reset="earliest",
+        # relays publish in transactions: never see a deposed leader's aborted records
+        isolation_level="read_committed",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_raw,
         title=f"{settings.service_name}-inbound",
@@ -226,14 +229,18 @@ class Runtime(Generic[C]):
         await self.context.open(self._pool)
 
         def new_producer() -> AIOKafkaProducer:
-            return make_producer(s.kafka_bootstrap_servers, s.kafka, s.kafka_compression)
+            return make_producer(
+                s.kafka_bootstrap_servers,
+                s.kafka,
+                s.kafka_compression,
+                transactional_id=s.transactional_id,
+            )
 
-        producer = new_producer()
-        await producer.start()
+        # unstarted: the relay starts it once it leads (its start fences the previous leader)
         self.relay = Relay(
             self.dsn,
             s.db_schema,
-            producer,
+            new_producer(),
             service=s.service_name,
             batch_size=s.relay_batch_size,
             new_producer=new_producer,

@@ -94,6 +94,11 @@ class ServiceSettings(SecretFileSettings):
     batch_max_records: int = Field(500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(50, ge=1)
     relay_batch_size: int = Field(1000, ge=1)
+    relay_transactional_id: str | None = Field(
+        None,
+        description="The relay producer's transactional.id (fences a deposed leader); "
+        "default privacy-plane-<service>-relay-<db_schema>, one per service and schema.",
+    )
     pool_min_size: int = 2
     pool_max_size: int = 10
     otel_enabled: bool = False
@@ -103,6 +108,13 @@ class ServiceSettings(SecretFileSettings):
         description="How long the origin of a dead letter is remembered, so that a replayed "
         "record is not dead-lettered twice: longer than a batch can wait to be replayed.",
     )
+
+    @property
+    def transactional_id(self) -> str:
+        """The relay's transactional.id: shared by the replicas of one schema (like its lock)."""
+        return self.relay_transactional_id or (
+            f"privacy-plane-{self.service_name}-relay-{self.db_schema}"
+        )
 
     @property
     def consumer_group(self) -> str:

@@ -324,6 +324,7 @@ async def _positioned(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, dic
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed",  # what downstream readers see (docs/relay-fencing.md)
     )
     await consumer.start()
     try:

@@ -36,7 +36,11 @@ async def read_topic(
 ) -> list[Any]:
     """Every record of `topic` from the start, once `until(records)` holds (or timeout)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",  # as the services' consumers read
     )
     await consumer.start()
     records: list[Any] = []
