@@ -17,7 +17,7 @@ def settings(schema: str, **extra: str) -> ServiceSettings:
         kafka_bootstrap_servers="localhost:9092",
         database_url="postgresql://u:p@localhost/db",
         db_schema=schema,
-        api_token="x",
+        api_token="x" * 16,
         **extra,  # type: ignore[arg-type]
     )
 
