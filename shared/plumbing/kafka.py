@@ -20,14 +20,30 @@ DAY_MS = 24 * 3600 * 1000
 
 @dataclass(frozen=True)
 class TopicPolicy:
-    """How topics are created: partitions, replication and bounded retention (DESIGN §5)."""
+    """How topics are created: partitions, replication and bounded retention (DESIGN §5).
+
+    `min_insync_replicas` None leaves the broker's default (a three-broker cluster: 3 and 2).
+    `state_delete_retention_ms` keeps a `consent.state` tombstone that long after compaction:
+    a consent client that stops fetching for longer may miss an erasure, so it reloads
+    (shared/consent_client/README.md).
+    """
 
     partitions: int = 6
     replication: int = 1
+    min_insync_replicas: int | None = None
     requests_retention_ms: int = 90 * DAY_MS
     jobs_retention_ms: int = 90 * DAY_MS
     receipts_retention_ms: int = 90 * DAY_MS
     deadletter_retention_ms: int = 14 * DAY_MS
+    state_delete_retention_ms: int = 7 * DAY_MS
+
+    def __post_init__(self) -> None:
+        isr = self.min_insync_replicas
+        if isr is not None and not 1 <= isr <= self.replication:
+            raise ValueError(
+                f"min.insync.replicas {isr} must be between 1 and the replication factor "
+                f"{self.replication} (more would refuse every acks=all write)"
+            )
 
     def configs(self, topics: Topics) -> dict[str, dict[str, str]]:
         """Per-topic configs: compaction for state, no limit for kept topics, bounds elsewhere."""
@@ -41,11 +57,17 @@ class TopicPolicy:
         result: dict[str, dict[str, str]] = {}
         for name in topics.all():
             if name in topics.compacted():
-                result[name] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+                result[name] = {
+                    "cleanup.policy": "compact",
+                    "min.compaction.lag.ms": "60000",
+                    "delete.retention.ms": str(self.state_delete_retention_ms),
+                }
             elif name in topics.kept():
                 result[name] = {"cleanup.policy": "delete", "retention.ms": "-1"}
             else:
                 result[name] = {"cleanup.policy": "delete", "retention.ms": str(bounded[name])}
+            if self.min_insync_replicas is not None:
+                result[name]["min.insync.replicas"] = str(self.min_insync_replicas)
         return result
 
 

@@ -58,3 +58,45 @@ def test_unreachable_broker_fails_after_the_wait(
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     assert main(["--wait", "0"]) == 1
     assert "topics: failed" in capsys.readouterr().err
+
+
+def test_min_insync_replicas_comes_from_the_environment_onto_every_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TOPIC_REPLICATION", "3")
+    monkeypatch.setenv("TOPIC_MIN_INSYNC_REPLICAS", "2")
+    settings = TopicsInitSettings()  # type: ignore[call-arg]
+    configs = settings.policy().configs(settings.topics)
+    assert {config["min.insync.replicas"] for config in configs.values()} == {"2"}
+
+
+def test_unset_or_empty_min_insync_replicas_leaves_the_broker_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for value in (None, ""):
+        if value is not None:
+            monkeypatch.setenv("TOPIC_MIN_INSYNC_REPLICAS", value)
+        settings = TopicsInitSettings()  # type: ignore[call-arg]
+        configs = settings.policy().configs(settings.topics)
+        assert all("min.insync.replicas" not in config for config in configs.values())
+
+
+def test_min_insync_replicas_above_the_replication_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOPIC_REPLICATION", "1")
+    monkeypatch.setenv("TOPIC_MIN_INSYNC_REPLICAS", "2")
+    assert main(["--dry-run"]) == 2
+    assert "topic_min_insync_replicas" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"min\.insync\.replicas"):
+        TopicPolicy(replication=1, min_insync_replicas=2)
+
+
+def test_consent_state_keeps_tombstones_seven_days_after_compaction() -> None:
+    configs = TopicPolicy().configs(TopicsInitSettings().topics)  # type: ignore[call-arg]
+    assert configs["consent.state"]["delete.retention.ms"] == str(7 * DAY_MS)
+    assert all(
+        "delete.retention.ms" not in config
+        for name, config in configs.items()
+        if name != "consent.state"
+    )
