@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from shared.contract.topics import Topics
 from shared.plumbing.settings import Compression, KafkaSecurity
@@ -138,3 +142,30 @@ def make_producer(
         **(security or KafkaSecurity()).client_kwargs(),
         **extra,
     )
+
+
+async def unreachable_leaders(admin: AIOKafkaAdminClient, topics: Collection[str]) -> list[str]:
+    """The partitions of `topics` ("topic/partition") without a leader this client can reach.
+
+    A broker cut off from the controller quorum still answers metadata requests (with what it
+    last knew) while no acks=all write can complete: a partition whose leader is down shows it.
+    Raises KafkaError when no broker answers at all.
+    """
+    client = admin._client  # aiokafka offers no metadata request of our own choosing
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    random.shuffle(nodes)  # not always the same survivor
+    metadata = ClusterMetadata()
+    for node in nodes:
+        if await client.ready(node):
+            request = MetadataRequest(list(topics), allow_auto_topic_creation=False)
+            metadata.update_metadata(await client.send(node, request))
+            break
+    else:
+        raise KafkaError("no broker of the cluster answers")
+    missing = []
+    for topic in sorted(topics):
+        for partition in sorted(metadata.partitions_for_topic(topic) or ()):
+            leader = metadata.leader_for_partition(TopicPartition(topic, partition))
+            if leader is None or leader < 0 or not await client.ready(leader):
+                missing.append(f"{topic}/{partition}")
+    return missing

@@ -29,7 +29,7 @@ from shared.plumbing import db, deadletters, http, metrics, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
-from shared.plumbing.kafka import make_producer
+from shared.plumbing.kafka import make_producer, unreachable_leaders
 from shared.plumbing.logging import configure_logging, get_logger
 from shared.plumbing.loops import Items, Loop, run_loop
 from shared.plumbing.pipeline import Pipeline, RecordLike
@@ -256,7 +256,11 @@ class Runtime(Generic[C]):
 
     async def _check_ready(self, _: ServiceContext, __: Items) -> bool:
         """Refresh what /readyz answers (the only place it asks the database and broker)."""
-        await readiness.check(self.readiness, self.pool, self.spec.migrations, self.broker.ping)
+        topics = self.settings.topics.all()
+        leaders = functools.partial(unreachable_leaders, self.broker.config.admin_client, topics)
+        await readiness.check(
+            self.readiness, self.pool, self.spec.migrations, self.broker.ping, leaders
+        )
         return False
 
     async def _forget_old(self, _: ServiceContext, __: Items) -> bool:
