@@ -75,6 +75,11 @@ class TopicPolicy:
         return result
 
 
+def bootstrap_list(servers: str) -> list[str]:
+    """`host:port[,host:port]` as a list: FastStream takes a string for one address only."""
+    return [server.strip() for server in servers.split(",") if server.strip()]
+
+
 async def ensure_topics(
     bootstrap: str,
     topics: Topics,

@@ -1,4 +1,5 @@
-"""Readiness names a broker whose partition leaders are unreachable (a lost controller quorum)."""
+"""A cluster seen from a service: readiness names unreachable partition leaders (a lost
+controller quorum), and a bootstrap list with several brokers."""
 
 from __future__ import annotations
 
@@ -59,3 +60,10 @@ async def test_every_leader_reachable_is_ready_and_an_unanswered_ping_skips_the_
     assert await broker_problem(True, leaders) is None
     assert await broker_problem(False, leaders) == "unreachable (no metadata within 2 s)"
     assert asked == ["asked"]
+
+
+def test_a_cluster_bootstrap_string_becomes_one_address_each() -> None:
+    from shared.plumbing.kafka import bootstrap_list
+
+    assert bootstrap_list("a:1, b:2,c:3,") == ["a:1", "b:2", "c:3"]
+    assert bootstrap_list("kafka:9092") == ["kafka:9092"]
