@@ -9,6 +9,9 @@
 #   PP_KAFKA_PORT             PLAINTEXT listener port; default 19092
 #   PP_KAFKA_CONTROLLER_PORT  CONTROLLER listener port; default 19093
 #   PP_PG_PORT                PostgreSQL port; default 15432
+#   PP_KAFKA_HEAP             Kafka heap (-Xmx/-Xms) per node; default 1g (512m per cluster node)
+#   PP_CLUSTER_BASE_PORT      with --brokers N: node n listens on base+2n-2 (PLAINTEXT) and
+#                             base+2n-1 (CONTROLLER); default 19190
 
 PP_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PP_REPO_ROOT=$(cd "$PP_SCRIPT_DIR/../.." && pwd -P)
@@ -44,8 +47,10 @@ KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
 KAFKA_PROPS="$KAFKA_DIR/server.properties"
 KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+KAFKA_NODE_LOGS="$LOG_DIR"
 KAFKA_LOG="$LOG_DIR/kafka.log"
 KAFKA_STDOUT="$LOG_DIR/kafka.stdout.log"
+NODE_ID=1
 PG_DIR="$STATE/pg"
 PG_DATA="$PG_DIR/data"
 PG_RUN="$PG_DIR/run"
@@ -120,6 +125,60 @@ kafka_pid() {
   fi
 }
 
+# -------------------------------------------------------- Kafka cluster ------
+
+# deploy/local/{up,down,status,env} --brokers N (N >= 3): N combined broker+controller nodes
+# with a static voter set, in their own state folder ($STATE/cluster) and ports, so the
+# cluster runs beside the single node. The single node (N = 1) stays the default.
+CLUSTER_SIZE=1
+
+# Parses `--brokers N` / `--brokers=N` out of "$@": sets BROKERS_ARG and REST_ARGS.
+parse_brokers() {
+  BROKERS_ARG=1 REST_ARGS=()
+  while (($#)); do
+    case "$1" in
+      --brokers) [[ $# -ge 2 ]] || die "--brokers needs a number"; BROKERS_ARG=$2; shift 2 ;;
+      --brokers=*) BROKERS_ARG=${1#--brokers=}; shift ;;
+      *) REST_ARGS+=("$1"); shift ;;
+    esac
+  done
+  [[ "$BROKERS_ARG" =~ ^[0-9]+$ ]] || die "--brokers wants a number, not '$BROKERS_ARG'"
+  if ((BROKERS_ARG == 2 || BROKERS_ARG == 0 || BROKERS_ARG > 9)); then
+    die "--brokers $BROKERS_ARG: use 1 (the single node) or 3 to 9 (a quorum that survives a loss)"
+  fi
+}
+
+# Switch every state path to the cluster of $1 nodes (then `node_select n` picks a node).
+cluster_mode() {
+  CLUSTER_SIZE=$1
+  STATE="$STATE/cluster"
+  ENV_FILE="$STATE/env"
+  LOG_DIR="$STATE/logs"
+  CLUSTER_BASE_PORT=${PP_CLUSTER_BASE_PORT:-19190}
+  local n
+  CLUSTER_VOTERS="" CLUSTER_BOOTSTRAP=""
+  for ((n = 1; n <= CLUSTER_SIZE; n++)); do
+    CLUSTER_VOTERS+="${CLUSTER_VOTERS:+,}$n@$KAFKA_HOST:$((CLUSTER_BASE_PORT + 2 * n - 1))"
+    CLUSTER_BOOTSTRAP+="${CLUSTER_BOOTSTRAP:+,}$KAFKA_HOST:$((CLUSTER_BASE_PORT + 2 * n - 2))"
+  done
+}
+
+# Point the Kafka variables (ports, data, pid file, config, logs) at cluster node $1.
+node_select() {
+  local n=$1
+  NODE_ID=$n
+  KAFKA_PORT=$((CLUSTER_BASE_PORT + 2 * n - 2))
+  KAFKA_CONTROLLER_PORT=$((CLUSTER_BASE_PORT + 2 * n - 1))
+  KAFKA_DIR="$STATE/kafka-$n"
+  KAFKA_DATA="$KAFKA_DIR/data"
+  KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
+  KAFKA_PROPS="$KAFKA_DIR/server.properties"
+  KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+  KAFKA_NODE_LOGS="$LOG_DIR/node-$n"
+  KAFKA_LOG="$KAFKA_NODE_LOGS/kafka.log"
+  KAFKA_STDOUT="$KAFKA_NODE_LOGS/kafka.stdout.log"
+}
+
 # ------------------------------------------------------------ PostgreSQL -----
 
 # Newest PostgreSQL bin folder of this machine, or nothing.
@@ -175,7 +234,11 @@ write_env_file() {
   mkdir -p "$STATE"
   local tmp="$ENV_FILE.tmp" url
   {
-    printf 'KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$KAFKA_HOST" "$KAFKA_PORT"
+    if ((CLUSTER_SIZE > 1)); then
+      printf 'KAFKA_BOOTSTRAP_SERVERS=%s\n' "$CLUSTER_BOOTSTRAP"
+    else
+      printf 'KAFKA_BOOTSTRAP_SERVERS=%s:%s\n' "$KAFKA_HOST" "$KAFKA_PORT"
+    fi
     if url=$(pg_database_url); then
       printf 'DATABASE_URL=%s\n' "$url"
     fi

@@ -8,7 +8,9 @@
     await client.stop()
 
 Every replica reads every partition from the beginning (no consumer group, no commits): the
-cache is rebuilt from the topic at each start, which is what a compacted topic is for.
+cache is rebuilt from the topic at each start, which is what a compacted topic is for. A
+running client that got no fetch response for half the topic's tombstone retention reloads
+the same way: an erasure's tombstone may have been compacted away meanwhile.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ RECORDS = Counter(
     "consent.state records read by consent clients, by outcome",
     ["outcome"],
 )
+RELOADS = Counter(
+    "pp_consent_client_reloads_total",
+    "consent.state reloads from the beginning after a fetch gap longer than half the tombstone "
+    "retention",
+)
+
+TOMBSTONE_RETENTION_S = 7 * 24 * 3600.0
+"""consent.state's delete.retention.ms (TopicPolicy), in seconds."""
 
 
 class ConsentClient:
@@ -46,11 +56,21 @@ class ConsentClient:
         *,
         default_allowed: Iterable[str] = DEFAULT_ALLOWED,
         client_id: str = "privacy-plane-consent-client",
+        tombstone_retention: float = TOMBSTONE_RETENTION_S,
         **kafka_options: Any,
     ) -> None:
-        """`kafka_options` go to aiokafka (security_protocol, sasl_*, ssl_context, ...)."""
+        """`kafka_options` go to aiokafka (security_protocol, sasl_*, ssl_context, ...).
+
+        `tombstone_retention`: the topic's `delete.retention.ms` in seconds. A partition that
+        got no fetch response for half of it (a paused process, a partitioned network) makes
+        the client reload the topic; half leaves room for a client that lags behind the end.
+        """
         self.topic = topic
         self.cache = ConsentCache(default_allowed)
+        self._max_gap = tombstone_retention / 2
+        self._polled: dict[TopicPartition, int] = {}
+        self._reload_due = False
+        self._loading: ConsentCache | None = None
         self._consumer_options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
@@ -136,34 +156,79 @@ class ConsentClient:
         while True:
             try:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                self._notice_gap(consumer)
+                if self._reload_due:  # the batch is read again from the beginning
+                    await self._reload(consumer)
+                    continue
+                for records in batch.values():
+                    self.apply_records(records)
+                if self._targets:
+                    await self._check_targets(consumer)
             except KafkaError as exc:  # transient: aiokafka reconnects; keep the cache, retry
                 log.warning("consent client fetch failed, retrying: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
-                continue
-            for records in batch.values():
-                self.apply_records(records)
-            if not self._caught_up.is_set():
-                await self._check_caught_up(consumer)
 
-    async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
+    def _notice_gap(self, consumer: AIOKafkaConsumer) -> None:
+        """Mark a reload due when a partition's fetch responses paused longer than allowed."""
+        for tp in consumer.assignment():
+            polled = consumer.last_poll_timestamp(tp)  # ms, set by each fetch response
+            if polled is None:
+                continue
+            before = self._polled.get(tp, polled)
+            self._polled[tp] = polled
+            if (polled - before) / 1000 > self._max_gap:
+                log.warning(
+                    "consent client got no fetch response for %.0f s on partition %s "
+                    "(limit %.0f s, half the tombstone retention): reloading %s",
+                    (polled - before) / 1000,
+                    tp.partition,
+                    self._max_gap,
+                    self.topic,
+                )
+                self._reload_due = True
+
+    async def _reload(self, consumer: AIOKafkaConsumer) -> None:
+        """Read every partition again into a fresh cache; it replaces the current one when done.
+
+        Until then decisions come from the current cache: a subject whose tombstone was
+        compacted away during the gap is absent from the fresh one.
+        """
+        assigned = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        self._loading = ConsentCache(self.cache.default_allowed)
+        self._targets = {tp: end for tp, end in ends.items() if end > 0}
+        self._polled.clear()
+        self._reload_due = False
+        RELOADS.inc()
+        if not self._targets:
+            await self._check_targets(consumer)
+
+    async def _check_targets(self, consumer: AIOKafkaConsumer) -> None:
         for tp, end in list(self._targets.items()):
             if await consumer.position(tp) >= end:
                 del self._targets[tp]
-        if not self._targets:
+        if self._targets:
+            return
+        if self._loading is not None:
+            self.cache, self._loading = self._loading, None
+            log.info("consent client reloaded: %d subjects", len(self.cache))
+        if not self._caught_up.is_set():
             log.info("consent client caught up: %d subjects", len(self.cache))
             self._caught_up.set()
 
     def apply_records(self, records: Iterable[ConsumerRecord[Any, Any]]) -> None:
         """Apply `consent.state` records in partition order (exposed for tests and tools)."""
+        cache = self._loading if self._loading is not None else self.cache
         for record in records:
-            RECORDS.labels(outcome=self._apply_one(record)).inc()
+            RECORDS.labels(outcome=self._apply_one(cache, record)).inc()
 
-    def _apply_one(self, record: ConsumerRecord[Any, Any]) -> str:
+    def _apply_one(self, cache: ConsentCache, record: ConsumerRecord[Any, Any]) -> str:
         key: bytes | None = record.key
         if record.value is None:
             if key is None:
                 return "invalid"
-            return self.cache.erase(key.decode("utf-8", "replace")).value
+            return cache.erase(key.decode("utf-8", "replace")).value
         try:
             event = decode_kafka(record.value, record.headers or ())
         except DecodeError as exc:
@@ -176,7 +241,7 @@ class ConsentClient:
             return "invalid"
         if not isinstance(event, ConsentState):
             return "invalid"
-        outcome: Outcome = self.cache.apply(event.subject, event.data)
+        outcome: Outcome = cache.apply(event.subject, event.data)
         return outcome.value
 
 

@@ -7,6 +7,7 @@ polled hard); the reasons go to the log when a check changes and to the authenti
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,13 @@ async def check(
     pool: asyncpg.Pool,
     migrations: Path,
     broker_ping: Callable[[float], Awaitable[bool]],
+    leaders: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> None:
-    """One round of checks: the database (and the migrations it has), then the broker."""
+    """One round of checks: the database (and the migrations it has), then the broker.
+
+    `leaders` names the partitions of the service's topics whose leader is unreachable: a
+    broker that lost its controller quorum still answers a ping (see `kafka.unreachable_leaders`).
+    """
     try:
         async with pool.acquire(timeout=2) as conn:
             pending = await db.pending_migrations(conn, migrations)
@@ -68,4 +74,13 @@ async def check(
         readiness.set("database", f"unreachable: {type(exc).__name__}: {exc}"[:300])
         readiness.set("migrations", "unknown: the database is unreachable")
     reachable = await broker_ping(2.0)
-    readiness.set("broker", None if reachable else "unreachable (no metadata within 2 s)")
+    problem = None if reachable else "unreachable (no metadata within 2 s)"
+    if reachable and leaders is not None:
+        try:
+            missing = await asyncio.wait_for(leaders(), 2.0)
+        except Exception as exc:  # no broker answers the metadata request in time
+            missing = [f"no partition metadata: {type(exc).__name__}"]
+        if missing:
+            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+            problem = f"partition leaders unreachable: {shown}"
+    readiness.set("broker", problem)

@@ -29,7 +29,7 @@ from shared.plumbing import db, deadletters, http, metrics, positions, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
-from shared.plumbing.kafka import make_producer
+from shared.plumbing.kafka import bootstrap_list, make_producer, unreachable_leaders
 from shared.plumbing.logging import configure_logging, get_logger
 from shared.plumbing.loops import Items, Loop, run_loop
 from shared.plumbing.pipeline import Pipeline, RecordLike
@@ -172,7 +172,7 @@ class Runtime(Generic[C]):
         self.clock: Clock = spec.context.clock
         settings = self.settings
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            bootstrap_list(settings.kafka_bootstrap_servers),
             client_id=f"privacy-plane-{spec.name}",
             security=settings.kafka.faststream_security(),
             # Topics are created by `privacy-plane topics` / the compose init with their
@@ -273,7 +273,11 @@ class Runtime(Generic[C]):
 
     async def _check_ready(self, _: ServiceContext, __: Items) -> bool:
         """Refresh what /readyz answers (the only place it asks the database and broker)."""
-        await readiness.check(self.readiness, self.pool, self.spec.migrations, self.broker.ping)
+        topics = self.settings.topics.all()
+        leaders = functools.partial(unreachable_leaders, self.broker.config.admin_client, topics)
+        await readiness.check(
+            self.readiness, self.pool, self.spec.migrations, self.broker.ping, leaders
+        )
         return False
 
     async def _forget_old(self, _: ServiceContext, __: Items) -> bool:

@@ -13,7 +13,7 @@ Environment (all optional except the bootstrap servers):
     KAFKA_BOOTSTRAP_SERVERS                  host:port[,host:port]
     KAFKA__SECURITY_PROTOCOL, KAFKA__SASL_*  as the services (TLS, SASL/SCRAM)
     TOPICS__<NAME>                           a topic name override, e.g. TOPICS__CONSENT_STATE
-    TOPIC_PARTITIONS, TOPIC_REPLICATION      default 6 and 1
+    TOPIC_PARTITIONS, TOPIC_REPLICATION      default 6 and 1 (a three-broker cluster: 3)
     TOPIC_MIN_INSYNC_REPLICAS                default 1, 2 from a replication factor of 3
     TOPIC_REQUESTS_RETENTION_MS, TOPIC_JOBS_RETENTION_MS, TOPIC_RECEIPTS_RETENTION_MS,
     TOPIC_DEADLETTER_RETENTION_MS            bounded retention (defaults: 90, 90, 90, 14 days)
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, TypeVar
 
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.contract.topics import Topics
@@ -52,22 +52,34 @@ class TopicsInitSettings(SecretFileSettings):
     topics: Topics = Topics()
     topic_partitions: int = Field(_DEFAULTS.partitions, ge=1)
     topic_replication: int = Field(_DEFAULTS.replication, ge=1)
+    topic_min_insync_replicas: int | None = Field(_DEFAULTS.min_insync_replicas, ge=1)
     topic_requests_retention_ms: int = Field(_DEFAULTS.requests_retention_ms, ge=-1)
     topic_jobs_retention_ms: int = Field(_DEFAULTS.jobs_retention_ms, ge=-1)
     topic_receipts_retention_ms: int = Field(_DEFAULTS.receipts_retention_ms, ge=-1)
     topic_deadletter_retention_ms: int = Field(_DEFAULTS.deadletter_retention_ms, ge=-1)
-    topic_min_insync_replicas: int | None = Field(None, ge=1)
+
+    @field_validator("topic_min_insync_replicas", mode="before")
+    @classmethod
+    def _empty_is_the_broker_default(cls, value: object) -> object:
+        return None if value == "" else value  # compose passes an unset variable as ""
+
+    @model_validator(mode="after")
+    def _isr_within_replication(self) -> TopicsInitSettings:
+        isr = self.topic_min_insync_replicas
+        if isr is not None and isr > self.topic_replication:
+            raise ValueError("topic_min_insync_replicas exceeds topic_replication")
+        return self
 
     def policy(self) -> TopicPolicy:
         """The topic policy these settings describe."""
         return TopicPolicy(
             partitions=self.topic_partitions,
             replication=self.topic_replication,
+            min_insync_replicas=self.topic_min_insync_replicas,
             requests_retention_ms=self.topic_requests_retention_ms,
             jobs_retention_ms=self.topic_jobs_retention_ms,
             receipts_retention_ms=self.topic_receipts_retention_ms,
             deadletter_retention_ms=self.topic_deadletter_retention_ms,
-            min_insync_replicas=self.topic_min_insync_replicas,
         )
 
 

@@ -47,11 +47,13 @@ def docker_compose() -> str:
 
 
 def run_compose(
-    env_file: Path, *files: Path, quiet: bool = True
+    env_file: Path, *files: Path, quiet: bool = True, profile: str = ""
 ) -> subprocess.CompletedProcess[str]:
     args = [docker_compose(), "--env-file", str(env_file)]
     for file in files:
         args += ["-f", str(file)]
+    if profile:
+        args += ["--profile", profile]
     args += ["config", "-q"] if quiet else ["config"]
     # Only PATH from the caller: compose interpolates from the shell environment first, and
     # CI exports KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL for the local stack.
@@ -345,3 +347,58 @@ def test_dockerfile_is_slim_non_root_and_caches_dependencies() -> None:
     assert user[-1] not in ("root", "0")
     assert text.index("COPY pyproject.toml") < text.index("COPY shared")
     assert text.index('pip install ".[services]"') < text.index("COPY shared")
+
+
+CLUSTER = ("kafka-1", "kafka-2", "kafka-3")
+
+
+def test_cluster_profile_is_three_voters_and_its_topics_get_replication_3_min_isr_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--profile cluster` with the documented settings: three voting nodes, RF 3, min ISR 2."""
+    bootstrap = ",".join(f"{node}:9092" for node in CLUSTER)
+    env = filled_env(
+        tmp_path,
+        {
+            "PP_KAFKA_BOOTSTRAP": bootstrap,
+            "TOPIC_REPLICATION": "3",
+            "TOPIC_MIN_INSYNC_REPLICAS": "2",
+        },
+    )
+    result = run_compose(env, COMPOSE, quiet=False, profile="cluster")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    nodes = [services[name] for name in CLUSTER]
+    voters = {f"{n}@{name}:9093" for n, name in enumerate(CLUSTER, 1)}
+    for n, (name, node) in enumerate(zip(CLUSTER, nodes, strict=True), 1):
+        environment = node["environment"]
+        assert node["profiles"] == ["cluster"], name
+        assert int(environment["KAFKA_NODE_ID"]) == n
+        assert set(environment["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters
+        assert environment["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert int(environment["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3
+        assert int(environment["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
+        assert int(environment["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"]) == 3
+        assert int(environment["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"]) == 2
+    assert len({node["environment"]["CLUSTER_ID"] for node in nodes}) == 1
+    assert len({node["volumes"][0].split(":")[0] for node in nodes}) == 3
+    assert "profiles" not in services["kafka"]  # the single node stays the default
+    for name in SERVICES:
+        key = f"{name.upper()}_KAFKA_BOOTSTRAP_SERVERS"
+        assert services[name]["environment"][key] == bootstrap
+    init = services["topics-init"]["environment"]
+    assert init["KAFKA_BOOTSTRAP_SERVERS"] == bootstrap
+    for key, value in init.items():
+        monkeypatch.setenv(key, str(value))
+    policy = TopicsInitSettings().policy()  # type: ignore[call-arg]
+    assert policy.replication == 3
+    configs = policy.configs(Topics())
+    assert {c["min.insync.replicas"] for c in configs.values()} == {"2"}
+
+
+def test_single_node_topics_leave_min_isr_to_the_broker(resolved: dict[str, Any]) -> None:
+    init = resolved["services"]["topics-init"]["environment"]
+    assert init["TOPIC_MIN_INSYNC_REPLICAS"] == ""
+    assert resolved["services"]["consent"]["environment"]["CONSENT_KAFKA_BOOTSTRAP_SERVERS"] == (
+        "kafka:9092"
+    )

@@ -104,3 +104,24 @@ def test_check_and_dry_run_exclude_each_other() -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--check", "--dry-run"])
     assert exited.value.code == 2
+
+
+def test_min_insync_replicas_above_the_replication_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TOPIC_REPLICATION", "1")
+    monkeypatch.setenv("TOPIC_MIN_INSYNC_REPLICAS", "2")
+    assert main(["--dry-run"]) == 2
+    assert "topic_min_insync_replicas" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"min\.insync\.replicas"):
+        TopicPolicy(replication=1, min_insync_replicas=2)
+
+
+def test_consent_state_keeps_tombstones_seven_days_after_compaction() -> None:
+    configs = TopicPolicy().configs(TopicsInitSettings().topics)  # type: ignore[call-arg]
+    assert configs["consent.state"]["delete.retention.ms"] == str(7 * DAY_MS)
+    assert all(
+        "delete.retention.ms" not in config
+        for name, config in configs.items()
+        if name != "consent.state"
+    )
