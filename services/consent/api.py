@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.consent import decisions, fastpath, ledger, store
 from services.consent.context import Context
-from services.consent.domain import SubjectState
+from services.consent.state import SubjectState
 from shared.catalogue import PurposeRule
 from shared.contract.events import Purpose, PurposeState
 from shared.plumbing.http import token_ok

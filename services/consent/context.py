@@ -8,8 +8,8 @@ from datetime import datetime
 import asyncpg
 
 from services.consent import fastpath, ledger
-from services.consent.domain import SubjectState
 from services.consent.settings import ConsentSettings
+from services.consent.state import SubjectState
 from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.plumbing.clock import Clock, SystemClock

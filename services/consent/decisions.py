@@ -13,14 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from services.consent.domain import (
-    DEFAULT,
-    EXPIRED,
-    GRANTED,
-    WITHDRAWN,
-    PurposeRecord,
-    SubjectState,
-)
+from services.consent.state import DEFAULT, EXPIRED, GRANTED, WITHDRAWN, PurposeRecord, SubjectState
 from shared.catalogue import Basis, PurposeRule
 
 _CONTRACT = Basis.CONTRACT

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.consent.domain import PurposeRecord, ScopeRecord, SubjectState
+from services.consent.state import PurposeRecord, ScopeRecord, SubjectState
 
 _ZERO = timedelta(0)
 

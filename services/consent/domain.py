@@ -20,9 +20,22 @@ the hand-encoded published state in `fastpath`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 
+from services.consent.state import (
+    DEFAULT,
+    EXPIRED,
+    GRANTED,
+    WITHDRAWN,
+    Change,
+    ContractPurposeNotWithdrawable,
+    Outcome,
+    PurposeRecord,
+    ScopeRecord,
+    SubjectState,
+    UnknownPurpose,
+)
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
 from shared.contract.events import (
     AccountSignedUp,
@@ -36,7 +49,6 @@ from shared.contract.events import (
     RestrictionLifted,
 )
 
-GRANTED, WITHDRAWN, EXPIRED, DEFAULT = "granted", "withdrawn", "expired", "default"
 ACTIVE, LIFTED = "active", "lifted"
 CONSENT, RESTRICTION, OBJECTION, GPC = "consent", "restriction", "objection", "gpc"
 SUPERSEDED = "superseded: an event with a later time set the current value"
@@ -81,78 +93,6 @@ dataclasses, not frozen, as a frozen one's __init__ costs one object.__setattr__
 Nothing assigns to them after creation; `dataclasses.replace` makes copies. SubjectState,
 Outcome and Change stay frozen: the hot path builds the first two with their slots' own setters
 (`_state`, `_outcome`) and shares equal Changes (`_change`)."""
-
-
-class ConsentRuleViolation(ValueError):
-    """An event the contract forbids (dead-lettered with this message, never applied)."""
-
-
-class UnknownPurpose(ConsentRuleViolation):
-    """The catalogue does not know the purpose."""
-
-
-class ContractPurposeNotWithdrawable(ConsentRuleViolation):
-    """A purpose with a contract or legal-obligation basis cannot be withdrawn."""
-
-
-@dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
-class PurposeRecord:
-    state: str
-    since: datetime
-    event_id: str
-    consent_type: str | None = None
-    source: str | None = None
-    policy_version: str | None = None
-    expires_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScopeRecord:
-    active: bool
-    since: datetime
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SubjectState:
-    subject: str
-    version: int = 0
-    purposes: Mapping[str, PurposeRecord] = field(default_factory=dict)
-    restrictions: Mapping[str, ScopeRecord] = field(default_factory=dict)
-    objections: Mapping[str, ScopeRecord] = field(default_factory=dict)
-    gpc_since: datetime | None = None
-
-    def next_expiry(self) -> datetime | None:
-        """The earliest `expires_at` of a grant still marked granted (the expiry loop's index)."""
-        times = [
-            r.expires_at for r in self.purposes.values() if r.state == GRANTED and r.expires_at
-        ]
-        return min(times) if times else None
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One line of the ledger before it is chained: what an event did (or did not do)."""
-
-    kind: str
-    target: str
-    old_state: str
-    new_state: str
-    applied: bool
-    note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    state: SubjectState
-    changes: list[Change]
-
-    @property
-    def changed(self) -> bool:
-        for change in self.changes:  # noqa: SIM110  # a loop: any() over a generator costs more
-            if change.applied:
-                return True
-        return False
 
 
 # --- applying events ----------------------------------------------------------------------

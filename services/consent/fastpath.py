@@ -20,7 +20,7 @@ from services.consent.decisions import (
     needs_reconsent,
 )
 from services.consent.document import UTC_ISO_MEMO, utc_iso
-from services.consent.domain import (
+from services.consent.state import (
     DEFAULT,
     EXPIRED,
     GRANTED,

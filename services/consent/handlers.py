@@ -18,8 +18,8 @@ from datetime import datetime
 
 from services.consent import domain, ledger, store
 from services.consent.context import SOURCE, Context
-from services.consent.domain import Change, SubjectState
 from services.consent.ledger import Facts, Head
+from services.consent.state import Change, ConsentRuleViolation, SubjectState
 from shared.contract.codec import new_event
 from shared.contract.events import (
     AccountSignedUp,
@@ -216,7 +216,7 @@ HANDLERS: Handlers[Context, Unit] = Handlers(
     },
     begin=begin,
     end=end,
-    refused=(domain.ConsentRuleViolation,),
+    refused=(ConsentRuleViolation,),
 )
 
 

@@ -13,6 +13,7 @@ from services.consent import domain, store
 from services.consent.context import SOURCE, Context
 from services.consent.handlers import IDS, Unit
 from services.consent.ledger import Facts
+from services.consent.state import SubjectState
 from shared.plumbing import outbox
 from shared.plumbing.db import Conn
 from shared.plumbing.loops import Items, Loop
@@ -40,7 +41,7 @@ async def expire_due(
     return len(unit.touched), unit.outbox.rows
 
 
-def _expire(unit: Unit, state: domain.SubjectState) -> None:
+def _expire(unit: Unit, state: SubjectState) -> None:
     outcome = domain.expire(state, unit.now)
     for change in outcome.changes:
         lapsed = state.purposes[change.target].expires_at or unit.now

@@ -14,11 +14,12 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from services.consent import domain, store
+from services.consent import store
 from services.consent.context import SOURCE, Context
 from services.consent.handlers import IDS, Unit
 from services.consent.ledger import Facts
 from services.consent.policies import Policy, affected, in_force, to_renew
+from services.consent.state import Change, SubjectState
 from shared.contract.events import NoticeJob, NoticeJobData
 from shared.plumbing import outbox
 from shared.plumbing.db import Conn
@@ -93,7 +94,7 @@ def notice_event(ctx: Context, policy: Policy, subject: str, renew: list[str]) -
 
 async def _batch(
     ctx: Context, conn: Conn, cursor: str
-) -> tuple[list[str], dict[str, domain.SubjectState]]:
+) -> tuple[list[str], dict[str, SubjectState]]:
     """The next subjects after `cursor` (locked as the pipeline locks them) and their states."""
     limit = ctx.settings.notice_batch
     subjects = [r["subject_id"] for r in await conn.fetch(NEXT_SUBJECTS, cursor, limit)]
@@ -131,7 +132,7 @@ async def notice_round(ctx: Context, conn: Conn) -> bool:
         facts = Facts(
             event.data.job_id, SOURCE, event.type, unit.now, policy_version=policy.version
         )
-        unit.record(subject, facts, [domain.Change(NOTICE, "policy", "", "sent", True, note)])
+        unit.record(subject, facts, [Change(NOTICE, "policy", "", "sent", True, note)])
     await unit.flush(conn)
     await outbox.write(conn, unit.outbox.rows, ctx.settings.db_schema)
     return await _advance(

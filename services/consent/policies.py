@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.consent.decisions import needs_reconsent, version_key
-from services.consent.domain import GRANTED, SubjectState
+from services.consent.state import GRANTED, SubjectState
 from shared.catalogue import PurposeCatalogue
 
 

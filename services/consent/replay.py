@@ -19,10 +19,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
 from services.consent.context import Context
-from services.consent.domain import SubjectState
 from services.consent.handlers import HANDLERS, Unit
 from services.consent.ledger import Head, LedgerEntry
 from services.consent.settings import ConsentSettings
+from services.consent.state import SubjectState
 from shared.plumbing import db
 from shared.plumbing.clock import Clock
 from shared.plumbing.db import Conn

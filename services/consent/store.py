@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 
 from services.consent.document import from_doc, to_doc
-from services.consent.domain import SubjectState
 from services.consent.ledger import Head, LedgerEntry
+from services.consent.state import SubjectState
 from shared.contract.events import PolicyPublished
 from shared.plumbing.db import Conn
 

@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from services.consent import domain
-from services.consent.domain import SubjectState
+from services.consent.state import SubjectState
 from shared.catalogue import load_purposes
 from shared.contract.envelope import CloudEvent
 from shared.contract.topics import Topics

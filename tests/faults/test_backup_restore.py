@@ -58,7 +58,7 @@ SUBJECTS = 400
 ACCOUNTS = 60
 ERASURES = 30
 EXPORTS = 12
-TOKEN = "fault-token"
+TOKEN = "fault-token-0123456"
 
 
 @dataclass

@@ -69,7 +69,7 @@ async def running(infra: Infra) -> AsyncIterator[tuple[ConsentSettings, asyncpg.
         group_id=f"g-{test_id}",
         topics=topics,
         api_token="compaction-token",
-        ledger_key="ledger-test-key",
+        ledger_key="ledger-test-key-transactional",
         batch_timeout_ms=20,
         relay_batch_size=7,  # many transactions: commit markers all over the log
     )

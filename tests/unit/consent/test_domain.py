@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.consent import decisions, document, domain, fastpath, ledger
-from services.consent.domain import SubjectState
 from services.consent.ledger import Head
+from services.consent.state import ContractPurposeNotWithdrawable, SubjectState, UnknownPurpose
 from shared.catalogue import PurposeRule, load_purposes
 from shared.contract.events import (
     AccountSignedUp,
@@ -76,12 +76,12 @@ def test_withdrawal_after_grant_denies_marketing_and_a_regrant_allows_it_again()
 
 
 def test_withdrawing_a_contract_purpose_is_refused():
-    with pytest.raises(domain.ContractPurposeNotWithdrawable):
+    with pytest.raises(ContractPurposeNotWithdrawable):
         domain.apply_event(SubjectState(SUBJECT), withdraw("transactional_email", 1), CATALOGUE)
 
 
 def test_an_unknown_purpose_is_refused():
-    with pytest.raises(domain.UnknownPurpose):
+    with pytest.raises(UnknownPurpose):
         domain.apply_event(SubjectState(SUBJECT), grant("telepathy", 1), CATALOGUE)
 
 

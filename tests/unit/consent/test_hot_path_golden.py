@@ -24,14 +24,20 @@ from pydantic import ValidationError
 
 from bench.workload import ConsentWorkload
 from services.consent import decisions, document, domain, fastpath, ledger
-from services.consent.domain import (
+from services.consent.domain import ChangeEvent
+from services.consent.ledger import Facts, Head, LedgerEntry
+from services.consent.state import (
+    DEFAULT,
+    GRANTED,
+    WITHDRAWN,
     Change,
-    ChangeEvent,
+    ConsentRuleViolation,
+    ContractPurposeNotWithdrawable,
     Outcome,
     PurposeRecord,
     SubjectState,
+    UnknownPurpose,
 )
-from services.consent.ledger import Facts, Head, LedgerEntry
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule, load_purposes
 from shared.contract import codec
 from shared.contract.events import (
@@ -89,14 +95,14 @@ def ref_consent_change(
     rule = catalogue.get(data.purpose)
     if rule is None:
         known = ", ".join(sorted(catalogue.purposes))
-        raise domain.UnknownPurpose(f"unknown purpose {data.purpose!r} (known: {known})")
+        raise UnknownPurpose(f"unknown purpose {data.purpose!r} (known: {known})")
     granting = isinstance(event, ConsentGranted)
     if not granting and not rule.withdrawable:
-        raise domain.ContractPurposeNotWithdrawable(
+        raise ContractPurposeNotWithdrawable(
             f"{data.purpose} has a {rule.basis.value} basis and cannot be withdrawn"
         )
     record = PurposeRecord(
-        domain.GRANTED if granting else domain.WITHDRAWN,
+        GRANTED if granting else WITHDRAWN,
         event.time,
         event.id,
         data.consent_type.value,
@@ -106,7 +112,7 @@ def ref_consent_change(
     )
     purpose = data.purpose
     current = state.purposes.get(purpose)
-    old = current.state if current else domain.DEFAULT
+    old = current.state if current else DEFAULT
 
     def refused(note: str) -> Outcome:
         return Outcome(state, [Change(domain.CONSENT, purpose, old, record.state, False, note)])
@@ -116,7 +122,7 @@ def ref_consent_change(
     if current is not None and record.since < current.since:
         return refused(domain.SUPERSEDED)
     if (
-        record.state == domain.GRANTED
+        record.state == GRANTED
         and record.consent_type != "explicit"
         and rule.gpc_applies
         and state.gpc_since is not None
@@ -354,10 +360,10 @@ def test_hot_paths_match_the_reference(
     state = ref_state = SubjectState(subject)
     lines: list[tuple[Facts, Change]] = []
     for event in history:
-        refusal: domain.ConsentRuleViolation | None = None
+        refusal: ConsentRuleViolation | None = None
         try:
             expected = ref_apply(ref_state, event, CATALOGUE)
-        except domain.ConsentRuleViolation as exc:
+        except ConsentRuleViolation as exc:
             refusal = exc
         if refusal is not None:
             with pytest.raises(type(refusal)) as raised:
@@ -421,7 +427,7 @@ def test_fast_built_records_stay_frozen_and_hashable() -> None:
     with pytest.raises(FrozenInstanceError):
         outcome.changes[0].applied = False  # type: ignore[misc]
     assert hash(outcome.changes[0]) == hash(
-        Change(domain.CONSENT, "marketing_email", domain.DEFAULT, domain.GRANTED, True)
+        Change(domain.CONSENT, "marketing_email", DEFAULT, GRANTED, True)
     )
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.consent.decisions import decide
-from services.consent.domain import GRANTED, WITHDRAWN, PurposeRecord, SubjectState
 from services.consent.fastpath import state_json
 from services.consent.notices import notice_job_id
 from services.consent.policies import Policy, affected, in_force, to_renew
+from services.consent.state import GRANTED, WITHDRAWN, PurposeRecord, SubjectState
 from shared.catalogue import load_purposes
 from shared.contract.events import ConsentStateData
 from shared.contract.topics import Topics

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.consent import decisions, domain, fastpath
-from services.consent.domain import SubjectState
+from services.consent.state import ContractPurposeNotWithdrawable, SubjectState
 from shared.catalogue import load_purposes
 from tests.support import events as make
 
@@ -61,7 +61,7 @@ def test_necessary_purposes_are_always_allowed_and_cannot_be_withdrawn(purpose, 
     state = fold(make.objected(SUBJECT, purposes=[purpose], at=at(1)))
     decision = decide(state, purpose)
     assert (decision.allowed, decision.basis) == (True, basis)
-    with pytest.raises(domain.ContractPurposeNotWithdrawable, match=f"{basis} basis"):
+    with pytest.raises(ContractPurposeNotWithdrawable, match=f"{basis} basis"):
         domain.apply_event(state, make.withdrawn(SUBJECT, purpose, at=at(2)), CATALOGUE)
     published = fastpath.state_json(state, CATALOGUE, at(100))["purposes"][purpose]
     assert (published["allowed"], published["basis"]) == (True, "contract")  # v1 vocabulary

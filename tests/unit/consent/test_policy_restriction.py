@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.consent import decisions, domain, fastpath
-from services.consent.domain import SubjectState
+from services.consent.state import SubjectState
 from shared.catalogue import PurposeRule, load_purposes
 from shared.consent_client import ConsentCache
 from shared.contract.events import ProcessingRestrictedData, RestrictionGrounds

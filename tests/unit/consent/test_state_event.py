@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.consent import domain, fastpath
+from services.consent import fastpath
 from services.consent.context import Context
 from services.consent.settings import ConsentSettings
+from services.consent.state import PurposeRecord, ScopeRecord, SubjectState
 from shared.catalogue import load_purposes
 from shared.contract.codec import decode, encode, new_event
 from shared.contract.events import ConsentState
@@ -25,8 +26,8 @@ def consent() -> Context:
     return Context(settings=settings, catalogue=load_purposes(), clock=ManualClock(NOW))
 
 
-def a_state() -> domain.SubjectState:
-    granted = domain.PurposeRecord(
+def a_state() -> SubjectState:
+    granted = PurposeRecord(
         "granted",
         NOW - timedelta(days=1),
         "e1",
@@ -35,9 +36,9 @@ def a_state() -> domain.SubjectState:
         "2026-10",
         NOW + timedelta(days=3),
     )
-    withdrawn = domain.PurposeRecord("withdrawn", NOW - timedelta(hours=1), "e2", "gpc", "web_form")
-    restricted = domain.ScopeRecord(True, NOW, "e3")
-    return domain.SubjectState(
+    withdrawn = PurposeRecord("withdrawn", NOW - timedelta(hours=1), "e2", "gpc", "web_form")
+    restricted = ScopeRecord(True, NOW, "e3")
+    return SubjectState(
         "usr_7",
         5,
         {"personalisation": granted, "marketing_email": withdrawn},
