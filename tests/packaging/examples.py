@@ -111,6 +111,22 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         ],
     },
     # rolling retention (1.1.0)
+    # restriction jobs and receipts (1.1.0)
+    "restriction.job.v1": {
+        "job_id": "job_5",
+        "owner": "crm",
+        "category": "crm_data",
+        "grounds": "needed_for_legal_claims",
+        "due_by": LATER,
+    },
+    "restriction.lifted_job.v1": {
+        "job_id": "job_6",
+        "owner": "crm",
+        "category": "crm_data",
+        "due_by": LATER,
+    },
+    "restriction.completed.v1": {"job_id": "job_5", "owner": "crm"},
+    "restriction.failed.v1": {"job_id": "job_5", "owner": "crm", "error": "timeout"},
     "purge.job.v1": {
         "job_id": "job_4",
         "owner": "analytics",
