@@ -50,6 +50,9 @@ from shared.contract.events import (
     SignUpConsent,
 )
 
+READY_WAIT_S = 30
+"""How long the demo waits for a stack that was just started to say it is ready."""
+
 T = TypeVar("T")
 STEPS = 6
 SOURCE = "demo"
@@ -483,6 +486,11 @@ async def run_scenario(config: DemoConfig, say: Narrator | None = None) -> DemoR
     api = Api(config)
     try:
         down = await api.ready()
+        for _ in range(READY_WAIT_S * 2):  # a stack just started answers within seconds
+            if not down:
+                break
+            await asyncio.sleep(0.5)
+            down = await api.ready()
         if down:
             raise DemoFailed(f"not ready: {', '.join(down)} — is `make run` running?")
         async with SimulatedOwners(config.bootstrap, config.topics, config.owners_group) as owners:

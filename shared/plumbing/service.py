@@ -263,6 +263,7 @@ class Runtime(Generic[C]):
         for loop in (ready, lag, prune, *self.spec.loops):
             run = functools.partial(run_loop, loop, self.context, s.service_name, self._stop)
             self._background(loop.name, run)
+        await self._check_ready(self.context, Items(s.service_name, "readiness"))  # answer at once
         self.started = True
         log.info("service_started", service=s.service_name)
 
