@@ -167,8 +167,9 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         base_steps = await load(bench, trivial, paths, STEPS, step_seconds, "steps-trivial")
         top.baseline = sustained(base_steps)
         p99.extra["baseline_fixed"], top.extra["baseline_steps"] = fixed, base_steps
-        base_failures = f"baseline: fixed rate {failures(fixed)}; steps " + ", ".join(
-            f"{s['offered']:,.0f}: {s['errors']}+{s['timeouts']}" for s in base_steps
+        base_failures = (
+            f"baseline: fixed rate {failures(fixed)}; errors+timeouts per step "
+            + ", ".join(f"{s['offered']:,.0f}: {s['errors']}+{s['timeouts']}" for s in base_steps)
         )
         trivial.stop()
     except Exception as exc:
