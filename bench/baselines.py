@@ -55,7 +55,8 @@ def say(**fields: Any) -> None:
 
 
 async def ingest(args: dict[str, Any]) -> None:
-    """Bare consumer: read consent changes and write rows in batches; publish nothing.
+    """Bare consumer: read consent changes and write rows in batches; no outbox, publishes
+    nothing, keeps its state in memory (the full-work baseline is `bench.baseline_full`).
 
     `rows` "same": the consent service's own tables (its migrations) and statements, one row
     per event in inbox, ledger, ledger heads and subjects, as the service writes them. "slim":
@@ -311,6 +312,10 @@ def main() -> None:
     args = json.loads(raw)
     if name == "ingest":
         asyncio.run(ingest(args))
+    elif name == "ingest-full":
+        from bench.baseline_full import ingest_full
+
+        asyncio.run(ingest_full(args))
     elif name == "timers":
         asyncio.run(timers(args))
     elif name == "export":

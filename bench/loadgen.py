@@ -2,21 +2,26 @@
 
 Requests are scheduled at a fixed offered rate whatever the server does; latency is measured
 from each request's scheduled time to its response (so a stalled server shows up as latency,
-not as fewer requests: no coordinated omission). Keep-alive connections, one request in
+not as fewer requests: no coordinated omission). A request that fails (connection error,
+non-200 answer) or is still unanswered `--timeout-ms` after its scheduled time counts in the
+percentiles as a latency of the timeout. Every step runs `--repeats` times and its median
+attempt counts (the same for passing and failing steps). Keep-alive connections, one request in
 flight per connection, plain asyncio streams (the generator must stay cheaper than the server).
-Prints one JSON object: a list of steps with offered and achieved rate and latency percentiles.
+Prints one JSON object: a list of steps with offered and achieved rate, errors, timeouts and
+latency percentiles.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from bench.stats import Latency, highest_sustained, median_attempt
+from bench.stats import highest_sustained, median_attempt, with_failures
 
 
 @dataclass
@@ -26,11 +31,15 @@ class Step:
     sent: int
     ok: int
     errors: int
+    """Connection errors and non-200 answers (each counted in the percentiles as a timeout)."""
+    timeouts: int
+    """Requests unanswered `timeout_ms` after their scheduled time (counted as the timeout)."""
+    timeout_ms: float
     p50_ms: float
     p99_ms: float
     max_ms: float
     attempts: list[float] = field(default_factory=list)
-    """The p99 of every attempt at this rate (a missed step is tried again; this is the
+    """The p99 of every attempt at this rate (each step runs `--repeats` times; this is the
     median attempt)."""
 
 
@@ -64,25 +73,34 @@ class Connection:
 
 
 async def run_step(
-    conns: list[Connection], paths: list[str], offered: float, duration: float
+    conns: list[Connection], paths: list[str], offered: float, duration: float, timeout_ms: float
 ) -> Step:
-    """Offer `offered` requests/s for `duration` seconds; latencies from scheduled times."""
+    """Offer `offered` requests/s for `duration` seconds; latencies from scheduled times, a
+    failed or late request counting as `timeout_ms`."""
     loop = asyncio.get_running_loop()
     total = max(1, int(offered * duration))
     queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
     latencies: list[float] = []
-    errors = 0
+    errors = timeouts = 0
+    timeout = timeout_ms / 1000
 
     async def worker(conn: Connection) -> None:
-        nonlocal errors
+        nonlocal errors, timeouts
         while (item := await queue.get()) is not None:
             scheduled, path = item
+            remaining = scheduled + timeout - loop.time()
+            if remaining <= 0:  # already past its deadline in the queue: the server is behind
+                timeouts += 1
+                continue
             try:
-                status = await conn.get(path)
+                status = await asyncio.wait_for(conn.get(path), remaining)
+            except TimeoutError:
+                timeouts += 1
+                await reset(conn)  # its answer may still come: the connection is out of step
+                continue
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
-                await conn.close()
-                conn.reader = conn.writer = None
+                await reset(conn)
                 continue
             if status == 200:
                 latencies.append((loop.time() - scheduled) * 1000)
@@ -102,33 +120,38 @@ async def run_step(
         queue.put_nowait(None)
     await asyncio.gather(*workers)
     elapsed = loop.time() - start
-    summary = Latency.of(latencies) if latencies else Latency(0, float("inf"), float("inf"), 0)
+    summary = with_failures(latencies, errors + timeouts, timeout_ms)
     return Step(
         offered=offered,
         achieved=len(latencies) / elapsed,
         sent=total,
         ok=len(latencies),
         errors=errors,
+        timeouts=timeouts,
+        timeout_ms=timeout_ms,
         p50_ms=summary.p50,
         p99_ms=summary.p99,
         max_ms=summary.max,
     )
 
 
-def kept_up(step: Step, p99_limit: float) -> bool:
-    """The step's rate was sustained: p99 under the limit and at least 95% achieved."""
-    return highest_sustained([(step.offered, step.achieved, step.p99_ms)], p99_limit) > 0
+async def reset(conn: Connection) -> None:
+    """Drop a connection whose request failed; the next request opens a new one."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        await conn.close()
+    conn.reader = conn.writer = None
 
 
-async def confirm(
-    conns: list[Connection], paths: list[str], missed: Step, args: argparse.Namespace
+async def repeated(
+    conns: list[Connection], paths: list[str], offered: float, args: argparse.Namespace
 ) -> Step:
-    """A missed step tried `args.confirm` more times: the median attempt, with every attempt's
-    p99 (one stall on a shared machine must not decide the highest sustained rate)."""
-    tries = [missed]
-    for _ in range(args.confirm):
-        await asyncio.sleep(0.5)
-        tries.append(await run_step(conns, paths, missed.offered, args.duration))
+    """The step run `args.repeats` times, passing or not: its median attempt, with every
+    attempt's p99 (one stall, or one lucky run, does not decide)."""
+    tries: list[Step] = []
+    for n in range(max(1, args.repeats)):
+        if n:
+            await asyncio.sleep(0.5)
+        tries.append(await run_step(conns, paths, offered, args.duration, args.timeout_ms))
     chosen = tries[median_attempt([(t.offered, t.achieved, t.p99_ms) for t in tries])]
     chosen.attempts = [t.p99_ms for t in tries]
     return chosen
@@ -143,12 +166,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     headers += b"\r\n"
     conns = [Connection(args.host, args.port, headers) for _ in range(args.connections)]
     try:
-        await run_step(conns, paths, args.warmup_rate, args.warmup)  # not recorded
+        await run_step(conns, paths, args.warmup_rate, args.warmup, args.timeout_ms)  # unrecorded
         steps: list[Step] = []
         for offered in args.rates:
-            step = await run_step(conns, paths, offered, args.duration)
-            if args.stop_on_miss and not kept_up(step, args.p99_limit):
-                step = await confirm(conns, paths, step, args)
+            step = await repeated(conns, paths, offered, args)
             steps.append(step)
             print(json.dumps(asdict(step)), file=sys.stderr, flush=True)
             if (
@@ -180,11 +201,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stop-on-miss", action="store_true")
     parser.add_argument("--p99-limit", type=float, default=10.0)
     parser.add_argument(
-        "--confirm",
+        "--repeats",
         type=int,
-        default=2,
-        help="with --stop-on-miss, a missed step is tried this many more times and its median "
-        "attempt counts",
+        default=3,
+        help="every step runs this many times and its median attempt counts",
+    )
+    parser.add_argument(
+        "--timeout-ms",
+        type=float,
+        default=1000.0,
+        help="a request unanswered this long after its scheduled time is a timeout; failed and "
+        "timed-out requests count in the percentiles as this latency",
     )
     return parser.parse_args(argv)
 

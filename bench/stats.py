@@ -50,6 +50,15 @@ class Latency:
         return cls(len(millis), percentile(millis, 50), percentile(millis, 99), max(millis))
 
 
+def with_failures(ok_ms: Sequence[float], failed: int, timeout_ms: float) -> Latency:
+    """Latency over every request: each failed one (error, non-200 answer, past its deadline)
+    counts as `timeout_ms`, so failures raise the percentiles instead of leaving them out."""
+    samples = [*ok_ms, *([timeout_ms] * failed)]
+    if not samples:
+        return Latency(0, math.inf, math.inf, 0)
+    return Latency.of(samples)
+
+
 def highest_sustained(steps: Sequence[tuple[float, float, float]], p99_limit: float) -> float:
     """The highest offered rate whose p99 stayed under the limit and that was kept up.
 

@@ -17,6 +17,10 @@ from bench.workload import CONSENT_PURPOSES, ConsentWorkload, subject_id
 
 P99_LIMIT_MS = 10.0
 FIXED_RATE = 2_000
+REPEATS = 3
+"""Every loadgen step (the fixed rate too) runs this many times; the median attempt counts."""
+TIMEOUT_MS = 1000.0
+"""A request unanswered this long after its scheduled time is a timeout (counted as this)."""
 STEPS = [500, 1_000, 1_500, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000]
 
 
@@ -39,26 +43,39 @@ async def load(
     """Run the load generator in its own process against `target`; its steps."""
     argv = ["-m", "bench.loadgen", "--port", str(target.port), "--token", API_TOKEN]
     argv += ["--paths-file", paths, "--duration", str(seconds), "--rates", *map(str, rates)]
+    argv += ["--repeats", str(REPEATS), "--timeout-ms", str(TIMEOUT_MS)]
     argv += ["--stop-on-miss", "--p99-limit", str(P99_LIMIT_MS)] if len(rates) > 1 else []
     gen = bench.spawn(name, argv)
-    result = await read_json_lines(gen, "steps", 60 + seconds * len(rates) * 2)
+    within = 60 + (seconds + 1) * len(rates) * REPEATS * 2
+    result = await read_json_lines(gen, "steps", within)
     gen.stop()
     steps: list[dict[str, Any]] = result["steps"]
     return steps
 
 
 def ladder_note(steps: list[dict[str, Any]]) -> str:
-    """Each step that missed at first, with the p99 of every attempt and the median's verdict."""
+    """Every step: the p99 of each of its attempts, the median attempt's errors and timeouts
+    (both counted in its p99 as the timeout), and its verdict."""
     notes = []
     for step in steps:
-        if step.get("attempts"):
-            tries = step["attempts"]
-            p99s = "/".join(f"{p:.1f}" for p in tries)
-            verdict = "kept up" if sustained([step]) else "missed"
-            notes.append(
-                f"{step['offered']:,.0f} req/s tried {len(tries)} times, p99 {p99s} ms: {verdict}"
-            )
-    return "; ".join(notes)
+        p99s = "/".join(f"{p:.1f}" for p in step.get("attempts") or [step["p99_ms"]])
+        verdict = "kept up" if sustained([step]) else "missed"
+        notes.append(f"{step['offered']:,.0f} req/s p99 {p99s} ms, {failures(step)}: {verdict}")
+    return f"each step run {REPEATS} times, the median attempt counts; " + "; ".join(notes)
+
+
+def failures(step: dict[str, Any]) -> str:
+    """The median attempt's failed requests, e.g. `3 errors, 0 timeouts of 10,000`."""
+    return f"{step['errors']} errors, {step['timeouts']} timeouts of {step['sent']:,}"
+
+
+def fixed_note(step: dict[str, Any]) -> str:
+    """The fixed-rate run's attempts and failures, and how failures enter its percentiles."""
+    tries = "/".join(f"{p:.1f}" for p in step.get("attempts") or [step["p99_ms"]])
+    return (
+        f"run {REPEATS} times, median attempt (p99s {tries} ms); {failures(step)}; a failed or "
+        f"late request counts as {step['timeout_ms']:,.0f} ms"
+    )
 
 
 def sustained(steps: list[dict[str, Any]]) -> float:
@@ -147,11 +164,16 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
         await trivial.wait_ready("/docs")
         fixed = (await load(bench, trivial, paths, [FIXED_RATE], seconds, "loadgen-trivial"))[0]
         p50.baseline, p99.baseline = fixed["p50_ms"], fixed["p99_ms"]
-        top.baseline = sustained(
-            await load(bench, trivial, paths, STEPS, step_seconds, "steps-trivial")
+        base_steps = await load(bench, trivial, paths, STEPS, step_seconds, "steps-trivial")
+        top.baseline = sustained(base_steps)
+        p99.extra["baseline_fixed"], top.extra["baseline_steps"] = fixed, base_steps
+        base_failures = (
+            f"baseline: fixed rate {failures(fixed)}; errors+timeouts per step "
+            + ", ".join(f"{s['offered']:,.0f}: {s['errors']}+{s['timeouts']}" for s in base_steps)
         )
         trivial.stop()
     except Exception as exc:
+        base_failures = ""
         for row in rows:
             row.note = f"baseline failed: {fail_note(exc)}"
     if stage.child is None or not stage.child.alive():
@@ -165,14 +187,12 @@ async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
                 await load(bench, stage.child, paths, [FIXED_RATE], seconds, "loadgen-consent")
             )[0]
         p50.value, p99.value = fixed["p50_ms"], fixed["p99_ms"]
-        p99.note = phase.note("consent")
+        p50.note = p99.note = f"{fixed_note(fixed)}; {phase.note('consent')}"
         p99.extra["fixed"] = fixed
         steps = await load(bench, stage.child, paths, STEPS, step_seconds, "steps-consent")
         top.value = sustained(steps)
         top.extra["steps"] = steps
-        top.note = ladder_note(steps)
-        if fixed["errors"]:
-            p99.note += f"; {fixed['errors']} errors"
+        top.note = "; ".join(part for part in (ladder_note(steps), base_failures) if part)
     except Exception as exc:
         for row in rows:
             row.note = fail_note(exc, stage.child)

@@ -59,7 +59,7 @@ async def top_up(bench: Bench, stage: ConsentStage, wanted: int) -> str:
 async def run(bench: Bench, stage: ConsentStage) -> list[Row]:
     wanted = bench.size(1_000_000)
     row = Row("5 replay", "rebuild consent projection", None, "events/s", target=TARGET)
-    row.baseline, row.baseline_what = stage.baseline, "bare consumer of scenario 1"
+    row.baseline, row.baseline_what = stage.baseline, "rows-only baseline of scenario 1"
     same = Row("5 replay", "rebuilt = live (differing subjects)", None, "subjects")
     same.target = Target("<=", 0)
     if stage.child is None or stage.topics is None or not stage.child.alive():
