@@ -14,6 +14,7 @@ import base64
 import importlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +76,13 @@ def document(service: str) -> str:
     return json.dumps(json.loads(asyncapi_schema(runtime)), indent=2, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write (or check) docs/asyncapi/<service>.json for every service."""
-    parser = argparse.ArgumentParser(prog="python -m shared.plumbing.asyncapi_export")
-    parser.add_argument("--out", type=Path, default=DOCS, help="target folder")
+def export(
+    name: str, document: Callable[[str], str], docs: Path, target: str, argv: list[str] | None
+) -> int:
+    """Write (or check, with --check) `docs/<service>.json` for every service; the CLI of both
+    document exports (`name` the module, `target` the make target that refreshes them)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {name}")
+    parser.add_argument("--out", type=Path, default=docs, help="target folder")
     parser.add_argument("--check", action="store_true", help="fail when a file is stale")
     args = parser.parse_args(argv)
     stale = []
@@ -93,9 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(text)
         print(f"wrote {path}")
     if stale:
-        print(f"out of date (run make asyncapi): {', '.join(stale)}", file=sys.stderr)
+        print(f"out of date (run make {target}): {', '.join(stale)}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or check) docs/asyncapi/<service>.json for every service."""
+    return export("shared.plumbing.asyncapi_export", document, DOCS, "asyncapi", argv)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ for the AsyncAPI documents.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from shared.plumbing.asyncapi_export import SERVICES, placeholder_runtime
+from shared.plumbing.asyncapi_export import export, placeholder_runtime
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 
@@ -28,25 +27,7 @@ def document(service: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write (or check) docs/openapi/<service>.json for every service."""
-    parser = argparse.ArgumentParser(prog="python -m shared.plumbing.openapi_export")
-    parser.add_argument("--out", type=Path, default=DOCS, help="target folder")
-    parser.add_argument("--check", action="store_true", help="fail when a file is stale")
-    args = parser.parse_args(argv)
-    stale = []
-    for service in SERVICES:
-        text = document(service)
-        path: Path = args.out / f"{service}.json"
-        if args.check:
-            if not path.is_file() or path.read_text() != text:
-                stale.append(str(path))
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        print(f"wrote {path}")
-    if stale:
-        print(f"out of date (run make openapi): {', '.join(stale)}", file=sys.stderr)
-        return 1
-    return 0
+    return export("shared.plumbing.openapi_export", document, DOCS, "openapi", argv)
 
 
 if __name__ == "__main__":
