@@ -12,6 +12,9 @@
 #   PP_KAFKA_HEAP             Kafka heap (-Xmx/-Xms) per node; default 1g (512m per cluster node)
 #   PP_CLUSTER_BASE_PORT      with --brokers N: node n listens on base+2n-2 (PLAINTEXT) and
 #                             base+2n-1 (CONTROLLER); default 19190
+#   --tls (every script)      the TLS stack instead (tls.sh): state in $PP_LOCAL_DIR/tls, Kafka
+#                             SASL_SSL on PP_KAFKA_PORT (default 19492, controller 19493),
+#                             PostgreSQL with ssl=on on PP_PG_PORT (default 15442)
 
 PP_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 PP_REPO_ROOT=$(cd "$PP_SCRIPT_DIR/../.." && pwd -P)
@@ -41,22 +44,27 @@ PG_PORT=${PP_PG_PORT:-15432}
 PG_USER=privacy
 PG_DB=privacy
 
-LOG_DIR="$STATE/logs"
-KAFKA_DIR="$STATE/kafka"
-KAFKA_DATA="$KAFKA_DIR/data"
-KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
-KAFKA_PROPS="$KAFKA_DIR/server.properties"
-KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
-KAFKA_NODE_LOGS="$LOG_DIR"
-KAFKA_LOG="$LOG_DIR/kafka.log"
-KAFKA_STDOUT="$LOG_DIR/kafka.stdout.log"
-NODE_ID=1
-PG_DIR="$STATE/pg"
-PG_DATA="$PG_DIR/data"
-PG_RUN="$PG_DIR/run"
-PG_PWFILE="$PG_DIR/password"
-PG_LOG="$LOG_DIR/postgres.log"
-ENV_FILE="$STATE/env"
+# Every path below the state folder (again after tls_mode moves it).
+state_paths() {
+  LOG_DIR="$STATE/logs"
+  KAFKA_DIR="$STATE/kafka"
+  KAFKA_DATA="$KAFKA_DIR/data"
+  KAFKA_PIDFILE="$KAFKA_DIR/kafka.pid"
+  KAFKA_PROPS="$KAFKA_DIR/server.properties"
+  KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+  KAFKA_NODE_LOGS="$LOG_DIR"
+  KAFKA_LOG="$LOG_DIR/kafka.log"
+  KAFKA_STDOUT="$LOG_DIR/kafka.stdout.log"
+  NODE_ID=1
+  PG_DIR="$STATE/pg"
+  PG_DATA="$PG_DIR/data"
+  PG_RUN="$PG_DIR/run"
+  PG_PWFILE="$PG_DIR/password"
+  PG_LOG="$LOG_DIR/postgres.log"
+  ENV_FILE="$STATE/env"
+}
+state_paths
+TLS=0
 
 say()  { printf '[local] %s\n' "$*"; }
 warn() { printf '[local] WARNING: %s\n' "$*" >&2; }
@@ -133,10 +141,13 @@ kafka_pid() {
 CLUSTER_SIZE=1
 
 # Parses `--brokers N` / `--brokers=N` out of "$@": sets BROKERS_ARG and REST_ARGS.
+# `--tls` switches to the TLS stack at once (tls_mode in tls.sh), for every script alike.
 parse_brokers() {
   BROKERS_ARG=1 REST_ARGS=()
+  local tls=0
   while (($#)); do
     case "$1" in
+      --tls) tls=1; shift ;;
       --brokers) [[ $# -ge 2 ]] || die "--brokers needs a number"; BROKERS_ARG=$2; shift 2 ;;
       --brokers=*) BROKERS_ARG=${1#--brokers=}; shift ;;
       *) REST_ARGS+=("$1"); shift ;;
@@ -145,6 +156,12 @@ parse_brokers() {
   [[ "$BROKERS_ARG" =~ ^[0-9]+$ ]] || die "--brokers wants a number, not '$BROKERS_ARG'"
   if ((BROKERS_ARG == 2 || BROKERS_ARG == 0 || BROKERS_ARG > 9)); then
     die "--brokers $BROKERS_ARG: use 1 (the single node) or 3 to 9 (a quorum that survives a loss)"
+  fi
+  if ((tls)); then
+    ((BROKERS_ARG == 1)) || die "--tls runs a single Kafka node (no --brokers)"
+    # shellcheck source=tls.sh
+    source "$PP_SCRIPT_DIR/tls.sh"
+    tls_mode
   fi
 }
 
@@ -242,6 +259,7 @@ write_env_file() {
     if url=$(pg_database_url); then
       printf 'DATABASE_URL=%s\n' "$url"
     fi
+    if ((TLS)); then tls_env_lines; fi
   } >"$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$ENV_FILE"
