@@ -60,7 +60,7 @@ class Context(ServiceContext):
         await super().open(pool)
         settings = self.settings
         self.reads = await asyncpg.create_pool(
-            settings.database_url.get_secret_value(),
+            settings.database_dsn(),
             min_size=1,
             max_size=settings.read_pool_size,
             server_settings={"search_path": settings.db_schema, "timezone": "UTC"},

@@ -62,7 +62,7 @@ async def rebuild(
     """Replay into `into_schema` (created if needed); returns the number of subjects."""
     clock = clock or SystemClock()
     settings = settings.model_copy(update={"publish": False})  # builds no outbound event
-    dsn = settings.database_url.get_secret_value()
+    dsn = settings.database_dsn()
     conn = await asyncpg.connect(dsn)
     try:
         await db.migrate(conn, into_schema, MIGRATIONS)
@@ -169,9 +169,7 @@ def _worker(settings: ConsentSettings, into_schema: str, ends: Ends, max_subject
 async def _expire_and_count(settings: ConsentSettings, into_schema: str, clock: Clock) -> int:
     """Expire what lapsed by now, as the live expiry loop has done; the subject count."""
     consent = Context.from_settings(settings, clock)
-    pool = await db.create_pool(
-        settings.database_url.get_secret_value(), into_schema, min_size=1, max_size=1
-    )
+    pool = await db.create_pool(settings.database_dsn(), into_schema, min_size=1, max_size=1)
     try:
         async with pool.acquire() as conn:
             while True:

@@ -49,7 +49,7 @@ async def replay_partitions(
     settings: ConsentSettings, into_schema: str, ends: Ends, clock: Clock, max_subjects: int
 ) -> int:
     """Replay `ends`' partitions from zero to those offsets; returns the events read."""
-    dsn = settings.database_url.get_secret_value()
+    dsn = settings.database_dsn()
     pool = await db.create_pool(dsn, into_schema, min_size=2, max_size=2)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,

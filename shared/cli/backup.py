@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import typer
 
-from shared.cli.common import CliError, call, env, err, out, run
+from shared.cli.common import CliError, call, database_url, err, out, run
 from shared.plumbing import db, identifiers
 
 MANIFEST = "manifest.json"
@@ -178,11 +178,6 @@ async def restore_backup(dsn: str, backup: Backup, schemas: list[str]) -> dict[s
     finally:
         await conn.close()
     return aside
-
-
-def database_url() -> str:
-    """The database the services use (`PP_DATABASE_URL` or `DATABASE_URL`)."""
-    return env("DATABASE_URL")
 
 
 def backup(

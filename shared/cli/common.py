@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 import httpx
 import typer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, KafkaError, MessageSizeTooLargeError
+from pydantic_settings import SettingsConfigDict
 from rich.console import Console
 from rich.progress import Progress
 
 from shared.contract.codec import encode, kafka_headers
 from shared.contract.envelope import CloudEvent
 from shared.contract.topics import Topics
+from shared.plumbing import tls
 from shared.plumbing.kafka import make_producer
 from shared.plumbing.settings import KafkaSecurity
 
@@ -38,6 +40,32 @@ def env(name: str, default: str | None = None) -> str:
     return value
 
 
+class _PrefixedKafkaSecurity(KafkaSecurity):
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="KAFKA__")
+
+
+def kafka_security() -> KafkaSecurity:
+    """Kafka TLS / SASL from `KAFKA__SECURITY_PROTOCOL`, `KAFKA__SASL_…`, `KAFKA__SSL_CAFILE` (as
+    topics-init and `deploy/local/up --tls` name them), else from the older unprefixed names."""
+    if any(name.upper().startswith("KAFKA__") for name in os.environ):
+        return _PrefixedKafkaSecurity()
+    return KafkaSecurity()
+
+
+def database_url() -> str:
+    """`PP_DATABASE_URL` / `DATABASE_URL` with `DATABASE_SSLMODE` / `DATABASE_SSLROOTCERT` in it."""
+    return tls.postgres_dsn(
+        env("DATABASE_URL"),
+        env("DATABASE_SSLMODE", "") or None,
+        env("DATABASE_SSLROOTCERT", "") or None,
+    )
+
+
+def http_verify() -> Any:
+    """How API calls check an https service: `PP_HTTP_CAFILE` / `HTTP_CAFILE`, else system CAs."""
+    return tls.http_verify(env("HTTP_CAFILE", "") or None)
+
+
 def topics() -> Topics:
     """The contract's topics, prefixed by `PP_TOPIC_PREFIX` (tests give each run its own)."""
     return Topics().with_prefix(os.environ.get("PP_TOPIC_PREFIX", ""))
@@ -54,11 +82,21 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         err.print(f"[red]error:[/red] the event is larger than the broker accepts: {exc}")
         raise typer.Exit(2) from None
     except (KafkaError, OSError) as exc:
-        err.print(f"[red]error:[/red] Kafka at {env('KAFKA_BOOTSTRAP_SERVERS', '?')}: {exc}")
+        bootstrap = env("KAFKA_BOOTSTRAP_SERVERS", "?")
+        reason = _refusal(bootstrap) if isinstance(exc, KafkaConnectionError) else None
+        err.print(f"[red]error:[/red] Kafka at {bootstrap}: {reason or exc}")
         raise typer.Exit(3) from None
     except httpx.HTTPError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(3) from None
+
+
+def _refusal(bootstrap: str) -> str | None:
+    """Why Kafka refused us, when TLS or SASL is the cause (aiokafka says "Unable to bootstrap")."""
+    security = kafka_security()
+    if security.security_protocol == "PLAINTEXT":
+        return None
+    return asyncio.run(tls.kafka_refusal(bootstrap, security.client_kwargs(), ""))
 
 
 Item = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
@@ -74,7 +112,7 @@ def event_item(topic: str, event: CloudEvent[Any]) -> Item:
 async def send_all(items: Sequence[Item], label: str) -> None:
     """Produce (topic, key, value, headers) items with an idempotent producer and a progress bar."""
     producer = make_producer(
-        env("KAFKA_BOOTSTRAP_SERVERS"), KafkaSecurity(), request_timeout_ms=15000
+        env("KAFKA_BOOTSTRAP_SERVERS"), kafka_security(), request_timeout_ms=15000
     )
     await producer.start()
     try:
@@ -97,8 +135,13 @@ def api(service: str, path: str, **params: Any) -> Any:
     headers = {"Authorization": f"Bearer {env('API_TOKEN')}"}
     query = {k: v for k, v in params.items() if v is not None}
     try:
-        response = httpx.get(f"{base}{path}", params=query, headers=headers, timeout=10)
+        response = httpx.get(
+            f"{base}{path}", params=query, headers=headers, timeout=10, verify=http_verify()
+        )
     except httpx.HTTPError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            refused = f"{service} at {base}: its TLS certificate was refused ({exc})"
+            raise CliError(f"{refused}: check PP_HTTP_CAFILE") from None
         raise CliError(f"{service} at {base} is not answering: {exc}") from None
     if response.status_code >= 400:
         raise CliError(f"{service} {path}: {response.status_code} {response.text[:300]}")

@@ -9,9 +9,8 @@ import typer
 from aiokafka import AIOKafkaConsumer
 from rich.table import Table
 
-from shared.cli.common import Item, env, err, out, run, send_all, topics
+from shared.cli.common import Item, env, err, kafka_security, out, run, send_all, topics
 from shared.plumbing.deadletters import DIAGNOSTIC
-from shared.plumbing.settings import KafkaSecurity
 
 app = typer.Typer(help="Dead-lettered messages: list, inspect, replay.")
 
@@ -24,7 +23,7 @@ async def read_deadletters(limit: int | None = None) -> list[Any]:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",  # the relays publish in transactions
-        **KafkaSecurity().client_kwargs(),
+        **kafka_security().client_kwargs(),
     )
     await consumer.start()
     records: list[Any] = []

@@ -6,10 +6,9 @@ import dataclasses
 
 import typer
 
-from shared.cli.common import CliError, env, out, run, topics
+from shared.cli.common import CliError, env, kafka_security, out, run, topics
 from shared.plumbing import topic_drift
 from shared.plumbing.kafka import ensure_topics
-from shared.plumbing.settings import KafkaSecurity
 from shared.plumbing.topics_cli import TopicsInitSettings, print_drifts
 
 
@@ -47,7 +46,7 @@ def create_topics(
         run(_refuse("--check and --apply exclude each other"))
     if add_partitions and not apply:
         run(_refuse("--add-partitions needs --apply"))
-    security = KafkaSecurity()
+    security = kafka_security()
     if check:
         drifts = run(topic_drift.check(bootstrap, topics(), policy, security))
         print_drifts(drifts, out.file)

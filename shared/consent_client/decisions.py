@@ -1,18 +1,20 @@
 """Ask the consent service for one decision over HTTP, for services that ask per call instead
 of following `consent.state`.
 
-    async with DecisionsClient("http://consent:8001", token) as consent:
+    async with DecisionsClient("https://consent:8001", token, cafile="/etc/pp/ca.pem") as consent:
         decision = await consent.decide("usr_42", "marketing_email")
         if decision.allowed:
             ...
 
 Each call is `GET /v1/subjects/{subject}/decisions?purpose=P[&at=T]` with the bearer token,
-bounded by `timeout` seconds in all (connect, send, wait, read).
+bounded by `timeout` seconds in all (connect, send, wait, read). An https certificate that
+`cafile` (or the system) does not trust raises httpx.ConnectError (CERTIFICATE_VERIFY_FAILED).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -55,14 +57,17 @@ class DecisionsClient:
         token: str,
         *,
         timeout: float = 2.0,
+        cafile: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`timeout` bounds each decision in seconds; `transport` is for tests and proxies."""
+        """`timeout` bounds each decision in seconds; `cafile` is the CA that signed an https
+        service's certificate (default: the system's CAs); `transport` is for tests and proxies."""
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout),
+            verify=ssl.create_default_context(cafile=cafile) if cafile else True,
             transport=transport,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, positions, readiness
+from shared.plumbing import db, deadletters, http, metrics, positions, readiness, tls
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -213,12 +214,16 @@ class Runtime(Generic[C]):
 
     @property
     def dsn(self) -> str:
-        return self.settings.database_url.get_secret_value()
+        return self.settings.database_dsn()
 
     async def start(self) -> None:
         """Migrate, open the pool and context, start the relay, the consumer and the loops."""
         s = self.settings
-        conn = await asyncpg.connect(self.dsn)
+        await self._check_kafka_credentials()
+        try:
+            conn = await asyncpg.connect(self.dsn)
+        except ssl.SSLError as exc:
+            raise tls.postgres_refusal(exc, s.env_prefix, self.dsn) from None
         try:
             await db.migrate(conn, s.db_schema, self.spec.migrations)
         finally:
@@ -266,6 +271,16 @@ class Runtime(Generic[C]):
         await self._check_ready(self.context, Items(s.service_name, "readiness"))  # answer at once
         self.started = True
         log.info("service_started", service=s.service_name)
+
+    async def _check_kafka_credentials(self) -> None:
+        """Stop start-up with one line naming the setting when TLS or SASL is refused."""
+        s = self.settings
+        if s.kafka.security_protocol == "PLAINTEXT":
+            return
+        kwargs = s.kafka.client_kwargs()
+        reason = await tls.kafka_refusal(s.kafka_bootstrap_servers, kwargs, s.env_prefix)
+        if reason is not None:
+            raise tls.TransportRefused(f"Kafka at {s.kafka_bootstrap_servers}: {reason}")
 
     def _background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         """Start `run()` as a supervised task (see `supervise`)."""
@@ -343,6 +358,7 @@ class Runtime(Generic[C]):
             openapi_url=None,
             middleware=list(api.middleware) if api else None,
         )
+        app.state.settings = self.settings  # shared.plumbing.serve reads the HTTPS settings
         app.include_router(http.ops_router(self))
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
         app.include_router(http.ops_details_router(self), dependencies=[http.bearer(self.settings)])

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.contract.topics import Topics
 from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.secrets import NonEmptySecret, SecretFileSettings, Token
+from shared.plumbing.tls import SslMode, postgres_dsn
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 
@@ -78,6 +79,14 @@ class ServiceSettings(SecretFileSettings):
     service_name: str
     kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
     database_url: NonEmptySecret = Field(description="postgresql://user:password@host:port/db")
+    database_sslmode: SslMode | None = Field(
+        None,
+        description="libpq's sslmode for PostgreSQL; verify-full in production. Unset: the "
+        "URL's own sslmode, else libpq's prefer (falls back to plaintext, checks nothing).",
+    )
+    database_sslrootcert: str | None = Field(
+        None, description="CA file that signed PostgreSQL's certificate (libpq's sslrootcert)."
+    )
     db_schema: SchemaName
     group_id: str | None = None
     topics: Topics = Topics()
@@ -89,6 +98,10 @@ class ServiceSettings(SecretFileSettings):
     )
     api_token: Token = Field(description="Bearer token for the HTTP API (16+ characters).")
     http_host: str = "127.0.0.1"
+    http_tls_certfile: str | None = Field(
+        None, description="PEM certificate (chain) the HTTP API serves HTTPS with."
+    )
+    http_tls_keyfile: str | None = Field(None, description="Its private key (PEM).")
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     batch_max_records: int = Field(500, ge=1, le=10_000)
@@ -108,6 +121,23 @@ class ServiceSettings(SecretFileSettings):
         description="How long the origin of a dead letter is remembered, so that a replayed "
         "record is not dead-lettered twice: longer than a batch can wait to be replayed.",
     )
+
+    @model_validator(mode="after")
+    def _https_pair(self) -> ServiceSettings:
+        if (self.http_tls_certfile is None) != (self.http_tls_keyfile is None):
+            prefix = self.env_prefix
+            raise ValueError(f"set both {prefix}HTTP_TLS_CERTFILE and {prefix}HTTP_TLS_KEYFILE")
+        return self
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of this service's variables (`CONSENT_`), for messages naming one."""
+        return str(self.model_config.get("env_prefix", ""))
+
+    def database_dsn(self) -> str:
+        """The database URL with the TLS settings in it: what every connection opens."""
+        url = self.database_url.get_secret_value()
+        return postgres_dsn(url, self.database_sslmode, self.database_sslrootcert)
 
     @property
     def transactional_id(self) -> str:
