@@ -114,8 +114,8 @@ async def send_all(items: Sequence[Item], label: str) -> None:
     producer = make_producer(
         env("KAFKA_BOOTSTRAP_SERVERS"), kafka_security(), request_timeout_ms=15000
     )
-    await producer.start()
     try:
+        await producer.start()
         with Progress(console=err, transient=len(items) < 50) as progress:
             task = progress.add_task(label, total=len(items))
             for topic, key, value, headers in items:
