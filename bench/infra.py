@@ -4,7 +4,8 @@ Default (`BENCH_INFRA=private`): a private pair started with `deploy/local/up` i
 folder and free ports, and purged at the end — so other work on the machine (tests, the fault suite
 restarting the shared broker) neither disturbs the figures nor is disturbed by them.
 `BENCH_INFRA=shared`: whatever the tests use (`tests.support.infra.provide()`: the environment's
-KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, Docker, or the shared deploy/local instance).
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, Docker, or the shared deploy/local instance), with
+DATABASE_SSLMODE / DATABASE_SSLROOTCERT written into the URL every connection of the run opens.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from bench.harness import RESULTS, ROOT, free_port
+from shared.plumbing.tls import postgres_dsn
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,13 @@ def provide() -> Iterator[Infra]:
         from tests.support.infra import provide as shared
 
         with shared() as found:
-            yield Infra(found.kafka, found.database_url, f"shared ({found.origin})")
+            # PostgreSQL TLS as the services and the CLI take it (libpq's sslmode, sslrootcert)
+            url = postgres_dsn(
+                found.database_url,
+                os.environ.get("DATABASE_SSLMODE") or None,
+                os.environ.get("DATABASE_SSLROOTCERT") or None,
+            )
+            yield Infra(found.kafka, url, f"shared ({found.origin})")
         return
     with private() as found:
         yield found
