@@ -22,7 +22,7 @@ from services.consent.context import Context
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeRule
 from shared.contract.events import Purpose, PurposeState
-from shared.plumbing.http import token_ok
+from shared.plumbing.http import api_tokens, token_ok
 from shared.plumbing.service import Api
 
 
@@ -135,7 +135,7 @@ class FastDecisions:
     def __init__(self, app: ASGIApp, *, ctx: Context) -> None:
         self.app = app
         self.ctx = ctx
-        self.expected = ctx.settings.api_token.get_secret_value().encode()
+        self.expected = api_tokens(ctx.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
