@@ -162,9 +162,12 @@ def name(ctx: Context, subject: str, gone: set[str]) -> str:
     """A subject's principal when it was not resolved against the database (one key, or a
     replay): the current key's, marked gone when the person is erased under any listed key."""
     principal = ctx.principal(subject)
-    if ctx.rotating and principal not in gone:
-        if any(n.principal in gone for n in ctx.pseudonyms(subject)):
-            gone.add(principal)
+    if (
+        ctx.rotating
+        and principal not in gone
+        and any(n.principal in gone for n in ctx.pseudonyms(subject))
+    ):
+        gone.add(principal)
     return principal
 
 

@@ -12,7 +12,6 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
