@@ -1,0 +1,26 @@
+"""Which pseudonym a person's rows go under when the ledger key has several keys."""
+
+from __future__ import annotations
+
+from services.consent.ledger import pseudonym
+from services.consent.pseudonyms import Pseudonym, candidates, choose
+
+KEYS = (("k2", b"new-key-0123456789"), ("k1", b"old-key-0123456789"))
+
+
+def test_a_subject_is_named_under_every_listed_key_current_first() -> None:
+    names = candidates(KEYS, "usr_1")
+    assert names == [
+        Pseudonym("k2", pseudonym(b"new-key-0123456789", "usr_1")),
+        Pseudonym("k1", pseudonym(b"old-key-0123456789", "usr_1")),
+    ]
+    assert names[0].principal != names[1].principal
+
+
+def test_a_new_person_is_named_with_the_current_key() -> None:
+    assert choose(candidates(KEYS, "usr_1"), chained=set()).kid == "k2"
+
+
+def test_an_existing_ledger_continues_under_the_key_it_began_with() -> None:
+    names = candidates(KEYS, "usr_1")
+    assert choose(names, chained={names[1].principal}) == names[1]
