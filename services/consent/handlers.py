@@ -124,9 +124,24 @@ class Unit:
             entries.extend(chained)
         return entries, new_heads
 
+    async def resolve(self, conn: Conn, subjects: list[str]) -> set[str]:
+        """With several pseudonym keys, look these subjects up under every one (their ledger's
+        key, else the current one); returns the principals of those erased under any key."""
+        erased: set[str] = set()
+        if not self.ctx.rotating or not subjects:
+            return erased
+        for subject, found in (await pseudonyms.resolve(conn, self.ctx.keys, subjects)).items():
+            p = self.principals[subject] = found.pseudonym.principal
+            self.kids[p] = found.pseudonym.kid
+            if found.erased:
+                erased.add(p)
+        return erased
+
     async def _append_ledger(self, conn: Conn) -> None:
         if not self.lines:
             return
+        # the loops (expiry, notices) write lines for subjects no batch resolved
+        await self.resolve(conn, [s for s in self.lines if s not in self.principals])
         missing = [self.principal(s) for s in self.lines if self.principal(s) not in self.context]
         if missing:
             self.context.update(await store.ledger_context(conn, missing))
@@ -145,13 +160,7 @@ async def begin(ctx: Context, conn: Conn, batch: Batch) -> Unit:
     subjects = sorted({e.subject for e in batch.events})
     await store.lock_subjects(conn, subjects)
     unit = Unit(ctx, ctx.now(), batch.outbox, batch=batch, conn=conn)
-    erased: set[str] = set()
-    if ctx.rotating:  # several keys: each person is looked up under every one
-        for subject, found in (await pseudonyms.resolve(conn, ctx.keys, subjects)).items():
-            p = unit.principals[subject] = found.pseudonym.principal
-            unit.kids[p] = found.pseudonym.kid
-            if found.erased:
-                erased.add(p)
+    erased = await unit.resolve(conn, subjects)
     principals = [unit.principal(s) for s in subjects]
     unit.states, unit.context = await store.load_batch(conn, subjects, principals)
     unit.gone = erased | {p for p, c in unit.context.items() if c.erased}
