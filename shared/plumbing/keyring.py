@@ -11,6 +11,8 @@ current key first:
 A kid is 1-32 characters of letters, digits, `.`, `_` and `-`, starting with a letter or digit.
 A file with a single line and no `<kid>:` prefix is the old single-value format: that key's id
 is `legacy` (the id migrated rows were given). Values are taken without surrounding whitespace.
+An old single value that itself looks like `<kid>:<rest>` would be read as a keyed line: write
+such a value as `legacy:<value>` (generated values, hex or base64, never contain `:`).
 """
 
 from __future__ import annotations
