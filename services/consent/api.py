@@ -17,12 +17,12 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.consent import decisions, fastpath, ledger, store
+from services.consent import decisions, fastpath, ledger, pseudonyms, store
 from services.consent.context import Context
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeRule
 from shared.contract.events import Purpose, PurposeState
-from shared.plumbing.http import token_ok
+from shared.plumbing.http import api_tokens, token_ok
 from shared.plumbing.service import Api
 
 
@@ -77,6 +77,9 @@ class LedgerRecord(BaseModel):
     hash: str
     subject_id: str | None = Field(description="null once the subject was erased.")
     evidence: dict[str, Any] | None
+    kid: str = Field(
+        "legacy", description="Id of the pseudonym key `principal` was made with (not hashed)."
+    )
 
 
 class HistoryOut(BaseModel):
@@ -135,7 +138,7 @@ class FastDecisions:
     def __init__(self, app: ASGIApp, *, ctx: Context) -> None:
         self.app = app
         self.ctx = ctx
-        self.expected = ctx.settings.api_token.get_secret_value().encode()
+        self.expected = api_tokens(ctx.settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -197,8 +200,9 @@ def make_api(ctx: Context) -> Api:
             state = await store.load_state(ctx.read_pool(), subject_id) or SubjectState(subject_id)
         else:
             now = at
-            principal = ctx.principal(subject_id)
-            entries = await store.ledger_until(ctx.read_pool(), principal, at)
+            async with ctx.read_pool().acquire() as conn:
+                principal = await pseudonyms.principal(conn, ctx.keys, subject_id)
+                entries = await store.ledger_until(conn, principal, at)
             state = ledger.state_at(subject_id, entries, at)
         body = decision_body(decisions.decide(state, purpose, rule, now), at)
         return Response(body, media_type="application/json")
@@ -226,7 +230,8 @@ def make_api(ctx: Context) -> Api:
     ) -> HistoryOut:
         """The subject's ledger, oldest first, a page at a time."""
         async with ctx.pool.acquire() as conn:
-            entries = await store.ledger_page(conn, ctx.principal(subject_id), after, limit)
+            principal = await pseudonyms.principal(conn, ctx.keys, subject_id)
+            entries = await store.ledger_page(conn, principal, after, limit)
         next_after = entries[-1].seq if len(entries) == limit else None
         return HistoryOut(
             subject=subject_id,
@@ -237,8 +242,8 @@ def make_api(ctx: Context) -> Api:
     @router.get("/{subject_id}/consent/history/verify")
     async def verify(subject_id: str) -> ChainOut:
         """Check the subject's hash chain (and its personal fields, while the salt exists)."""
-        principal = ctx.principal(subject_id)
         async with ctx.pool.acquire() as conn:
+            principal = await pseudonyms.principal(conn, ctx.keys, subject_id)
             entries = await store.ledger(conn, principal)
             head, salt = await store.head(conn, principal)
         check = ledger.verify_chain(entries, head, salt)

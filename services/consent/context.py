@@ -8,12 +8,14 @@ from datetime import datetime
 import asyncpg
 
 from services.consent import fastpath, ledger
+from services.consent.pseudonyms import Pseudonym, candidates
 from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
+from shared.plumbing.keyring import keyring
 from shared.plumbing.outbox import OutboxRow
 
 SOURCE = "privacy-plane.consent"
@@ -36,13 +38,18 @@ class Context(ServiceContext):
     """The catalogue in force now: the file's, with published policies in effect applied."""
     base_catalogue: PurposeCatalogue | None = None
     """The file's catalogue (set from `catalogue` when not given)."""
+    keys: tuple[tuple[str, bytes], ...] = field(init=False)
+    """The pseudonym keyring as (kid, key), the current key first (every one is looked up)."""
     key: bytes = field(init=False)
+    """The current pseudonym key (new people are named with it)."""
+    kid: str = field(init=False)
     reads: asyncpg.Pool | None = field(default=None, init=False)
     """Connections for the decision endpoint: single read-only statements, no reset on release."""
     _last_time: tuple[datetime | None, str] = field(init=False, default=(None, ""))
 
     def __post_init__(self) -> None:
-        self.key = self.settings.ledger_key.get_secret_value().encode()
+        self.keys = tuple((k.kid, k.encoded()) for k in keyring(self.settings.ledger_key))
+        self.kid, self.key = self.keys[0]
         if self.base_catalogue is None:
             self.base_catalogue = self.catalogue
 
@@ -75,8 +82,17 @@ class Context(ServiceContext):
         await super().close()
 
     def principal(self, subject: str) -> str:
-        """How the ledger and the suppression list name `subject`."""
+        """How the current key names `subject` (a new person's ledger goes under it)."""
         return ledger.pseudonym(self.key, subject)
+
+    @property
+    def rotating(self) -> bool:
+        """Whether more than one pseudonym key is listed (look-ups then try each)."""
+        return len(self.keys) > 1
+
+    def pseudonyms(self, subject: str) -> list[Pseudonym]:
+        """`subject` under every listed key, the current key's first."""
+        return candidates(self.keys, subject)
 
     def _event_time(self, now: datetime) -> str:
         """`now` as a CloudEvents time; a batch formats its one `now` once."""

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.consent import domain, ledger, store
+from services.consent import domain, ledger, pseudonyms, store
 from services.consent.context import SOURCE, Context
 from services.consent.ledger import Facts, Head
 from services.consent.state import Change, ConsentRuleViolation, SubjectState
@@ -60,9 +60,12 @@ class Unit:
     erased: dict[str, str] = field(default_factory=dict)
     lines: dict[str, list[tuple[Facts, Change]]] = field(default_factory=lambda: defaultdict(list))
     principals: dict[str, str] = field(default_factory=dict)
+    kids: dict[str, str] = field(default_factory=dict)
+    """The key id of each principal not named with the current key (an older ledger's)."""
     context: dict[str, store.LedgerContext] = field(default_factory=dict)
-    suppressed: list[tuple[str, datetime, str | None, str]] = field(default_factory=list)
-    """Erased persons to add to the suppression list: (principal, erased_at, request, event)."""
+    suppressed: list[store.Suppression] = field(default_factory=list)
+    """Erased persons to add to the suppression list: (principal, kid, erased_at, request,
+    event), one row per listed key."""
     gone: set[str] = field(default_factory=set)
     """Principals erased before or during this batch: their later events are dropped."""
     exports: list[tuple[ExportJob, bool]] = field(default_factory=list)
@@ -71,7 +74,7 @@ class Unit:
     def principal(self, subject: str) -> str:
         found = self.principals.get(subject)
         if found is None:
-            found = self.principals[subject] = self.ctx.principal(subject)
+            found = self.principals[subject] = name(self.ctx, subject, self.gone)
         return found
 
     def record(self, subject: str, facts: Facts, changes: list[Change]) -> None:
@@ -115,14 +118,30 @@ class Unit:
             p = self.principal(subject)
             head, salt = head_of(p)
             salt = salt or os.urandom(16)
-            chained, new_head = ledger.chain(head, p, subject, salt, items, self.now)
+            kid = self.kids.get(p) or self.ctx.kid
+            chained, new_head = ledger.chain(head, p, subject, salt, items, self.now, kid)
             new_heads[p] = (new_head, salt)
             entries.extend(chained)
         return entries, new_heads
 
+    async def resolve(self, conn: Conn, subjects: list[str]) -> set[str]:
+        """With several pseudonym keys, look these subjects up under every one (their ledger's
+        key, else the current one); returns the principals of those erased under any key."""
+        erased: set[str] = set()
+        if not self.ctx.rotating or not subjects:
+            return erased
+        for subject, found in (await pseudonyms.resolve(conn, self.ctx.keys, subjects)).items():
+            p = self.principals[subject] = found.pseudonym.principal
+            self.kids[p] = found.pseudonym.kid
+            if found.erased:
+                erased.add(p)
+        return erased
+
     async def _append_ledger(self, conn: Conn) -> None:
         if not self.lines:
             return
+        # the loops (expiry, notices) write lines for subjects no batch resolved
+        await self.resolve(conn, [s for s in self.lines if s not in self.principals])
         missing = [self.principal(s) for s in self.lines if self.principal(s) not in self.context]
         if missing:
             self.context.update(await store.ledger_context(conn, missing))
@@ -141,10 +160,24 @@ async def begin(ctx: Context, conn: Conn, batch: Batch) -> Unit:
     subjects = sorted({e.subject for e in batch.events})
     await store.lock_subjects(conn, subjects)
     unit = Unit(ctx, ctx.now(), batch.outbox, batch=batch, conn=conn)
+    erased = await unit.resolve(conn, subjects)
     principals = [unit.principal(s) for s in subjects]
     unit.states, unit.context = await store.load_batch(conn, subjects, principals)
-    unit.gone = {p for p, c in unit.context.items() if c.erased}
+    unit.gone = erased | {p for p, c in unit.context.items() if c.erased}
     return unit
+
+
+def name(ctx: Context, subject: str, gone: set[str]) -> str:
+    """A subject's principal when it was not resolved against the database (one key, or a
+    replay): the current key's, marked gone when the person is erased under any listed key."""
+    principal = ctx.principal(subject)
+    if (
+        ctx.rotating
+        and principal not in gone
+        and any(n.principal in gone for n in ctx.pseudonyms(subject))
+    ):
+        gone.add(principal)
+    return principal
 
 
 async def end(ctx: Context, unit: Unit) -> None:
@@ -173,9 +206,11 @@ async def on_erasure(ctx: Context, unit: Unit, event: ErasureRequested) -> None:
     scope = event.data.scope
     if scope == "all" or EXPORT_CATEGORY in scope:
         unit.erase(event.subject)
-        p = unit.principal(event.subject)
-        unit.gone.add(p)
-        unit.suppressed.append((p, event.time, event.data.request_id, event.id))
+        unit.gone.add(unit.principal(event.subject))
+        for n in ctx.pseudonyms(event.subject):  # under every key: it outlives a retired one
+            unit.suppressed.append(
+                (n.principal, n.kid, event.time, event.data.request_id, event.id)
+            )
 
 
 async def on_export_job(ctx: Context, unit: Unit, event: ExportJob) -> None:

@@ -57,6 +57,7 @@ from services.consent.state import (
     SubjectState,
 )
 from shared.contract.events import AccountSignedUp, GpcSignal
+from shared.plumbing.keyring import LEGACY_KID
 
 GENESIS = "0" * 64
 
@@ -136,15 +137,19 @@ class LedgerEntry:
     hash: str
     subject_id: str | None = None
     evidence: dict[str, Any] | None = None
+    kid: str = LEGACY_KID
+    """The pseudonym key `principal` was made with (not hashed: rows before kids verify)."""
 
 
 PERSONAL_FIELDS = ("subject_id", "evidence")
-UNHASHED_FIELDS = (*PERSONAL_FIELDS, "hash")
+UNHASHED_FIELDS = (*PERSONAL_FIELDS, "hash", "kid")
 HASHED_FIELDS = tuple(f for f in LedgerEntry.__slots__ if f not in UNHASHED_FIELDS)
 
 
 def pseudonym(key: bytes, subject: str) -> str:
-    """The subject's keyed hash: how the ledger and the suppression list name a person."""
+    """The subject's keyed hash: how the ledger and the suppression list name a person.
+
+    The key rotates (a keyring, see pseudonyms.py): a row keeps the kid it was named under."""
     return hmac.new(key, subject.encode(), hashlib.sha256).hexdigest()
 
 
@@ -232,8 +237,11 @@ def chain(
     salt: bytes,
     items: Iterable[tuple[Facts, Change]],
     received_at: datetime,
+    kid: str = LEGACY_KID,
 ) -> tuple[list[LedgerEntry], Head]:
-    """Ledger entries for `items`, each chained to the one before; returns them and the new head."""
+    """Ledger entries for `items`, each chained to the one before; returns them and the new head.
+
+    `kid` is the id of the pseudonym key that made `principal`, recorded on each entry."""
     entries = []
     seq, prev = head.seq, head.hash
     anonymous: str | None = None  # the personal digest without evidence, the same for every item
@@ -253,7 +261,7 @@ def chain(
             f.jurisdiction, f.expires_at, f.occurred_at, received_at, digest, prev,
         )  # fmt: skip
         prev = _sha256(_entry_canonical(values)).hexdigest()
-        entries.append(LedgerEntry(*values, prev, subject, evidence))
+        entries.append(LedgerEntry(*values, prev, subject, evidence, kid))
     if not entries:
         return entries, head
     return entries, Head(seq, prev)

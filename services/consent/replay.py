@@ -12,14 +12,13 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.consent import store
 from services.consent.context import Context
-from services.consent.handlers import HANDLERS, Unit
+from services.consent.handlers import HANDLERS, Unit, name
 from services.consent.ledger import Head, LedgerEntry
 from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
@@ -141,7 +140,7 @@ class Work:
 
     entries: list[LedgerEntry]
     erased: list[str]
-    suppressed: list[tuple[str, datetime, str | None, str]]
+    suppressed: list[store.Suppression]
 
 
 @dataclass
@@ -222,7 +221,7 @@ class Replay:
     def principal(self, subject: str) -> str:
         found = self.principals.get(subject)
         if found is None:
-            found = self.principals[subject] = self.consent.principal(subject)
+            found = self.principals[subject] = name(self.consent, subject, self.erased)
         return found
 
     async def apply(self, fresh: list[Delivery]) -> Work:

@@ -54,17 +54,23 @@ LEFT JOIN ledger_heads h ON h.principal = u.p
 LEFT JOIN suppressed sp ON sp.principal = u.p
 """
 INSERT_SUPPRESSED = """
-INSERT INTO suppressed (principal, erased_at, request_id, event_id)
-SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[])
+INSERT INTO suppressed (principal, kid, erased_at, request_id, event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
 ON CONFLICT DO NOTHING
 """
 SELECT_SUPPRESSED = "SELECT principal FROM suppressed"
 COPY_SUPPRESSED = """
-INSERT INTO suppressed (principal, erased_at, request_id, event_id)
-SELECT principal, erased_at, request_id, event_id FROM {source}.suppressed
+INSERT INTO suppressed (principal, kid, erased_at, request_id, event_id)
+SELECT principal, kid, erased_at, request_id, event_id FROM {source}.suppressed
 ON CONFLICT DO NOTHING
 """
 """The suppression list of schema `{source}` (`identifiers.quoted`), for a rebuild."""
+SELECT_PSEUDONYM_MARKS = """
+SELECT u.p AS principal,
+       EXISTS (SELECT FROM ledger_heads h WHERE h.principal = u.p) AS chained,
+       EXISTS (SELECT FROM suppressed s WHERE s.principal = u.p) AS erased
+FROM unnest($1::text[]) AS u(p)
+"""
 SELECT_NOT_EMPTY = "SELECT EXISTS (SELECT FROM subjects) OR EXISTS (SELECT FROM inbox)"
 COUNT_SUBJECTS = "SELECT count(*) FROM subjects"
 SELECT_HEAD = "SELECT seq, hash, salt FROM ledger_heads WHERE principal = $1"
@@ -79,7 +85,7 @@ LEDGER_COLUMNS = (
     "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "
     "applied, note, collection_method, consent_type, policy_version, notice_id, jurisdiction, "
     "expires_at, occurred_at, received_at, personal_digest, prev_hash, hash, subject_id, "
-    "evidence"
+    "evidence, kid"
 )
 # S608: these format the constant LEDGER_COLUMNS, never input.
 SELECT_LEDGER_PAGE = (
@@ -186,8 +192,20 @@ async def load_batch(
     return states, contexts
 
 
-async def suppress(conn: Conn, rows: Sequence[tuple[str, datetime, str | None, str]]) -> None:
-    """Record erased persons: (principal, erased_at, request_id, event_id)."""
+async def pseudonym_marks(conn: Conn, principals: Sequence[str]) -> tuple[set[str], set[str]]:
+    """Of these pseudonyms: those with a ledger, and those on the suppression list."""
+    rows = await conn.fetch(SELECT_PSEUDONYM_MARKS, list(principals))
+    return {r["principal"] for r in rows if r["chained"]}, {
+        r["principal"] for r in rows if r["erased"]
+    }
+
+
+Suppression = tuple[str, str, datetime, str | None, str]
+"""An erased person's suppression row: (principal, kid, erased_at, request_id, event_id)."""
+
+
+async def suppress(conn: Conn, rows: Sequence[Suppression]) -> None:
+    """Record erased persons: (principal, kid, erased_at, request_id, event_id)."""
     if rows:
         await conn.execute(INSERT_SUPPRESSED, *map(list, zip(*rows, strict=True)))
 

@@ -15,6 +15,7 @@ from services.export.context import Context
 from services.export.domain import link_expiry, status_data
 from services.export.storage import Storage, bundle_key
 from shared.contract.events import CategoryOutcome, RequestStatus
+from shared.plumbing.keyring import Keyring, keyring
 from shared.plumbing.service import Api
 
 CHUNK = 256 * 1024
@@ -102,12 +103,15 @@ def _download_routes(ctx: Context) -> APIRouter:
         bundle_id: str,
         expires: int = Query(..., description="Unix time the link expires (signed)."),
         sig: str = Query(..., max_length=128, description="The link's signature."),
+        kid: str | None = Query(
+            None, max_length=32, description="The id of the key that signed the link."
+        ),
     ) -> StreamingResponse:
         """The export bundle (a ZIP file); the signed link from the status is the authority."""
         async with ctx.pool.acquire() as conn:
             row = await store.get_by_bundle(conn, bundle_id)
         request_id = row.request.request_id if row else ""
-        if row is None or not links.valid(_secret(ctx), request_id, bundle_id, expires, sig):
+        if row is None or not links.valid(_secret(ctx), request_id, bundle_id, expires, sig, kid):
             raise HTTPException(403, detail="invalid download link (bad signature or bundle)")
         now = ctx.now()
         if now >= datetime.fromtimestamp(expires, UTC):
@@ -130,8 +134,8 @@ def _download_routes(ctx: Context) -> APIRouter:
     return router
 
 
-def _secret(ctx: Context) -> bytes:
-    return ctx.settings.link_secret.get_secret_value().encode()
+def _secret(ctx: Context) -> Keyring:
+    return keyring(ctx.settings.link_secret)
 
 
 def _chunks(storage: Storage, key: str) -> Iterator[bytes]:

@@ -35,7 +35,7 @@ class Context(ServiceContext):
         return cls(
             settings=settings,
             clock=clock or SystemClock(),
-            vault=parts.KeyVault(settings.service_key_bytes()),
+            vault=parts.KeyVault(settings.service_keys()),
             storage=FolderStorage(settings.storage_dir),
             information=_information(settings),
         )

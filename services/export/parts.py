@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -25,6 +25,7 @@ from nacl.utils import random
 
 from services.export.storage import Storage
 from shared.contract.sealing import open_sealed
+from shared.plumbing.keyring import KID, LEGACY_KID
 
 CHUNK = 64 * 1024
 
@@ -37,19 +38,67 @@ class SealedForAnotherKey(PartError):
     """The part does not open with the request's key (after a restore: sealed to the old one)."""
 
 
-class KeyVault:
-    """Request private keys at rest: encrypted under the service key (XSalsa20-Poly1305)."""
+class RetiredKey(CryptoError):
+    """A sealed key names a service key that is no longer listed: it cannot be opened."""
 
-    def __init__(self, service_key: bytes) -> None:
-        self._box = SecretBox(service_key)
+
+class KeyVault:
+    """Request private keys at rest: encrypted under the service key (XSalsa20-Poly1305).
+
+    The service key may be a keyring (kid -> 32 bytes, current first): `seal` uses the current
+    key and writes its kid in front of the box (`SEALED_PREFIX`, kid length, kid); `open` uses
+    the key that kid names. A key sealed before keys had ids (no prefix) is tried under each.
+    """
+
+    def __init__(self, service_key: bytes | Sequence[tuple[str, bytes]]) -> None:
+        keys = [(LEGACY_KID, service_key)] if isinstance(service_key, bytes) else service_key
+        self._boxes = {kid: SecretBox(key) for kid, key in keys}
+        self._current = keys[0][0]
+
+    @property
+    def current_kid(self) -> str:
+        """The id of the key new seals use."""
+        return self._current
 
     def seal(self, private_key: bytes) -> bytes:
-        """The private key, encrypted for storage."""
-        return bytes(self._box.encrypt(private_key, random(SecretBox.NONCE_SIZE)))
+        """The private key, encrypted for storage under the current key (its kid in front)."""
+        kid = self._current.encode()
+        box = self._boxes[self._current].encrypt(private_key, random(SecretBox.NONCE_SIZE))
+        return SEALED_PREFIX + bytes([len(kid)]) + kid + bytes(box)
 
     def open(self, sealed_key: bytes) -> bytes:
-        """The private key back (CryptoError if it was not sealed under this service key)."""
-        return bytes(self._box.decrypt(sealed_key))
+        """The private key back (CryptoError if no listed service key sealed it)."""
+        kid, box = _split_sealed(sealed_key)
+        if kid is not None:
+            found = self._boxes.get(kid)
+            if found is None:
+                raise RetiredKey(f"sealed under service key {kid!r}, which is not listed")
+            return bytes(found.decrypt(box))
+        for candidate in self._boxes.values():
+            try:
+                return bytes(candidate.decrypt(sealed_key))
+            except CryptoError:
+                continue
+        raise CryptoError("no listed service key opens this sealed key")
+
+
+SEALED_PREFIX = b"\x00kid\x00"
+"""Starts a sealed key that names its kid (a legacy box starts with a random nonce instead)."""
+
+
+def _split_sealed(sealed_key: bytes) -> tuple[str | None, bytes]:
+    """(kid, box) of a sealed key that names its kid, else (None, the whole legacy box)."""
+    if not sealed_key.startswith(SEALED_PREFIX) or len(sealed_key) <= len(SEALED_PREFIX):
+        return None, sealed_key
+    start = len(SEALED_PREFIX) + 1
+    end = start + sealed_key[len(SEALED_PREFIX)]
+    try:
+        kid = sealed_key[start:end].decode("ascii")
+    except UnicodeDecodeError:
+        return None, sealed_key
+    if not KID.fullmatch(kid):
+        return None, sealed_key  # a legacy nonce that happens to start like the prefix
+    return kid, sealed_key[end:]
 
 
 def store_inline(

@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.catalogue import load_retention
 from shared.plumbing.identifiers import SchemaName
+from shared.plumbing.keyring import KeyringError, keyring
 from shared.plumbing.secrets import SigningKey
 from shared.plumbing.settings import ServiceSettings
 
@@ -36,9 +37,13 @@ class ExportSettings(ServiceSettings):
     service_name: str = "export"
     db_schema: SchemaName = "export"
     service_key: SecretStr = Field(
-        description="Base64 of 32 random bytes: encrypts each request's private key at rest."
+        description="Base64 of 32 random bytes: encrypts each request's private key at rest "
+        "(a keyring: `kid:base64` lines, current first; older keys still open what they sealed)."
     )
-    link_secret: SigningKey = Field(description="HMAC key of download links (32+ characters).")
+    link_secret: SigningKey = Field(
+        description="HMAC key of download links (32+ characters; a keyring: new links are "
+        "signed with the current key, links of every listed key verify)."
+    )
     owners: dict[str, list[str]] = Field(
         default_factory=default_owners, description="Owner → the categories it holds."
     )
@@ -62,13 +67,24 @@ class ExportSettings(ServiceSettings):
         if not value.get_secret_value().strip():
             raise ValueError("service_key is empty")
         try:
-            raw = base64.b64decode(value.get_secret_value(), validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError("service_key must be base64") from exc
-        if len(raw) != 32:
-            raise ValueError("service_key must be 32 bytes (base64 of 32 random bytes)")
+            keys = keyring(value)
+        except KeyringError as exc:
+            raise ValueError(f"service_key: {exc}") from None
+        for key in keys:
+            try:
+                raw = base64.b64decode(key.value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"service_key {key.kid!r} must be base64") from exc
+            if len(raw) != 32:
+                raise ValueError(
+                    f"service_key {key.kid!r} must be 32 bytes (base64 of 32 random bytes)"
+                )
         return value
 
+    def service_keys(self) -> list[tuple[str, bytes]]:
+        """The decoded service keys by kid, the current one first (a keyring, see keyring.py)."""
+        return [(k.kid, base64.b64decode(k.value)) for k in keyring(self.service_key)]
+
     def service_key_bytes(self) -> bytes:
-        """The decoded service key."""
-        return base64.b64decode(self.service_key.get_secret_value())
+        """The decoded current service key."""
+        return self.service_keys()[0][1]

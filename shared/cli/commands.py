@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import backup, dlq, holds, publish, subjects, topics, verify
+from shared.cli import backup, dlq, holds, keys, publish, subjects, topics, verify
 
-app = typer.Typer(help="Operate Privacy Plane: events, subjects, jobs, dead letters, holds.")
+app = typer.Typer(help="Operate Privacy Plane: events, subjects, jobs, dead letters, holds, keys.")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(holds.app, name="hold")
+app.add_typer(keys.app, name="keys")
 app.command()(publish.publish)
 app.command("topics")(topics.create_topics)
 app.command()(subjects.subject)

@@ -19,6 +19,7 @@ from shared.contract.envelope import CloudEvent
 from shared.contract.topics import Topics
 from shared.plumbing import tls
 from shared.plumbing.kafka import make_producer
+from shared.plumbing.keyring import KeyringError, parse_keyring
 from shared.plumbing.settings import KafkaSecurity
 
 out = Console()
@@ -64,6 +65,14 @@ def database_url() -> str:
 def http_verify() -> Any:
     """How API calls check an https service: `PP_HTTP_CAFILE` / `HTTP_CAFILE`, else system CAs."""
     return tls.http_verify(env("HTTP_CAFILE", "") or None)
+
+
+def api_token() -> str:
+    """`PP_API_TOKEN`: a token, or a whole API-token keyring (its current token is sent)."""
+    try:
+        return parse_keyring(env("API_TOKEN")).current.value
+    except KeyringError as exc:
+        raise CliError(f"PP_API_TOKEN: {exc}") from None
 
 
 def topics() -> Topics:
@@ -132,7 +141,7 @@ PAGE_SIZE = 1000  # the services' largest page
 def api(service: str, path: str, **params: Any) -> Any:
     """GET a service API path with the bearer token; raise CliError on failure."""
     base = env(f"{service.upper()}_URL", f"http://127.0.0.1:{SERVICES[service]}")
-    headers = {"Authorization": f"Bearer {env('API_TOKEN')}"}
+    headers = {"Authorization": f"Bearer {api_token()}"}
     query = {k: v for k, v in params.items() if v is not None}
     try:
         response = httpx.get(

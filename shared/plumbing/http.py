@@ -11,20 +11,31 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.contract import __version__ as contract_version
+from shared.plumbing.keyring import keyring
 from shared.plumbing.settings import ServiceSettings
 
 if TYPE_CHECKING:
     from shared.plumbing.service import Runtime
 
 
-def token_ok(expected: bytes, authorization: str) -> bool:
-    """Whether an Authorization header value carries the bearer token `expected`.
+def token_ok(expected: bytes | tuple[bytes, ...], authorization: str) -> bool:
+    """Whether an Authorization header value carries one of the bearer tokens `expected`.
 
     The one check of the API token, in constant time: FastAPI routes (`bearer`) and plain
-    ASGI fronts (consent's decisions) both use it.
+    ASGI fronts (consent's decisions) both use it. Every listed token is compared (no early
+    exit), so the time taken does not say which one matched, nor how far.
     """
     scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected)
+    presented = token.encode()
+    ok = False
+    for candidate in (expected,) if isinstance(expected, bytes) else expected:
+        ok |= hmac.compare_digest(presented, candidate)
+    return scheme.lower() == "bearer" and ok
+
+
+def api_tokens(settings: ServiceSettings) -> tuple[bytes, ...]:
+    """Every API token the settings list (a keyring: several are valid during a rotation)."""
+    return tuple(key.encoded() for key in keyring(settings.api_token))
 
 
 BEARER = HTTPBearer(
@@ -46,7 +57,7 @@ def bearer(settings: ServiceSettings) -> Any:
     It declares the HTTP bearer scheme (so OpenAPI shows it on the routes it guards) but checks
     the header itself with `token_ok`, keeping the 401, its detail and `WWW-Authenticate`.
     """
-    expected = settings.api_token.get_secret_value().encode()
+    expected = api_tokens(settings)
 
     async def check(request: Request, _: HTTPAuthorizationCredentials | None = DECLARED) -> None:
         if not token_ok(expected, request.headers.get("authorization", "")):

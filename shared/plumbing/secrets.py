@@ -4,6 +4,8 @@ Every `SecretStr` setting may come from a file instead of the environment: the v
 named like the setting's own with `_FILE` appended (`CONSENT_API_TOKEN_FILE`,
 `EXPORT_KAFKA__SASL_PASSWORD_FILE`, `KAFKA__SASL_PASSWORD_FILE`) holds the file's path, and
 the file's content without its trailing newline is the value. Setting both is refused.
+Secrets that rotate (`Token`, `HashKey`, `SigningKey`) hold a keyring: several `kid:value`
+lines, the current key first (keyring.py); each key must meet the length rule.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from shared.plumbing.keyring import LEGACY_KID, KeyringError, keyring
+
 FILE_SUFFIX = "_FILE"
 
 
@@ -40,10 +44,35 @@ def _at_least(length: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _keys_at_least(length: int) -> AfterValidator:
+    """A keyring (see keyring.py) whose every key has at least `length` characters."""
+
+    def check(value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(f"{info.field_name} is empty")
+        try:
+            keys = keyring(value)
+        except KeyringError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
+        for key in keys:
+            if len(key.value) < length:
+                which = "" if key.kid == LEGACY_KID else f" key {key.kid!r}"
+                raise ValueError(
+                    f"{info.field_name}{which} must be at least {length} characters "
+                    f"(it has {len(key.value)})"
+                )
+        return value
+
+    return AfterValidator(check)
+
+
 NonEmptySecret = Annotated[SecretStr, _at_least(1)]
-Token = Annotated[SecretStr, _at_least(16)]
-HashKey = Annotated[SecretStr, _at_least(16)]
-SigningKey = Annotated[SecretStr, _at_least(32)]
+Token = Annotated[SecretStr, _keys_at_least(16)]
+"""API tokens: a keyring, every token accepted (16+ characters each)."""
+HashKey = Annotated[SecretStr, _keys_at_least(16)]
+"""Keyed-hash keys (consent's pseudonyms): a keyring, 16+ characters each."""
+SigningKey = Annotated[SecretStr, _keys_at_least(32)]
+"""HMAC signing keys (export's links): a keyring, 32+ characters each."""
 
 
 def _is_secret(annotation: Any) -> bool:

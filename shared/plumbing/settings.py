@@ -96,7 +96,10 @@ class ServiceSettings(SecretFileSettings):
         description="How published record batches are compressed (consumers decompress "
         "on their own; every current Kafka client reads zstd).",
     )
-    api_token: Token = Field(description="Bearer token for the HTTP API (16+ characters).")
+    api_token: Token = Field(
+        description="Bearer token(s) for the HTTP API (16+ characters each; a keyring: every "
+        "listed token is accepted, see keyring.py)."
+    )
     http_host: str = "127.0.0.1"
     http_tls_certfile: str | None = Field(
         None, description="PEM certificate (chain) the HTTP API serves HTTPS with."

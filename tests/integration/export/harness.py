@@ -17,8 +17,8 @@ from typing import Any
 
 import asyncpg
 import httpx
-from nacl.secret import SecretBox
 
+from services.export.parts import KeyVault
 from services.export.settings import ExportSettings
 from shared.contract.codec import decode, new_event
 from shared.contract.events import (
@@ -148,7 +148,7 @@ class Harness:
         """What the service holds of the request's key (decrypted as the service would)."""
         rows = await self.db("SELECT sealed_key FROM requests WHERE request_id = $1", request_id)
         sealed = rows[0]["sealed_key"]
-        return None if sealed is None else bytes(SecretBox(SERVICE_KEY).decrypt(bytes(sealed)))
+        return None if sealed is None else KeyVault(SERVICE_KEY).open(bytes(sealed))
 
     async def export_view(self, request_id: str) -> dict[str, Any]:
         response = await self.http.get(
