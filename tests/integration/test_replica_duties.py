@@ -132,7 +132,7 @@ async def test_two_export_replicas_assemble_and_delete_each_bundle_once(
 
     monkeypatch.setattr(FolderStorage, "delete", counting_delete)
     written: Counter[str] = Counter()
-    real_write = loops.write_bundle
+    real_write = loops.write_bundle  # type: ignore[attr-defined]
 
     def counting_write(storage: Any, key: str, bundle: Any) -> dict[str, Any]:
         written[key] += 1
