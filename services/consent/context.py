@@ -13,6 +13,7 @@ from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
+from shared.plumbing import tracing
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.keyring import keyring
@@ -116,6 +117,7 @@ class Context(ServiceContext):
             subject=state.subject,
             time=event_time(at) if at is not None else self._event_time(now),
             data=fastpath.state_json(state, self.catalogue, now),
+            extensions=tracing.outgoing(),  # the causing event's trace, carried on
         )
         return OutboxRow(
             self.settings.topics.consent_state,

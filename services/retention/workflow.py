@@ -6,7 +6,7 @@ Each function runs inside the caller's transaction and adds what it publishes to
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from shared.contract.events import (
     RestrictionJobData,
     RestrictionLiftedJob,
 )
+from shared.plumbing import tracing
 from shared.plumbing.db import Conn
 from shared.plumbing.outbox import Outbox, OutboxRow
 
@@ -68,11 +69,16 @@ def deletion_event(
 
 
 def deletion_row(
-    topic: str, row: dict[str, Any] | asyncpg.Record, attempt: int, now: datetime
+    topic: str,
+    row: dict[str, Any] | asyncpg.Record,
+    attempt: int,
+    now: datetime,
+    trace: Mapping[str, str] | None = None,
 ) -> OutboxRow:
     """`deletion_event` encoded straight to JSON (the hot path of a burst of due timers).
 
-    A unit test keeps it identical to the contract model's encoding.
+    It carries `trace` (the timer's cause's trace context), else the current one. A unit test
+    keeps it identical to the contract model's encoding.
     """
     data: dict[str, Any] = {
         "job_id": row["job_id"],
@@ -93,6 +99,7 @@ def deletion_row(
         subject=row["subject_id"],
         time=event_time(now),
         data=data,
+        extensions=trace or tracing.outgoing(),
     )
     return OutboxRow(topic, row["subject_id"].encode(), value, DELETION_HEADERS, event_id)
 
@@ -156,6 +163,7 @@ async def fire(
     deadlines = {t.id: d for t, d in claimed}
     default_due = now + ctx.settings.job_due
     rows: list[dict[str, Any]] = []
+    traces = {f.timer.id: f.timer.trace for f in firings}
     for f in firings:
         if not f.issues:
             continue
@@ -178,7 +186,8 @@ async def fire(
     )
     for row in rows:
         if row["job_id"] in fresh:
-            out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, 1, now))
+            trace = traces[row["timer_id"]]
+            out.raw(deletion_row(ctx.settings.topics.privacy_jobs, row, 1, now, trace))
     blocked = [f for f in firings if not f.issues]
     await store.timers.mark_blocked(
         conn, [f.timer.id for f in blocked], [f.blocked_by for f in blocked]

@@ -11,7 +11,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from opentelemetry.trace import Tracer
+
 from shared.contract.events import AnyEvent
+from shared.plumbing import tracing
 from shared.plumbing.db import Conn
 from shared.plumbing.outbox import Outbox
 from shared.plumbing.pipeline import ApplyFn, Batch
@@ -71,27 +74,34 @@ class Handlers(Generic[C, U]):
         """The event types this service consumes; others on its topics are ignored."""
         return frozenset(event_type(model) for model in self.table)
 
-    async def dispatch(self, ctx: C, tx: U, batch: Batch) -> None:
+    async def dispatch(self, ctx: C, tx: U, batch: Batch, tracer: Tracer = tracing.NOOP) -> None:
         """Hand each event of `batch` to its handler, in order."""
         for event in batch.events:
-            await self.handle(ctx, tx, batch, event)
+            await self.handle(ctx, tx, batch, event, tracer)
 
-    async def handle(self, ctx: C, tx: U, batch: Batch, event: AnyEvent) -> None:
-        """One event: its handler, or a dead letter when the domain refuses it."""
+    async def handle(
+        self, ctx: C, tx: U, batch: Batch, event: AnyEvent, tracer: Tracer = tracing.NOOP
+    ) -> None:
+        """One event: its handler, or a dead letter when the domain refuses it.
+
+        The handler runs in the event's trace (`tracing.handling`): its logs carry the trace
+        id, and what it publishes carries the trace context on.
+        """
         handler = self.table.get(type(event))
         if handler is None:
             return
         try:
-            await handler(ctx, tx, event)
+            with tracing.handling(tracer, event):
+                await handler(ctx, tx, event)
         except self.refused as exc:
             batch.reject(event, f"contract: {exc}")
 
-    def apply(self, ctx: C) -> ApplyFn:
+    def apply(self, ctx: C, tracer: Tracer = tracing.NOOP) -> ApplyFn:
         """The pipeline's step inside the batch's transaction: begin, dispatch, end."""
 
         async def apply(conn: Conn, batch: Batch) -> None:
             tx = await self.begin(ctx, conn, batch)
-            await self.dispatch(ctx, tx, batch)
+            await self.dispatch(ctx, tx, batch, tracer)
             await self.end(ctx, tx)
 
         return apply

@@ -8,11 +8,14 @@ from typing import Any
 
 import structlog
 
+from shared.plumbing.tracing import add_trace_ids
+
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:
     """Configure structlog and the stdlib root logger (FastStream, aiokafka log through it)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,  # trace_id, span_id of the current span (an event's, a request's)
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

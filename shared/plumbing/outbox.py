@@ -21,6 +21,7 @@ import orjson
 
 from shared.contract.codec import encode, kafka_headers
 from shared.contract.envelope import CloudEvent
+from shared.plumbing import tracing
 from shared.plumbing.db import Conn
 
 INSERT_PACKED = """
@@ -55,7 +56,11 @@ class Outbox:
     """The rows that are dead letters: the pipeline writes each only once per poison record."""
 
     def publish(self, topic: str, event: CloudEvent[Any]) -> None:
-        """Publish `event` keyed by its subject once the transaction commits."""
+        """Publish `event` keyed by its subject once the transaction commits; inside a
+        handled event's trace it carries that trace on (`traceparent`, `tracestate`)."""
+        carried = tracing.outgoing()
+        if carried:
+            event = event.model_copy(update=carried)
         key, value = encode(event)
         self.rows.append(OutboxRow(topic, key, value, kafka_headers(), event.id))
 

@@ -24,9 +24,11 @@ from fastapi import APIRouter, FastAPI
 from faststream import AckPolicy
 from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry.trace import TracerProvider
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, positions, readiness, tls
+from shared.plumbing import db, deadletters, http, metrics, positions, readiness, tls, tracing
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -164,14 +166,28 @@ async def _raw(msg: Any) -> Any:
 
 
 class Runtime(Generic[C]):
-    """A running service: its context, pool, broker, relay, pipeline and background loops."""
+    """A running service: its context, pool, broker, relay, pipeline and background loops.
 
-    def __init__(self, spec: ServiceSpec[C]) -> None:
+    Tracing (`otel_enabled`): spans go to `tracer_provider` (tests give an in-memory one), or
+    to OTLP as the `OTEL_*` variables say; FastStream's middleware traces each batch.
+    """
+
+    def __init__(self, spec: ServiceSpec[C], tracer_provider: TracerProvider | None = None) -> None:
         self.spec = spec
         self.context: C = spec.context
         self.settings: ServiceSettings = spec.context.settings
         self.clock: Clock = spec.context.clock
         settings = self.settings
+        self._own_provider = settings.otel_enabled and tracer_provider is None
+        if self._own_provider:
+            tracer_provider = tracing.provider_from_env(spec.name)
+        self.tracer_provider = tracer_provider if settings.otel_enabled else None
+        self.tracer = tracing.tracer_of(self.tracer_provider)
+        middlewares = (
+            [KafkaTelemetryMiddleware(tracer_provider=self.tracer_provider)]
+            if self.tracer_provider is not None
+            else []
+        )
         self.broker = KafkaBroker(
             bootstrap_list(settings.kafka_bootstrap_servers),
             client_id=f"privacy-plane-{spec.name}",
@@ -179,6 +195,7 @@ class Runtime(Generic[C]):
             # Topics are created by `privacy-plane topics` / the compose init with their
             # partitions and cleanup policies, never implicitly with broker defaults.
             allow_auto_create_topics=False,
+            middlewares=middlewares,
         )
         self.broker.include_router(spec.inbound)
         self._document_publications()
@@ -257,7 +274,7 @@ class Runtime(Generic[C]):
             pool=self.pool,
             deadletter_topic=s.topics.deadletter,
             accepts=self.spec.handlers.accepts,
-            apply=self.spec.handlers.apply(self.context),
+            apply=self.spec.handlers.apply(self.context, self.tracer),
             tombstone_topics=frozenset(s.topics.compacted()),
         )
         self.broker.context.set_global("pipeline", self.pipeline)
@@ -334,6 +351,8 @@ class Runtime(Generic[C]):
             self._pool = None
         self.started = False
         log.info("service_stopped", service=self.settings.service_name)
+        if self._own_provider:
+            tracing.shutdown(self.tracer_provider)  # flush the last spans
 
     def asgi(self) -> FastAPI:
         """The HTTP side: read API (bearer token), health, readiness, metrics, AsyncAPI."""

@@ -117,7 +117,12 @@ class ServiceSettings(SecretFileSettings):
     )
     pool_min_size: int = 2
     pool_max_size: int = 10
-    otel_enabled: bool = False
+    otel_enabled: bool = Field(
+        False,
+        description="Record OpenTelemetry spans and export them over OTLP/HTTP, as the SDK's "
+        "OTEL_* variables say (docs/tracing.md). Off, an event's trace context still passes "
+        "through to what it causes.",
+    )
     deadletter_memory_days: int = Field(
         30,
         ge=1,

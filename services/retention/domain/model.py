@@ -78,6 +78,8 @@ class Timer(Frozen):
     cause: str = ""
     base_at: datetime | None = None
     cause_key: str | None = None
+    trace: dict[str, str] = {}
+    """The trace context of the event that set it (`traceparent`, `tracestate`), if any."""
 
 
 class Firing(Frozen):

@@ -8,13 +8,14 @@ from datetime import datetime
 import asyncpg
 
 from services.retention.domain.model import Timer, TimerPlan
+from shared.plumbing import tracing
 from shared.plumbing.db import Conn
 
 INSERT_TIMERS = """
 INSERT INTO timers (subject_id, category, owner, mode, reason, cause, request_id, base_at,
-                    due_at, created_at, cause_key)
+                    due_at, created_at, cause_key, traceparent, tracestate)
 SELECT x.subject_id, x.category, x.owner, x.mode, x.reason, x.cause, $7, x.base_at, x.due_at, $8,
-       x.cause_key
+       x.cause_key, $12, $13
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $9::timestamptz[], $10::timestamptz[], $11::text[])
      AS x(subject_id, category, owner, mode, reason, cause, base_at, due_at, cause_key)
@@ -56,7 +57,7 @@ WITH fired AS (
         ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
     ))
     RETURNING t.id, t.subject_id, t.category, t.owner, t.mode, t.reason, t.request_id, t.due_at,
-              t.cause, t.base_at, t.cause_key
+              t.cause, t.base_at, t.cause_key, t.traceparent, t.tracestate
 )
 SELECT f.*, s.account_id, r.deadline
 FROM fired f
@@ -100,9 +101,11 @@ async def insert_timers(
     now: datetime,
     request_id: str | None = None,
 ) -> None:
-    """Insert one timer per (subject, plan) pair given side by side."""
+    """Insert one timer per (subject, plan) pair given side by side; each keeps the trace
+    context of the event being handled, for the job it issues later."""
     if not plans:
         return
+    trace = tracing.outgoing()
     await conn.execute(
         INSERT_TIMERS,
         list(subject_ids),
@@ -116,6 +119,8 @@ async def insert_timers(
         [p.base_at for p in plans],
         [p.due_at for p in plans],
         [p.cause_key for p in plans],
+        trace.get("traceparent"),
+        trace.get("tracestate"),
     )
 
 
@@ -166,6 +171,7 @@ def _timer(row: asyncpg.Record) -> Timer:
         cause=row.get("cause") or "",
         base_at=row.get("base_at"),
         cause_key=row.get("cause_key"),
+        trace={k: row[k] for k in tracing.TRACE_ATTRIBUTES if row.get(k) is not None},
     )
 
 
