@@ -70,6 +70,8 @@ class Unit:
     """Principals erased before or during this batch: their later events are dropped."""
     exports: list[tuple[ExportJob, bool]] = field(default_factory=list)
     """Export jobs to answer at the end, each with whether the ledger's records go too."""
+    policies: list[PolicyPublished] = field(default_factory=list)
+    """Policy versions to keep (written at flush, and by the rebuild's writer)."""
 
     def principal(self, subject: str) -> str:
         found = self.principals.get(subject)
@@ -106,6 +108,8 @@ class Unit:
         await store.delete_states(conn, list(self.erased))
         await store.scrub_ledger(conn, list(self.erased.values()))
         await store.suppress(conn, self.suppressed)
+        for policy in self.policies:
+            await store.record_policy(conn, policy)
 
     def chain(
         self, head_of: Callable[[str], tuple[Head, bytes | None]]
@@ -223,8 +227,7 @@ async def on_export_job(ctx: Context, unit: Unit, event: ExportJob) -> None:
 
 async def on_policy(ctx: Context, unit: Unit, event: PolicyPublished) -> None:
     """A new policy version: kept; the notices and its effect follow in `notices`."""
-    assert unit.conn is not None
-    await store.record_policy(unit.conn, event)
+    unit.policies.append(event)
 
 
 def _suppressed(unit: Unit, event: domain.ChangeEvent | ErasureRequested | ExportJob) -> bool:

@@ -1,5 +1,12 @@
 """Rebuild the consent projection: replay the consumed topics from offset zero into a new schema.
 
+What the topics still hold: `accounts.lifecycle` and `privacy.policies` are kept, but
+`consent.changes` ages out (35 days by default: its evidence is personal data) and requests and
+jobs are bounded too. So a rebuild of everything is a restore of a backup followed by the live
+service catching up from the positions stored with the data (docs/runbooks/backup-restore.md);
+this replay from offset zero rebuilds from what is retained (every event of the kept topics and
+the bounded topics' last weeks), e.g. to check a restored schema or after a schema change.
+
 Usage: `python -m services.consent.rebuild NEW_SCHEMA [--workers N]` with the service's
 CONSENT_ environment; then point the service at the new schema (the rebuilt ledger is a fresh
 chain; keep the old schema as the record).
@@ -73,6 +80,11 @@ async def rebuild(
     finally:
         await conn.close()
     ends = await end_offsets(settings)
+    policies, ends = split_policies(settings, ends)
+    if policies:  # first: the policy versions decisions may depend on are in place
+        await asyncio.wait_for(
+            replay_partitions(settings, into_schema, policies, clock, max_subjects), within_s
+        )
     if workers > 1 and len({tp.partition for tp in ends}) < workers:
         workers = 1
     if workers > 1:
@@ -105,6 +117,13 @@ async def end_offsets(settings: ConsentSettings) -> Ends:
         return dict(await consumer.end_offsets(partitions))
     finally:
         await consumer.stop()
+
+
+def split_policies(settings: ConsentSettings, ends: Ends) -> tuple[Ends, Ends]:
+    """The policy topic's partitions (replayed first, on their own) and the others."""
+    topic = settings.topics.privacy_policies
+    first = {tp: end for tp, end in ends.items() if tp.topic == topic}
+    return first, {tp: end for tp, end in ends.items() if tp.topic != topic}
 
 
 def check_copartitioned(ends: Ends) -> None:

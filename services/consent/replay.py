@@ -22,6 +22,7 @@ from services.consent.handlers import HANDLERS, Unit, name
 from services.consent.ledger import Head, LedgerEntry
 from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
+from shared.contract.events import PolicyPublished
 from shared.plumbing import db
 from shared.plumbing.clock import Clock
 from shared.plumbing.db import Conn
@@ -141,6 +142,7 @@ class Work:
     entries: list[LedgerEntry]
     erased: list[str]
     suppressed: list[store.Suppression]
+    policies: list[PolicyPublished] = field(default_factory=list)
 
 
 @dataclass
@@ -251,7 +253,7 @@ class Replay:
         self.heads.update(new_heads)
         for p in unit.erased.values():  # the head stays, the salt goes
             self.heads[p] = (self.heads.get(p, (Head(), None))[0], None)
-        return Work(entries, list(unit.erased.values()), unit.suppressed)
+        return Work(entries, list(unit.erased.values()), unit.suppressed, unit.policies)
 
     async def write(self, work: Work) -> None:
         conn = self.write_conn
@@ -261,6 +263,8 @@ class Replay:
                 await conn.execute(store.SCRUB_LEDGER, work.erased)
             if work.suppressed:
                 await store.suppress(conn, work.suppressed)
+            for policy in work.policies:  # kept on privacy.policies, replayed first
+                await store.record_policy(conn, policy)
 
     async def spill(self) -> None:
         """Write the changed states and every head; then forget them (memory stays bounded)."""

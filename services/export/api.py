@@ -120,10 +120,13 @@ def _download_routes(ctx: Context) -> APIRouter:
         gone = row.bundle_deleted_at is not None or (
             bundle_expires is not None and now >= bundle_expires
         )
-        if gone or not ctx.storage.exists(bundle_key(bundle_id)):
+        if gone or (row.data_key is None and row.sealed_at_rest):  # its key destroyed with it
+            raise HTTPException(410, detail="the bundle has expired and was deleted")
+        storage = ctx.storage_for(row)  # decrypted while served
+        if not storage.exists(bundle_key(bundle_id)):
             raise HTTPException(410, detail="the bundle has expired and was deleted")
         return StreamingResponse(
-            _chunks(ctx.storage, bundle_key(bundle_id)),
+            _chunks(storage, bundle_key(bundle_id)),
             media_type="application/zip",
             headers={
                 "Content-Disposition": f'attachment; filename="export-{bundle_id}.zip"',

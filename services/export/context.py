@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.export import domain, parts
+from services.export.at_rest import SealedStorage
 from services.export.domain import Request
 from services.export.settings import ExportSettings
 from services.export.storage import FolderStorage, Storage
+from services.export.store import RequestRow
 from shared.catalogue import load_purposes, load_retention
 from shared.contract.codec import new_event
 from shared.contract.events import RequestStatusChanged
@@ -40,6 +42,15 @@ class Context(ServiceContext):
             information=_information(settings),
         )
 
+    def storage_for(self, row: RequestRow) -> Storage:
+        """The request's parts and bundle: encrypted under its data key (KeyDestroyed once
+        that is gone; plain files only for a request from before migration 0006)."""
+        if not row.sealed_at_rest:
+            return self.storage
+        if row.data_key is None:
+            raise KeyDestroyed(f"the data key of request {row.request.request_id} is destroyed")
+        return SealedStorage(self.storage, self.vault.open(row.data_key))
+
     def publish_status(self, out: Outbox, request: Request, reason: str | None = None) -> None:
         """request.status.v1 for the request as it stands."""
         now = self.now()
@@ -51,6 +62,10 @@ class Context(ServiceContext):
             time=now,
         )
         out.publish(self.settings.topics.requests_status, event)
+
+
+class KeyDestroyed(Exception):
+    """The request's files can no longer be read: its data key was destroyed."""
 
 
 def _information(settings: ExportSettings) -> dict[str, domain.CategoryInfo]:

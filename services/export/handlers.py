@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
-from services.export import disclosures, domain, part_store, parts, store
+from services.export import at_rest, disclosures, domain, part_store, parts, store
 from services.export import metrics as export_metrics
 from services.export.context import SOURCE, Context
 from services.export.domain import ExportRefused, PartVerdict, Request, State
@@ -63,6 +63,7 @@ async def on_requested(ctx: Context, tx: Tx, event: ExportRequested) -> None:
         storage_key=storage_key,
         public_key=public_key,
         sealed_key=ctx.vault.seal(private_key),
+        data_key=ctx.vault.seal(at_rest.new_data_key()),  # the files' key, see at_rest
         jobs=jobs,
     )
     del private_key
@@ -179,7 +180,8 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
     verdict = await _verdict(tx.conn, row, event.subject, data, already_stored=status == "stored")
     if verdict is not PartVerdict.ACCEPT:
         export_metrics.PARTS.labels(verdict.value).inc()
-    if verdict is PartVerdict.SUPPRESS:
+    if verdict is PartVerdict.SUPPRESS:  # the request was cancelled or erased: nothing kept
+        await _drop_exchange_file(ctx, tx, data)
         tx.batch.suppress(event)
         return
     if verdict is PartVerdict.ERASED:  # the person erased the category meanwhile: never kept
@@ -208,7 +210,8 @@ async def on_part(ctx: Context, tx: Tx, event: ExportPart) -> None:
 
 
 async def _drop_exchange_file(ctx: Context, tx: Tx, data: ExportPartData) -> None:
-    """An erased category's exchange file is deleted like a taken one (when we delete those)."""
+    """An exchange file of a part we will never take (erased category, cancelled or erased
+    request) is deleted like a taken one (when we delete those: the default)."""
     if data.location is None or not ctx.settings.delete_referenced_parts:
         return
     try:
@@ -222,16 +225,17 @@ def _store_part(ctx: Context, row: store.RequestRow, event: ExportPart) -> tuple
     """Records kept, and the exchange file they came from (None for an inline part)."""
     data = event.data
     key = part_key(row.storage_key, data.owner, data.category, data.part_index)
+    storage = ctx.storage_for(row)  # encrypted under the request's data key
     if data.sealed is not None:
         private_key = ctx.vault.open(cast(bytes, row.sealed_key))
         count = parts.store_inline(
-            ctx.storage, key, private_key, data.sealed, data.sha256, data.record_count
+            storage, key, private_key, data.sealed, data.sha256, data.record_count
         )
         return count, None
     # resolved once: the path checked is the path read and, later, the one deleted
     path = parts.resolve_location(ctx.settings.exchange_dir, cast(str, data.location))
     count = parts.store_file(
-        ctx.storage, key, path, data.sha256, data.record_count, ctx.settings.max_reference_bytes
+        storage, key, path, data.sha256, data.record_count, ctx.settings.max_reference_bytes
     )
     return count, path
 

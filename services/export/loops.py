@@ -102,7 +102,8 @@ async def assemble_one(ctx: Context, info: dict[str, domain.CategoryInfo]) -> bo
     )
     try:
         with export_metrics.BUNDLE_SECONDS.time():
-            await asyncio.to_thread(write_bundle, ctx.storage, bundle_key(bundle_id), bundle)
+            storage = ctx.storage_for(row)  # parts read and the bundle written encrypted
+            await asyncio.to_thread(write_bundle, storage, bundle_key(bundle_id), bundle)
     except FileNotFoundError:
         # a later attempt (our lease lapsed) or a cancellation cleaned up under us: not ours
         async with ctx.pool.acquire() as conn:

@@ -53,7 +53,12 @@ class ExportSettings(ServiceSettings):
         512 * 1024 * 1024, gt=0, description="Largest file:// part taken; a bigger one fails."
     )
     delete_referenced_parts: bool = Field(
-        False, description="Delete an exchange file once its part is taken (default: keep)."
+        True,
+        description=(
+            "Delete an exchange file once its part is taken in, and the file of a part that "
+            "will never be taken (its category erased, its request cancelled or erased): no "
+            "copy of a person's data is left behind. False leaves them to their owners."
+        ),
     )
     link_ttl: timedelta = timedelta(hours=1)
     bundle_ttl: timedelta = timedelta(days=7)

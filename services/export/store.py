@@ -17,8 +17,8 @@ from shared.plumbing.db import Conn
 
 INSERT_REQUEST = """
 INSERT INTO requests (request_id, storage_key, subject, requested_at, deadline, status,
-                      public_key, sealed_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                      public_key, sealed_key, data_key, sealed_at_rest)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, true)
 """
 SELECT_REQUEST = "SELECT * FROM requests WHERE request_id = $1"
 LOCK_REQUEST = "SELECT * FROM requests WHERE request_id = $1 FOR UPDATE"
@@ -28,7 +28,7 @@ SET_DEADLINE = """
 UPDATE requests SET deadline = $2, extended = true, updated_at = now() WHERE request_id = $1
 """
 CANCEL = """
-UPDATE requests SET status = 'cancelled', sealed_key = NULL, finished_at = $2,
+UPDATE requests SET status = 'cancelled', sealed_key = NULL, data_key = NULL, finished_at = $2,
        assembling_until = NULL, updated_at = now()
 WHERE request_id = $1
 """
@@ -68,7 +68,8 @@ ORDER BY bundle_expires_at LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
 MARK_BUNDLE_DELETED = """
-UPDATE requests SET bundle_deleted_at = $2, updated_at = now() WHERE request_id = ANY($1::text[])
+UPDATE requests SET bundle_deleted_at = $2, data_key = NULL, updated_at = now()
+WHERE request_id = ANY($1::text[])
 """
 REQUEST_COUNTS = """
 SELECT CASE WHEN status IN ('ready', 'assembling') THEN 'in_progress' ELSE status END AS status,
@@ -95,6 +96,10 @@ class RequestRow:
     public_key: str
     sealed_key: bytes | None
     bundle_deleted_at: datetime | None
+    data_key: bytes | None = None
+    """The files' data key, sealed under the service key; None once destroyed."""
+    sealed_at_rest: bool = False
+    """False only for a request from before files were encrypted (migration 0006)."""
 
 
 @dataclass(frozen=True)
@@ -121,13 +126,15 @@ def _row(record: asyncpg.Record | None) -> RequestRow | None:
         bundle_id=record["bundle_id"],
         bundle_expires_at=record["bundle_expires_at"],
     )
-    sealed = record["sealed_key"]
+    sealed, data_key = record["sealed_key"], record["data_key"]
     return RequestRow(
         request=request,
         storage_key=record["storage_key"],
         public_key=record["public_key"],
         sealed_key=bytes(sealed) if sealed is not None else None,
         bundle_deleted_at=record["bundle_deleted_at"],
+        data_key=bytes(data_key) if data_key is not None else None,
+        sealed_at_rest=record["sealed_at_rest"],
     )
 
 
@@ -148,6 +155,7 @@ async def insert_request(
     storage_key: str,
     public_key: str,
     sealed_key: bytes,
+    data_key: bytes,
     jobs: Mapping[str, Job],
 ) -> None:
     """A new request with its jobs."""
@@ -161,6 +169,7 @@ async def insert_request(
         request.state.value,
         public_key,
         sealed_key,
+        data_key,
     )
     await conn.executemany(
         INSERT_JOB,
@@ -179,7 +188,7 @@ async def set_deadline(conn: Conn, request_id: str, deadline: datetime) -> None:
 
 
 async def cancel(conn: Conn, request_id: str, now: datetime) -> None:
-    """Mark cancelled and destroy the private key."""
+    """Mark cancelled and destroy the private key and the files' data key."""
     await conn.execute(CANCEL, request_id, now)
 
 

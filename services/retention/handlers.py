@@ -166,6 +166,9 @@ async def on_erasure(ctx: Context, tx: Tx, e: ErasureRequested) -> None:
         tx.conn, request_id, [domain.erasure.erasure_outcome(d) for d in decisions]
     )
     await workflow.publish_status(tx.conn, ctx, tx.outbox, request_id, now)
+    await workflow.supersede_rectifications(
+        tx.conn, ctx, tx.outbox, e.subject, decisions, request_id, now
+    )
 
 
 async def on_rectification(ctx: Context, tx: Tx, e: RectificationRequested) -> None:

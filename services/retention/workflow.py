@@ -307,3 +307,23 @@ async def reissue(
                 ctx.settings.topics.privacy_jobs, rectification_event(row, fields, attempt, now)
             )
     await store.jobs.mark_reissued(conn, [r["job_id"] for r in rows], attempts, now, next_at)
+
+
+async def supersede_rectifications(
+    conn: Conn,
+    ctx: Context,
+    out: Outbox,
+    subject: str,
+    decisions: Sequence[domain.erasure.ErasureDecision],
+    erasure_id: str,
+    now: datetime,
+) -> None:
+    """An erasure cancels the subject's open rectifications of what it deletes: their corrected
+    values (personal data) are forgotten here, and each request reports why (DESIGN §5)."""
+    categories = domain.erasure.superseded_rectifications(decisions)
+    cancelled = await store.jobs.cancel_rectifications(conn, subject, categories)
+    for row in cancelled:
+        outcome = domain.erasure.superseded_outcome(row["category"], row["owner"], erasure_id)
+        await store.requests.put_outcomes(conn, row["request_id"], [outcome])
+    for request_id in sorted({row["request_id"] for row in cancelled}):
+        await publish_status(conn, ctx, out, request_id, now)

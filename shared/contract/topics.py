@@ -22,6 +22,7 @@ class Topics(BaseModel):
     consent_changes: str = "consent.changes"
     privacy_requests: str = "privacy.requests"
     legal_holds: str = "legal.holds"
+    privacy_policies: str = "privacy.policies"
     privacy_receipts: str = "privacy.receipts"
     consent_state: str = "consent.state"
     privacy_jobs: str = "privacy.jobs"
@@ -41,8 +42,9 @@ class Topics(BaseModel):
         return {self.consent_state}
 
     def kept(self) -> set[str]:
-        """Topics projections are rebuilt from: no time limit by default."""
-        return {self.accounts_lifecycle, self.consent_changes, self.legal_holds}
+        """Topics projections are rebuilt from: no time limit by default, so no event type on
+        them has a personal field (DESIGN §5; tests/unit/contract/test_kept_topics.py)."""
+        return {self.accounts_lifecycle, self.legal_holds, self.privacy_policies}
 
     def for_types(self, event_types: Iterable[str]) -> list[str]:
         """The topics events of these types travel on, each once, in the contract's order."""
@@ -99,8 +101,9 @@ _CARRIED["privacy_jobs"] += (ev.PurgeJob,)
 _CARRIED["privacy_receipts"] += (ev.PurgeCompleted, ev.PurgeFailed)
 # disclosures to authorities (1.1.0): kept, like the holds (retention and export rebuild them)
 _CARRIED["legal_holds"] += (ev.DisclosureRecorded,)
-# policy changes (1.1.0): kept, consent's decisions depend on them; notices go out as jobs
-_CARRIED["consent_changes"] += (ev.PolicyPublished,)
+# policy changes (1.1.0): kept, consent's decisions depend on them; notices go out as jobs.
+# 1.2.0: on a kept topic of their own, since consent.changes (evidence) has bounded retention.
+_CARRIED["privacy_policies"] = (ev.PolicyPublished,)
 _CARRIED["privacy_jobs"] += (ev.NoticeJob,)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(

@@ -35,6 +35,8 @@ class TopicPolicy:
     partitions: int = 6
     replication: int = 1
     min_insync_replicas: int | None = None
+    changes_retention_ms: int = 35 * DAY_MS
+    """consent.changes carries evidence (personal): longer than any consumer may be down."""
     requests_retention_ms: int = 90 * DAY_MS
     jobs_retention_ms: int = 90 * DAY_MS
     receipts_retention_ms: int = 90 * DAY_MS
@@ -59,6 +61,7 @@ class TopicPolicy:
     def configs(self, topics: Topics) -> dict[str, dict[str, str]]:
         """Per-topic configs: compaction for state, no limit for kept topics, bounds elsewhere."""
         bounded = {
+            topics.consent_changes: self.changes_retention_ms,
             topics.privacy_requests: self.requests_retention_ms,
             topics.requests_status: self.requests_retention_ms,
             topics.privacy_jobs: self.jobs_retention_ms,

@@ -15,6 +15,7 @@ Environment (all optional except the bootstrap servers):
     TOPICS__<NAME>                           a topic name override, e.g. TOPICS__CONSENT_STATE
     TOPIC_PARTITIONS, TOPIC_REPLICATION      default 6 and 1 (a three-broker cluster: 3)
     TOPIC_MIN_INSYNC_REPLICAS                default 1, 2 from a replication factor of 3
+    TOPIC_CHANGES_RETENTION_MS               consent.changes (evidence): default 35 days
     TOPIC_REQUESTS_RETENTION_MS, TOPIC_JOBS_RETENTION_MS, TOPIC_RECEIPTS_RETENTION_MS,
     TOPIC_DEADLETTER_RETENTION_MS            bounded retention (defaults: 90, 90, 90, 14 days)
 """
@@ -53,6 +54,7 @@ class TopicsInitSettings(SecretFileSettings):
     topic_partitions: int = Field(_DEFAULTS.partitions, ge=1)
     topic_replication: int = Field(_DEFAULTS.replication, ge=1)
     topic_min_insync_replicas: int | None = Field(_DEFAULTS.min_insync_replicas, ge=1)
+    topic_changes_retention_ms: int = Field(_DEFAULTS.changes_retention_ms, ge=1)
     topic_requests_retention_ms: int = Field(_DEFAULTS.requests_retention_ms, ge=-1)
     topic_jobs_retention_ms: int = Field(_DEFAULTS.jobs_retention_ms, ge=-1)
     topic_receipts_retention_ms: int = Field(_DEFAULTS.receipts_retention_ms, ge=-1)
@@ -76,6 +78,7 @@ class TopicsInitSettings(SecretFileSettings):
             partitions=self.topic_partitions,
             replication=self.topic_replication,
             min_insync_replicas=self.topic_min_insync_replicas,
+            changes_retention_ms=self.topic_changes_retention_ms,
             requests_retention_ms=self.topic_requests_retention_ms,
             jobs_retention_ms=self.topic_jobs_retention_ms,
             receipts_retention_ms=self.topic_receipts_retention_ms,

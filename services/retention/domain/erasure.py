@@ -117,3 +117,19 @@ def erasure_outcome(decision: ErasureDecision) -> CategoryOutcome:
         until=decision.until,
         owner=decision.owner,
     )
+
+
+def superseded_rectifications(decisions: Sequence[ErasureDecision]) -> list[str]:
+    """The categories whose open rectification jobs an erasure makes moot: those it deletes
+    now (a retained or held category stays in use, so correcting it still matters)."""
+    return [d.category for d in decisions if d.action == "delete"]
+
+
+def superseded_outcome(category: str, owner: str, erasure_id: str) -> CategoryOutcome:
+    """How a rectification cancelled by an erasure is reported (its values are forgotten)."""
+    return CategoryOutcome(
+        category=category,
+        outcome="cancelled",
+        reason=f"superseded by erasure {erasure_id}: the data is deleted",
+        owner=owner,
+    )

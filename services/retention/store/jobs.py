@@ -33,6 +33,12 @@ FAIL_JOB = """
 UPDATE jobs SET status = 'failed', last_error = $2, next_action_at = NULL, fields = NULL
 WHERE job_id = $1
 """
+CANCEL_RECTIFICATIONS = """
+UPDATE jobs SET status = 'cancelled', next_action_at = NULL, fields = NULL
+WHERE kind = 'rectification' AND status = 'issued' AND subject_id = $1
+  AND category = ANY($2::text[])
+RETURNING request_id, category, owner
+"""
 RETRY_JOB = "UPDATE jobs SET last_error = $2, next_action_at = $3 WHERE job_id = $1"
 CLAIM_REISSUE = """
 SELECT * FROM jobs WHERE status = 'issued' AND next_action_at <= $1 AND job_id <> ALL($3::text[])
@@ -95,6 +101,14 @@ async def job(conn: Conn, job_id: str) -> asyncpg.Record | None:
 
 async def complete_job(conn: Conn, job_id: str, at: datetime, records: int) -> None:
     await conn.execute(COMPLETE_JOB, job_id, at, records)
+
+
+async def cancel_rectifications(
+    conn: Conn, subject_id: str, categories: Sequence[str]
+) -> list[asyncpg.Record]:
+    """Cancel the subject's open rectification jobs of `categories`, forgetting their values;
+    returns (request_id, category, owner) of each."""
+    return list(await conn.fetch(CANCEL_RECTIFICATIONS, subject_id, list(categories)))
 
 
 async def fail_job(conn: Conn, job_id: str, error: str) -> None:

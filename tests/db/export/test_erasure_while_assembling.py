@@ -13,7 +13,7 @@ import pytest
 
 from services.export.loops import assemble_one
 from services.export.settings import ExportSettings
-from services.export.storage import FolderStorage, bundle_key
+from services.export.storage import bundle_key
 from tests.db.export.test_apply import Fed
 from tests.db.export.test_assembly_fencing import (
     SlowStorage,
@@ -22,6 +22,7 @@ from tests.db.export.test_assembly_fencing import (
     fed_settings,
 )
 from tests.support import events as make
+from tests.support.export_files import read_stored
 
 pytestmark = pytest.mark.db
 __all__ = ["fed_settings"]  # the fixture, imported for pytest
@@ -47,10 +48,14 @@ async def test_an_erasure_during_assembly_sends_the_request_back_and_the_bundle_
         assert await fed.pool.fetchval("SELECT bundle_id FROM requests") is None
         assert await assemble_one(quick, quick.information)
 
-    bundle_id = await fed.pool.fetchval("SELECT bundle_id FROM requests")
-    storage = FolderStorage(settings.storage_dir)
-    with storage.reader(bundle_key(bundle_id)) as stream:
-        archive = zipfile.ZipFile(io.BytesIO(stream.read()))
+    row = await fed.pool.fetchrow("SELECT bundle_id, data_key FROM requests")
+    assert row is not None
+    bundle_id, data_key = row["bundle_id"], row["data_key"]
+    # encrypted at rest under the request's data key (services/export/at_rest.py)
+    content = read_stored(
+        settings.service_key_bytes(), settings.storage_dir, data_key, bundle_key(bundle_id)
+    )
+    archive = zipfile.ZipFile(io.BytesIO(content))
     manifest = json.loads(archive.read("manifest.json"))
     assert [e["category"] for e in manifest["erased"]] == ["crm_data"]
     assert "data/crm/crm_data.json" not in archive.namelist()

@@ -715,3 +715,17 @@ async def test_rebuilding_with_little_memory_writes_states_out_and_reads_them_ba
 async def test_a_rebuild_refuses_a_schema_that_is_not_empty(service: Service):
     with pytest.raises(RebuildError, match="is not empty"):
         await rebuild(service.settings, f"{service.schema}_rebuilt", service.clock, within_s=60)
+
+
+async def test_a_policy_on_its_kept_topic_is_kept_live_and_by_a_rebuild(service: Service):
+    """Contract 1.2.0: policy versions travel on `privacy.policies` (kept), which the rebuild
+    replays before the other topics."""
+    policy = make.policy_published("2031-01", effective_at=at(10**7), reconsent=(), at=at(1))
+    await service.send(service.topics.privacy_policies, policy)
+    await service.wait_processed(policy)
+    query = 'SELECT version, effective_at, summary FROM "{}".policies ORDER BY 1'
+    live = await service.db.fetch(query.format(service.schema))
+    assert [r["version"] for r in live] == ["2031-01"]
+    into = f"{service.schema}_policies"
+    await rebuild(service.settings, into, service.clock, within_s=60)
+    assert await service.db.fetch(query.format(into)) == live

@@ -102,7 +102,7 @@ async def test_a_policy_requiring_reconsent_notifies_everyone_first_then_asks_to
     policy = make.policy_published(
         "2027-01", effective_at=EFFECTIVE, reconsent=("analytics_providers",), at=T0
     )
-    await produce(infra.kafka, topics.consent_changes, [policy])
+    await produce(infra.kafka, topics.privacy_policies, [policy])  # kept, since 1.2.0
 
     def notices(records: list[Any]) -> list[NoticeJob]:
         events = [decode(r.value) for r in records if r.value is not None]

@@ -70,7 +70,13 @@ def test_the_subscriber_commits_only_after_processing_in_its_own_group():
 
 
 CONSUMES = {
-    consent_app: ["accounts.lifecycle", "consent.changes", "privacy.requests", "privacy.jobs"],
+    consent_app: [
+        "accounts.lifecycle",
+        "consent.changes",
+        "privacy.requests",
+        "privacy.policies",  # policy publications, kept, since contract 1.2.0
+        "privacy.jobs",
+    ],
     retention_app: [
         "accounts.lifecycle",
         "consent.changes",  # restrictions and their lifts (Art. 18), since contract 1.1.0
