@@ -27,6 +27,7 @@ class Topics(BaseModel):
     privacy_jobs: str = "privacy.jobs"
     requests_status: str = "privacy.requests.status"
     deadletter: str = "privacy.deadletter"
+    privacy_audit: str = "privacy.audit"
 
     def with_prefix(self, prefix: str) -> Topics:
         """The same topics, each name prefixed."""
@@ -42,7 +43,7 @@ class Topics(BaseModel):
 
     def kept(self) -> set[str]:
         """Topics projections are rebuilt from: no time limit by default."""
-        return {self.accounts_lifecycle, self.consent_changes, self.legal_holds}
+        return {self.accounts_lifecycle, self.consent_changes, self.legal_holds, self.privacy_audit}
 
     def for_types(self, event_types: Iterable[str]) -> list[str]:
         """The topics events of these types travel on, each once, in the contract's order."""
@@ -102,6 +103,8 @@ _CARRIED["legal_holds"] += (ev.DisclosureRecorded,)
 # policy changes (1.1.0): kept, consent's decisions depend on them; notices go out as jobs
 _CARRIED["consent_changes"] += (ev.PolicyPublished,)
 _CARRIED["privacy_jobs"] += (ev.NoticeJob,)
+# evidence checkpoints (1.2.0): kept without time limit, the anchor outside the databases
+_CARRIED["privacy_audit"] = (ev.AuditCheckpoint,)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

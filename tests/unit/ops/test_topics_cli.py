@@ -39,11 +39,12 @@ def test_policy_and_topic_names_are_read_from_the_environment(
 def test_dry_run_prints_every_topic_with_its_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 10  # privacy.audit (1.2.0) beside DESIGN's nine
     assert any(
         line.startswith("consent.state: ") and "cleanup.policy=compact" in line for line in lines
     )
     assert any(line.startswith("legal.holds: ") and "retention.ms=-1" in line for line in lines)
+    assert any(line.startswith("privacy.audit: ") and "retention.ms=-1" in line for line in lines)
 
 
 def test_invalid_settings_exit_with_code_two(
