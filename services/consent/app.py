@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.consent import api
+from services.consent.checkpoints import CHECKPOINTS
 from services.consent.context import Context
 from services.consent.handlers import HANDLERS
 from services.consent.loops import EXPIRY
@@ -55,7 +56,7 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
             t.privacy_jobs: NoticeJob,
         },
         api=api.make_api,
-        loops=[EXPIRY, NOTICES],
+        loops=[EXPIRY, NOTICES, CHECKPOINTS],
     )
 
 

@@ -12,6 +12,7 @@ from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
+from shared.evidence.signing import Signer
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.outbox import OutboxRow
@@ -37,12 +38,15 @@ class Context(ServiceContext):
     base_catalogue: PurposeCatalogue | None = None
     """The file's catalogue (set from `catalogue` when not given)."""
     key: bytes = field(init=False)
+    signer: Signer | None = field(init=False)
+    """The checkpoint signing key (None: checkpoints are off)."""
     reads: asyncpg.Pool | None = field(default=None, init=False)
     """Connections for the decision endpoint: single read-only statements, no reset on release."""
     _last_time: tuple[datetime | None, str] = field(init=False, default=(None, ""))
 
     def __post_init__(self) -> None:
         self.key = self.settings.ledger_key.get_secret_value().encode()
+        self.signer = self.settings.checkpoint_signer()
         if self.base_catalogue is None:
             self.base_catalogue = self.catalogue
 

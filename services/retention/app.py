@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.retention import api, loops
+from services.retention.checkpoints import CHECKPOINTS
 from services.retention.context import Context
 from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
@@ -60,7 +61,7 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
             t.requests_status: RequestStatusChanged,
         },
         api=api.make_api,
-        loops=loops.loops(),
+        loops=[*loops.loops(), CHECKPOINTS],
     )
 
 
