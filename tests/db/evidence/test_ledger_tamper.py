@@ -5,6 +5,7 @@ the service's own role and as a superuser; erasure still verifies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,7 @@ class Consent:
     ctx: Context
     pool: asyncpg.Pool
     pipeline: Pipeline
-    owned: Owned
+    schema: str
     offset: int = 0
 
     async def process(self, *events: CloudEvent[Any]) -> None:
@@ -59,44 +60,51 @@ class Consent:
 
     async def audit(self, public_key: str, checkpoints: Path) -> Report:
         verifier = Verifier.of([public_key])
-        return await audit_log("consent", self.owned.schema, ledger_leaves, verifier, checkpoints)
+        return await audit_log("consent", self.schema, ledger_leaves, verifier, checkpoints)
 
 
-@pytest.fixture
-async def consent(
-    infra: object, owned: Owned, key_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Consent]:
-    """The consent service's pipeline and context on a schema its own role owns."""
-    monkeypatch.setenv("PP_DATABASE_URL", owned.admin_dsn)  # the verifier reads the rows
+@contextlib.asynccontextmanager
+async def open_consent(dsn: str, schema: str, key_file: Path) -> AsyncIterator[Consent]:
+    """The consent service's pipeline and context on `schema`, connected as `dsn`'s role."""
     settings = ConsentSettings(
         kafka_bootstrap_servers="unused:9092",
-        database_url=owned.role_dsn,
-        db_schema=owned.schema,
+        database_url=dsn,
+        db_schema=schema,
         api_token="t" * 16,
         ledger_key="component-ledger-key",
         checkpoint_key_file=key_file,
     )
-    conn = await asyncpg.connect(owned.role_dsn)
+    conn = await asyncpg.connect(dsn)
     try:
-        await db.migrate(conn, owned.schema, MIGRATIONS)
+        await db.migrate(conn, schema, MIGRATIONS)
     finally:
         await conn.close()
-    pool = await db.create_pool(owned.role_dsn, owned.schema, min_size=1, max_size=2)
+    pool = await db.create_pool(dsn, schema, min_size=1, max_size=2)
     ctx = Context.from_settings(settings, ManualClock(T0))
     await ctx.open(pool)
     pipeline = Pipeline(
         service="consent",
-        schema=owned.schema,
+        schema=schema,
         pool=pool,
         deadletter_topic="dead",
         accepts=HANDLERS.accepts,
         apply=HANDLERS.apply(ctx),
     )
     try:
-        yield Consent(ctx, pool, pipeline, owned)
+        yield Consent(ctx, pool, pipeline, schema)
     finally:
         await ctx.close()
         await pool.close()
+
+
+@pytest.fixture
+async def consent(
+    owned: Owned, key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Consent]:
+    """The consent service on a schema its own role owns; the verifier reads as superuser."""
+    monkeypatch.setenv("PP_DATABASE_URL", owned.admin_dsn)
+    async with open_consent(owned.role_dsn, owned.schema, key_file) as opened:
+        yield opened
 
 
 async def history(c: Consent, tmp_path: Path) -> Path:
@@ -154,12 +162,12 @@ async def test_the_ledger_verifies_against_its_checkpoints_through_erasures(
 
 
 async def test_a_consistent_rewrite_as_the_service_role_is_stopped_or_named(
-    consent: Consent, public_key: str, tmp_path: Path
+    consent: Consent, owned: Owned, public_key: str, tmp_path: Path
 ) -> None:
     checkpoints = await history(consent, tmp_path)
-    conn = await asyncpg.connect(consent.owned.role_dsn)
+    conn = await asyncpg.connect(owned.role_dsn)
     try:
-        await conn.execute(f'SET search_path TO "{consent.owned.schema}"')
+        await conn.execute(f'SET search_path TO "{owned.schema}"')
         await rewrite_withdrawal_as_grant(conn, consent.ctx.principal("usr_a"))
     except asyncpg.InsufficientPrivilegeError:
         return  # the runtime role may not rewrite the ledger at all (least privilege)
@@ -171,17 +179,17 @@ async def test_a_consistent_rewrite_as_the_service_role_is_stopped_or_named(
 
 
 async def test_a_consistent_rewrite_as_a_superuser_is_named_by_verify_ledger(
-    consent: Consent, public_key: str, tmp_path: Path
+    consent: Consent, owned: Owned, public_key: str, tmp_path: Path
 ) -> None:
     checkpoints = await history(consent, tmp_path)
-    conn = await asyncpg.connect(consent.owned.admin_dsn)
+    conn = await asyncpg.connect(owned.admin_dsn)
     try:
-        await conn.execute(f'SET search_path TO "{consent.owned.schema}"')
+        await conn.execute(f'SET search_path TO "{owned.schema}"')
         withdrawal = (await store.ledger(conn, consent.ctx.principal("usr_a")))[1].event_id
         await rewrite_withdrawal_as_grant(conn, consent.ctx.principal("usr_a"))
     finally:
         await conn.close()
-    argv = ["verify-ledger", "--schema", consent.owned.schema, "--public-key", public_key]
+    argv = ["verify-ledger", "--schema", owned.schema, "--public-key", public_key]
     result = await asyncio.to_thread(
         CliRunner().invoke, app, [*argv, "--checkpoints", str(checkpoints)]
     )
