@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import asyncpg
-
 from services.consent import ledger, store
 from services.consent.context import Context
 from services.consent.ledger import Head
 from shared.evidence import loop
 from shared.evidence.checkpoint import Leaf
 from shared.evidence.store import LogSource
+from shared.plumbing.db import Conn
 from shared.plumbing.loops import Items, Loop
 
 LEDGER = LogSource(
@@ -35,7 +34,7 @@ CHECKPOINTS: Loop[Context] = Loop(
 LEDGER_IN_ORDER = f"SELECT gseq, {store.LEDGER_COLUMNS} FROM ledger ORDER BY gseq"  # noqa: S608
 
 
-async def ledger_leaves(conn: asyncpg.Connection) -> AsyncIterator[Leaf]:
+async def ledger_leaves(conn: Conn) -> AsyncIterator[Leaf]:
     """Every entry of every person in global order, its hash recomputed from its own fields
     and its link to its person's entry before checked (call inside a transaction)."""
     heads: dict[str, Head] = {}

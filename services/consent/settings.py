@@ -8,12 +8,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.evidence.settings import CheckpointedSettings
+from shared.evidence import settings as evidence
 from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.secrets import HashKey
 
 
-class ConsentSettings(CheckpointedSettings):
+class ConsentSettings(evidence.CheckpointedSettings):
     """Everything the consent service reads from its environment."""
 
     model_config = SettingsConfigDict(

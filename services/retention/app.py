@@ -13,6 +13,7 @@ from services.retention.context import Context
 from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
 from shared.contract.events import (
+    AuditCheckpoint,
     DeletionJob,
     PurgeJob,
     RectificationJob,
@@ -59,6 +60,7 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
                 DeletionJob | RectificationJob | RestrictionJob | RestrictionLiftedJob | PurgeJob
             ),
             t.requests_status: RequestStatusChanged,
+            t.privacy_audit: AuditCheckpoint,
         },
         api=api.make_api,
         loops=[*loops.loops(), CHECKPOINTS],

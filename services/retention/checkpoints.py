@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import asyncpg
-
 from services.retention.context import Context
 from services.retention.domain.certificates import GENESIS, Certificate, certificate_hash
 from services.retention.store.certificates import CHAIN_LOCK
 from shared.evidence import loop
 from shared.evidence.checkpoint import Leaf
 from shared.evidence.store import LogSource
+from shared.plumbing.db import Conn
 from shared.plumbing.loops import Items, Loop
 
 CERTIFICATES = LogSource(
@@ -34,7 +33,7 @@ CHECKPOINTS: Loop[Context] = Loop(
 CERTIFICATES_IN_ORDER = "SELECT seq, job_id, body, prev_hash, hash FROM certificates ORDER BY seq"
 
 
-async def certificate_leaves(conn: asyncpg.Connection) -> AsyncIterator[Leaf]:
+async def certificate_leaves(conn: Conn) -> AsyncIterator[Leaf]:
     """Every certificate in order, its hash recomputed and its link checked (in a transaction)."""
     expected_prev = GENESIS
     async for row in conn.cursor(CERTIFICATES_IN_ORDER, prefetch=2000):

@@ -20,6 +20,7 @@ from shared.evidence import anchor, audit, store
 from shared.evidence.checkpoint import Checkpoint, Leaf
 from shared.evidence.signing import KeyFileError, Signer, Verifier, generate_seed
 from shared.plumbing import identifiers
+from shared.plumbing.db import Conn
 
 PUBLIC_KEY = typer.Option(
     None,
@@ -53,7 +54,7 @@ async def _checkpoints(file: Path | None) -> list[Checkpoint]:
     return await anchor.published(env("KAFKA_BOOTSTRAP_SERVERS"), topics().privacy_audit)
 
 
-Leaves = Callable[[asyncpg.Connection], AsyncIterator[Leaf]]
+Leaves = Callable[[Conn], AsyncIterator[Leaf]]
 
 
 async def audit_log(

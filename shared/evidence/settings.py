@@ -18,6 +18,11 @@ class CheckpointedSettings(ServiceSettings):
         description="File with the base64 of the 32-byte Ed25519 seed that signs checkpoints; "
         "keep it outside the database. Unset: no checkpoints (the log is then only hash-chained).",
     )
+    checkpoint_public_keys: list[str] = Field(
+        default_factory=list,
+        description="Public keys (base64) of earlier signing keys, kept after a rotation so the "
+        "verify endpoints still accept the checkpoints they signed (JSON list).",
+    )
     checkpoint_interval_s: float = Field(
         60.0,
         gt=0,
