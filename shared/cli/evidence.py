@@ -89,6 +89,11 @@ def show(what: str, report: audit.Report) -> None:
     if not report.ok:
         err.print(f"[red]{what} does NOT verify[/red]: {report.bad_entry} {report.reason}")
         raise typer.Exit(1)
+    if report.checked and not report.covered:
+        err.print(
+            "[yellow]warning:[/yellow] no signed checkpoint covers any entry (wrong topic prefix "
+            "or keys, or no checkpoint made yet): nothing here is protected"
+        )
     out.print(
         f"[green]{what} verifies[/green]: {report.checked} entries, {report.covered} under "
         f"signed checkpoints, {report.uncovered} newer than the last checkpoint (not yet protected)"

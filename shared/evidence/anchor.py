@@ -6,11 +6,12 @@ database's own `checkpoints` table (whoever can rewrite a log could rewrite that
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.contract.codec import DecodeError, decode
 from shared.contract.events import AuditCheckpoint
@@ -30,12 +31,15 @@ async def published(
     )
     await consumer.start()
     try:
-        await consumer.topics()  # fetches the cluster's metadata
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        parts = [TopicPartition(topic, p) for p in partitions]
-        if not parts:
+        if topic not in await consumer.topics():
             return []
-        consumer.assign(parts)
+        consumer.subscribe([topic])  # no group: every partition is assigned to this consumer
+        for _ in range(200):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.05)
+        parts = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+        partitions = [tp.partition for tp in parts]
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
         found: dict[int, list[Checkpoint]] = {p: [] for p in partitions}
