@@ -7,7 +7,10 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.evidence.signing import Signer
+from shared.plumbing.logging import get_logger
 from shared.plumbing.settings import ServiceSettings
+
+log = get_logger(__name__)
 
 
 class CheckpointedSettings(ServiceSettings):
