@@ -74,7 +74,14 @@ async def test_a_rewritten_certificate_chain_is_named(
         for n in (1, 2, 3):
             async with pool.acquire() as c, c.transaction():
                 await append_certificate(c, certificate(n))
-        assert await checkpoint_now(ctx, CERTIFICATES) is not None
+        made = await asyncio.to_thread(
+            CliRunner().invoke,
+            app,
+            ["checkpoint", "retention", "--schema", schema, "--key-file", str(key_file)],
+            env={"PP_DATABASE_URL": infra.database_url},
+        )
+        assert "checkpoint 1 of retention.certificates: 3 entries" in made.output
+        assert await checkpoint_now(ctx, CERTIFICATES) is None  # nothing new since
         async with pool.acquire() as c, c.transaction():
             await append_certificate(c, certificate(4))
         checkpoints = await export(pool, settings.topics.privacy_audit, tmp_path / "cps.jsonl")
