@@ -131,14 +131,17 @@ def checkpoint(
         err.print(f"[red]error:[/red] no audit log in {service!r}: consent or retention")
         raise typer.Exit(2)
     made = run(_checkpoint(service, key_file, schema or service))
-    if made is None:
+    if not made:
         out.print("nothing new since the last checkpoint")
-        return
-    cp = made.checkpoint
-    out.print(f"checkpoint {cp.number} of {cp.log}: {cp.count} entries, up to {cp.upto_seq}")
+    for cp in made:
+        out.print(f"checkpoint {cp.number} of {cp.log}: {cp.count} entries, up to {cp.upto_seq}")
 
 
-async def _checkpoint(service: str, key_file: Path | None, schema: str) -> store.Made | None:
+MAX_ENTRIES = 20_000
+"""Per checkpoint, as the services' default: a backlog becomes several (each event < 200 kB)."""
+
+
+async def _checkpoint(service: str, key_file: Path | None, schema: str) -> list[Checkpoint]:
     path = key_file or Path(env(f"{service.upper()}_CHECKPOINT_KEY_FILE"))
     try:
         signer = Signer.from_file(path)
@@ -151,16 +154,23 @@ async def _checkpoint(service: str, key_file: Path | None, schema: str) -> store
     conn = await asyncpg.connect(env("DATABASE_URL"))
     try:
         await conn.execute(f"SET search_path TO {identifiers.quoted(schema)}")
-        return await store.make(
-            conn,
-            source,
-            signer,
-            datetime.now(UTC),
-            topic=topics().privacy_audit,
-            schema=schema,
-            service=service,
-            max_entries=100_000,
-        )
+        done: list[Checkpoint] = []
+        while True:
+            made = await store.make(
+                conn,
+                source,
+                signer,
+                datetime.now(UTC),
+                topic=topics().privacy_audit,
+                schema=schema,
+                service=service,
+                max_entries=MAX_ENTRIES,
+            )
+            if made is None:
+                return done
+            done.append(made.checkpoint)
+            if not made.more:
+                return done
     finally:
         await conn.close()
 
