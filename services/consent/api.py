@@ -18,10 +18,12 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.consent import decisions, fastpath, ledger, pseudonyms, store
+from services.consent.checkpoints import LEDGER, ledger_leaves
 from services.consent.context import Context
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeRule
 from shared.contract.events import Purpose, PurposeState
+from shared.evidence.api import checkpoint_router
 from shared.plumbing.http import api_tokens, token_ok
 from shared.plumbing.service import Api
 
@@ -251,4 +253,7 @@ def make_api(ctx: Context) -> Api:
             ok=check.ok, checked=check.checked, broken_at=check.broken_at, reason=check.reason
         )
 
-    return Api(router, middleware=[Middleware(FastDecisions, ctx=ctx)])
+    root = APIRouter()
+    root.include_router(router)
+    root.include_router(checkpoint_router(ctx, LEDGER, ledger_leaves))
+    return Api(root, middleware=[Middleware(FastDecisions, ctx=ctx)])

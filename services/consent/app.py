@@ -9,12 +9,13 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.consent import api
+from services.consent.checkpoints import CHECKPOINTS
 from services.consent.context import Context
 from services.consent.handlers import HANDLERS
 from services.consent.loops import EXPIRY
 from services.consent.notices import NOTICES
 from services.consent.settings import ConsentSettings
-from shared.contract.events import ConsentState, ExportPart, NoticeJob
+from shared.contract.events import AuditCheckpoint, ConsentState, ExportPart, NoticeJob
 from shared.plumbing.clock import Clock
 from shared.plumbing.pipeline import Pipeline
 from shared.plumbing.service import (
@@ -53,9 +54,10 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
             t.consent_state: ConsentState,
             t.privacy_receipts: ExportPart,
             t.privacy_jobs: NoticeJob,
+            t.privacy_audit: AuditCheckpoint,
         },
         api=api.make_api,
-        loops=[EXPIRY, NOTICES],
+        loops=[EXPIRY, NOTICES, CHECKPOINTS],
     )
 
 

@@ -13,6 +13,7 @@ from services.consent.settings import ConsentSettings
 from services.consent.state import SubjectState
 from shared.catalogue import PurposeCatalogue, load_purposes
 from shared.contract.codec import encode_envelope, event_time, kafka_headers
+from shared.evidence.signing import Signer
 from shared.plumbing import tracing
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
@@ -44,6 +45,9 @@ class Context(ServiceContext):
     key: bytes = field(init=False)
     """The current pseudonym key (new people are named with it)."""
     kid: str = field(init=False)
+    """The current pseudonym key's id (recorded on the rows it names)."""
+    signer: Signer | None = field(init=False)
+    """The checkpoint signing key (None: checkpoints are off)."""
     reads: asyncpg.Pool | None = field(default=None, init=False)
     """Connections for the decision endpoint: single read-only statements, no reset on release."""
     _last_time: tuple[datetime | None, str] = field(init=False, default=(None, ""))
@@ -51,6 +55,7 @@ class Context(ServiceContext):
     def __post_init__(self) -> None:
         self.keys = tuple((k.kid, k.encoded()) for k in keyring(self.settings.ledger_key))
         self.kid, self.key = self.keys[0]
+        self.signer = self.settings.checkpoint_signer()
         if self.base_catalogue is None:
             self.base_catalogue = self.catalogue
 

@@ -314,7 +314,7 @@ def verify_chain(
     """
     previous = Head()
     for entry in entries:
-        problem = _entry_problem(entry, previous, salt)
+        problem = entry_problem(entry, previous, salt)
         if problem:
             return ChainCheck(False, previous.seq, previous.seq + 1, problem)
         previous = Head(entry.seq, entry.hash)
@@ -324,7 +324,8 @@ def verify_chain(
     return ChainCheck(True, previous.seq)
 
 
-def _entry_problem(entry: LedgerEntry, previous: Head, salt: bytes | None) -> str | None:
+def entry_problem(entry: LedgerEntry, previous: Head, salt: bytes | None) -> str | None:
+    """What is wrong with `entry` after `previous` (its person's entry before), or None."""
     if entry.seq != previous.seq + 1:
         return f"entry {previous.seq + 1} is missing (found {entry.seq})"
     if entry.prev_hash != previous.hash:

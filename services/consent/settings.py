@@ -8,12 +8,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.evidence import settings as evidence
 from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.secrets import HashKey
-from shared.plumbing.settings import ServiceSettings
 
 
-class ConsentSettings(ServiceSettings):
+class ConsentSettings(evidence.CheckpointedSettings):
     """Everything the consent service reads from its environment."""
 
     model_config = SettingsConfigDict(

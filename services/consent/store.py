@@ -79,6 +79,10 @@ INSERT INTO ledger_heads (principal, seq, hash, salt)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
 ON CONFLICT (principal) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash
 """
+LEDGER_APPEND_LOCK = (
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended('ledger-append:' || current_schema(), 0))"
+)
+"""Held by every writer until it commits; the checkpointer takes it exclusively (evidence.store)."""
 SCRUB_LEDGER = "UPDATE ledger SET subject_id = NULL, evidence = NULL WHERE principal = ANY($1)"
 FORGET_SALTS = "UPDATE ledger_heads SET salt = NULL WHERE principal = ANY($1)"
 LEDGER_COLUMNS = (
@@ -235,6 +239,7 @@ async def append_ledger(conn: Conn, entries: Sequence[LedgerEntry]) -> None:
     """Append entries with COPY (the fastest bulk path)."""
     if not entries:
         return
+    await conn.execute(LEDGER_APPEND_LOCK)
     plain = _ENTRY_BEFORE_EVIDENCE
     records = [
         (*plain(e), None if e.evidence is None else orjson.dumps(e.evidence).decode())
@@ -250,7 +255,8 @@ async def scrub_ledger(conn: Conn, principals: Sequence[str]) -> None:
         await conn.execute(FORGET_SALTS, list(principals))
 
 
-def _entry(row: object) -> LedgerEntry:
+def entry_from_row(row: object) -> LedgerEntry:
+    """A ledger entry from its row (or a mapping of its columns)."""
     values = dict(row)  # type: ignore[call-overload]
     evidence = values.pop("evidence")
     return LedgerEntry(**values, evidence=None if evidence is None else orjson.loads(evidence))
@@ -258,19 +264,21 @@ def _entry(row: object) -> LedgerEntry:
 
 async def ledger_page(conn: Conn, principal: str, after: int, limit: int) -> list[LedgerEntry]:
     """Entries after `after` (a seq), at most `limit`."""
-    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_PAGE, principal, after, limit)]
+    return [
+        entry_from_row(r) for r in await conn.fetch(SELECT_LEDGER_PAGE, principal, after, limit)
+    ]
 
 
 async def ledger(conn: Conn, principal: str) -> list[LedgerEntry]:
     """Every entry of a person, in order."""
-    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER, principal)]
+    return [entry_from_row(r) for r in await conn.fetch(SELECT_LEDGER, principal)]
 
 
 async def ledger_until(
     conn: Conn | asyncpg.Pool, principal: str, at: datetime
 ) -> list[LedgerEntry]:
     """Entries of events that happened at or before `at`."""
-    return [_entry(r) for r in await conn.fetch(SELECT_LEDGER_UNTIL, principal, at)]
+    return [entry_from_row(r) for r in await conn.fetch(SELECT_LEDGER_UNTIL, principal, at)]
 
 
 RECORD_POLICY = """

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 
 from services.retention import domain, store
+from services.retention.checkpoints import CERTIFICATES, certificate_leaves
 from services.retention.context import Context
 from services.retention.disclosures import withheld
 from services.retention.views import (
@@ -29,6 +30,7 @@ from services.retention.views import (
     RollingPurges,
     SubjectRetention,
 )
+from shared.evidence.api import anchored, checkpoint_router
 from shared.plumbing import paging
 from shared.plumbing.service import Api
 
@@ -254,12 +256,19 @@ def make_api(ctx: Context) -> Api:
 
     @router.get("/certificates/verify")
     async def verify() -> ChainCheck:
-        """Check the deletion-certificate chain and that every completed deletion has one."""
+        """Check the deletion-certificate chain, that every completed deletion has one, and
+        (with a checkpoint key) every certificate against the signed checkpoints."""
         async with ctx.pool.acquire() as conn:
             problems = await verify_certificates(conn)
-        return ChainCheck(intact=not problems, problems=problems)
+        check = await anchored(ctx, CERTIFICATES.log, certificate_leaves)
+        if check is not None and not check.ok:
+            problems.append(f"{check.bad_entry}: {check.reason}")
+        return ChainCheck(intact=not problems, problems=problems, anchored=check)
 
-    return Api(router)
+    root = APIRouter()
+    root.include_router(router)
+    root.include_router(checkpoint_router(ctx, CERTIFICATES, certificate_leaves))
+    return Api(root)
 
 
 async def verify_certificates(conn: Any) -> list[str]:

@@ -8,10 +8,12 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaMessage, KafkaRouter
 
 from services.retention import api, loops
+from services.retention.checkpoints import CHECKPOINTS
 from services.retention.context import Context
 from services.retention.handlers import HANDLERS
 from services.retention.settings import RetentionSettings
 from shared.contract.events import (
+    AuditCheckpoint,
     DeletionJob,
     PurgeJob,
     RectificationJob,
@@ -58,9 +60,10 @@ def spec(ctx: Context) -> ServiceSpec[Context]:
                 DeletionJob | RectificationJob | RestrictionJob | RestrictionLiftedJob | PurgeJob
             ),
             t.requests_status: RequestStatusChanged,
+            t.privacy_audit: AuditCheckpoint,
         },
         api=api.make_api,
-        loops=loops.loops(),
+        loops=[*loops.loops(), CHECKPOINTS],
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from services.retention.settings import RetentionSettings
 from shared.catalogue import RetentionRules, load_retention
+from shared.evidence.signing import Signer
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.context import ServiceContext
 
@@ -17,6 +18,11 @@ class Context(ServiceContext):
 
     settings: RetentionSettings
     rules: RetentionRules
+    signer: Signer | None = field(init=False)
+    """The checkpoint signing key (None: checkpoints are off)."""
+
+    def __post_init__(self) -> None:
+        self.signer = self.settings.checkpoint_signer()
 
     @classmethod
     def from_settings(cls, settings: RetentionSettings, clock: Clock | None = None) -> Context:

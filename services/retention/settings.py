@@ -9,11 +9,11 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.catalogue import RETENTION_FILE
+from shared.evidence import settings as evidence
 from shared.plumbing.identifiers import SchemaName
-from shared.plumbing.settings import ServiceSettings
 
 
-class RetentionSettings(ServiceSettings):
+class RetentionSettings(evidence.CheckpointedSettings):
     """What the retention service needs beyond the shared settings."""
 
     model_config = SettingsConfigDict(

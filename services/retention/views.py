@@ -15,6 +15,7 @@ from pydantic_core.core_schema import SerializerFunctionWrapHandler
 from services.retention.domain.certificates import Certificate
 from services.retention.domain.dry_run import DryRunAnswer
 from shared.contract.events import CategoryOutcome
+from shared.evidence.api import AnchorCheck
 
 NEXT_PAGE = "Cursor of the next page (pass it as `after`); null on the last page."
 
@@ -271,3 +272,7 @@ class ChainCheck(BaseModel):
 
     intact: bool
     problems: list[str]
+    anchored: AnchorCheck | None = Field(
+        None,
+        description="Against the signed checkpoints on privacy.audit (absent without a key).",
+    )

@@ -497,6 +497,50 @@ class NoticeJobData(Data):
     due_by: AwareDatetime
 
 
+# --- evidence checkpoints (1.2.0) ---------------------------------------------------------
+
+
+Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class CheckpointFork(BaseModel):
+    """A restore from backup that this checkpoint records: history after it was re-derived."""
+
+    model_config = {"frozen": True}
+
+    restored_at: str = Field(max_length=64, description="When the restore ran (ISO 8601).")
+    backup_taken_at: str = Field(max_length=64, description="When the backup was taken.")
+
+
+class AuditCheckpointData(Data):
+    """A signed Merkle root over an audit log's entries since the previous checkpoint (subject:
+    the log). Hashes, counts and times only: no field is anyone's personal data."""
+
+    log: str = Field(
+        min_length=1,
+        max_length=100,
+        examples=["consent.ledger"],
+        description="The log: consent.ledger or retention.certificates.",
+    )
+    number: int = Field(ge=1, description="1 + the previous checkpoint's (repeats after a fork).")
+    after_seq: int = Field(ge=0, description="The log's global sequence it starts after.")
+    upto_seq: int = Field(ge=0, description="The last global sequence it covers.")
+    count: int = Field(ge=0, description="Entries covered (after_seq < seq <= upto_seq).")
+    root: Hex64 = Field(description="RFC 9162 Merkle tree hash over the entries' hashes.")
+    leaves: str = Field(
+        pattern=r"^[0-9a-f]*$",
+        description="The first 8 hex digits of each entry's hash, in order (names a bad entry).",
+    )
+    prev_hash: Hex64 = Field(description="The previous checkpoint's hash (zeros: the first).")
+    created_at: str = Field(max_length=64, description="When it was made (ISO 8601).")
+    key_id: str = Field(
+        pattern=r"^[0-9a-f]{16}$", description="First 16 hex of SHA-256 of the public key."
+    )
+    fork: CheckpointFork | None = Field(None, description="Set when it records a restore.")
+    hash: Hex64 = Field(description="SHA-256 of the canonical body (all but hash, signature).")
+    signature: str = Field(max_length=200, description="Ed25519 over the body, base64.")
+
+
 # --- the envelopes ------------------------------------------------------------------------
 
 
@@ -655,6 +699,10 @@ class NoticeJob(CloudEvent[NoticeJobData]):
     type: Literal["notice.job.v1"] = "notice.job.v1"
 
 
+class AuditCheckpoint(CloudEvent[AuditCheckpointData]):
+    type: Literal["audit.checkpoint.v1"] = "audit.checkpoint.v1"
+
+
 ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     AccountSignedUp,
     AccountClosed,
@@ -698,6 +746,8 @@ ALL_EVENTS: tuple[type[CloudEvent[Any]], ...] = (
     # policy changes and notices (1.1.0)
     PolicyPublished,
     NoticeJob,
+    # evidence checkpoints (1.2.0)
+    AuditCheckpoint,
 )
 
 EVENT_TYPES: dict[str, type[CloudEvent[Any]]] = {
@@ -746,7 +796,9 @@ AnyEvent = Annotated[
     | DisclosureRecorded
     # policy changes and notices (1.1.0)
     | PolicyPublished
-    | NoticeJob,
+    | NoticeJob
+    # evidence checkpoints (1.2.0)
+    | AuditCheckpoint,
     Field(discriminator="type"),
 ]
 

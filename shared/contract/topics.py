@@ -28,6 +28,7 @@ class Topics(BaseModel):
     privacy_jobs: str = "privacy.jobs"
     requests_status: str = "privacy.requests.status"
     deadletter: str = "privacy.deadletter"
+    privacy_audit: str = "privacy.audit"
 
     def with_prefix(self, prefix: str) -> Topics:
         """The same topics, each name prefixed."""
@@ -44,7 +45,12 @@ class Topics(BaseModel):
     def kept(self) -> set[str]:
         """Topics projections are rebuilt from: no time limit by default, so no event type on
         them has a personal field (DESIGN §5; tests/unit/contract/test_kept_topics.py)."""
-        return {self.accounts_lifecycle, self.legal_holds, self.privacy_policies}
+        return {
+            self.accounts_lifecycle,
+            self.legal_holds,
+            self.privacy_policies,
+            self.privacy_audit,
+        }
 
     def for_types(self, event_types: Iterable[str]) -> list[str]:
         """The topics events of these types travel on, each once, in the contract's order."""
@@ -105,6 +111,8 @@ _CARRIED["legal_holds"] += (ev.DisclosureRecorded,)
 # 1.2.0: on a kept topic of their own, since consent.changes (evidence) has bounded retention.
 _CARRIED["privacy_policies"] = (ev.PolicyPublished,)
 _CARRIED["privacy_jobs"] += (ev.NoticeJob,)
+# evidence checkpoints (1.2.0): kept without time limit, the anchor outside the databases
+_CARRIED["privacy_audit"] = (ev.AuditCheckpoint,)
 
 TOPIC_OF_TYPE: Mapping[str, str] = MappingProxyType(
     {

@@ -165,4 +165,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reconsent_purposes": ["analytics_providers"],
         "due_by": LATER,
     },
+    # evidence checkpoints (1.2.0)
+    "audit.checkpoint.v1": {
+        "log": "consent.ledger",
+        "number": 1,
+        "after_seq": 0,
+        "upto_seq": 2,
+        "count": 2,
+        "root": "ab" * 32,
+        "leaves": "0123456789abcdef",
+        "prev_hash": "0" * 64,
+        "created_at": LATER,
+        "key_id": "0123456789abcdef",
+        "hash": "cd" * 32,
+        "signature": "c2lnbmF0dXJl",
+    },
 }

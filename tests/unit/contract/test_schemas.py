@@ -41,8 +41,10 @@ def test_every_design_event_type_exists():
     rolling_retention = {"purge.job.v1", "purge.completed.v1", "purge.failed.v1"}  # 1.1.0
     disclosures = {"disclosure.recorded.v1"}  # 1.1.0
     notices = {"policy.published.v1", "notice.job.v1"}  # 1.1.0
-    assert design | added_1_1_restriction | rolling_retention | disclosures | notices == set(
-        EVENT_TYPES
+    checkpoints = {"audit.checkpoint.v1"}  # 1.2.0
+    assert (
+        design | added_1_1_restriction | rolling_retention | disclosures | notices | checkpoints
+        == set(EVENT_TYPES)
     )
 
 

@@ -36,8 +36,8 @@ REQUIRED = {
 NOT_SECRETS = {"EXPORT_PUBLIC_BASE_URL", "PP_RUNBOOK_BASE_URL", "ALERT_WEBHOOK_URL"}
 # What each service's settings call a secret, and the Docker secret compose gives it.
 SERVICE_SECRETS = {
-    "consent": {"database_url", "api_token", "ledger_key"},
-    "retention": {"database_url", "api_token"},
+    "consent": {"database_url", "api_token", "ledger_key", "checkpoint_key"},
+    "retention": {"database_url", "api_token", "checkpoint_key"},
     "export": {"database_url", "api_token", "service_key", "link_secret"},
 }
 

@@ -39,7 +39,7 @@ def test_policy_and_topic_names_are_read_from_the_environment(
 def test_dry_run_prints_every_topic_with_its_policy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10  # 1.2.0: privacy.policies
+    assert len(lines) == 11  # 1.2.0: privacy.policies and privacy.audit
     assert any(
         line.startswith("consent.state: ") and "cleanup.policy=compact" in line for line in lines
     )
@@ -51,6 +51,7 @@ def test_dry_run_prints_every_topic_with_its_policy(capsys: pytest.CaptureFixtur
         line.startswith("consent.changes: ") and f"retention.ms={35 * DAY_MS}" in line
         for line in lines
     )
+    assert any(line.startswith("privacy.audit: ") and "retention.ms=-1" in line for line in lines)
 
 
 def test_invalid_settings_exit_with_code_two(

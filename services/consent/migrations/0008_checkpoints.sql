@@ -1,0 +1,36 @@
+-- One global order over every person's ledger entries (insertion order): checkpoints sign the
+-- entries of all persons in that order. Rows written before are numbered as they lie.
+ALTER TABLE ledger ADD COLUMN gseq bigserial;
+CREATE UNIQUE INDEX ledger_gseq ON ledger (gseq);
+
+-- Signed checkpoints of this schema's audit log (shared.evidence): append-only, like the log.
+-- The runtime role needs INSERT and SELECT only; no row is ever updated, deleted or truncated.
+-- The copy that counts is the one published to `privacy.audit`: verifiers read that.
+CREATE TABLE checkpoints (
+    id bigserial PRIMARY KEY,
+    log text NOT NULL,
+    number bigint NOT NULL,
+    hash text NOT NULL UNIQUE,
+    upto_seq bigint NOT NULL,
+    restore_id bigint NOT NULL DEFAULT 0,
+    body jsonb NOT NULL,
+    created_at timestamptz NOT NULL
+);
+
+CREATE FUNCTION checkpoints_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'checkpoints are append-only';
+END $$;
+CREATE TRIGGER checkpoints_append_only BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION checkpoints_append_only();
+CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION checkpoints_append_only();
+
+-- An entry's place in the order never changes (the older append-only trigger predates gseq).
+CREATE FUNCTION ledger_gseq_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a ledger entry''s place in the order never changes';
+END $$;
+CREATE TRIGGER ledger_gseq_fixed BEFORE UPDATE OF gseq ON ledger
+    FOR EACH ROW WHEN (NEW.gseq IS DISTINCT FROM OLD.gseq)
+    EXECUTE FUNCTION ledger_gseq_fixed();

@@ -1,0 +1,1 @@
+"""Signed, anchored checkpoints over the append-only logs (consent ledger, certificates)."""
