@@ -73,7 +73,8 @@ INSERT INTO ledger_heads (principal, seq, hash, salt)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[])
 ON CONFLICT (principal) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash
 """
-SCRUB_LEDGER = "UPDATE ledger SET subject_id = NULL, evidence = NULL WHERE principal = ANY($1)"
+SCRUB_LEDGER = "SELECT ledger_scrub($1::text[])"
+"""Erasure blanks the personal columns through the one function allowed to (migration 0007)."""
 FORGET_SALTS = "UPDATE ledger_heads SET salt = NULL WHERE principal = ANY($1)"
 LEDGER_COLUMNS = (
     "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import backup, dlq, holds, publish, subjects, topics, verify
+from shared.cli import backup, dlq, holds, migrate, publish, subjects, topics, verify
 
 app = typer.Typer(help="Operate Privacy Plane: events, subjects, jobs, dead letters, holds.")
 app.add_typer(dlq.app, name="dlq")
@@ -17,3 +17,4 @@ app.command("dry-run")(subjects.dry_run)
 app.command("verify-ledger")(verify.verify_ledger)
 app.command()(backup.backup)
 app.command()(backup.restore)
+app.command("migrate")(migrate.migrate)

@@ -25,7 +25,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, positions, readiness
+from shared.plumbing import db, deadletters, http, metrics, migrator, positions, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -216,16 +216,25 @@ class Runtime(Generic[C]):
         return self.settings.database_url.get_secret_value()
 
     async def start(self) -> None:
-        """Migrate, open the pool and context, start the relay, the consumer and the loops."""
+        """Migrate (if asked) or check the schema, open the pool and context, start the relay, the consumer and the loops."""
         s = self.settings
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            await db.migrate(conn, s.db_schema, self.spec.migrations)
-        finally:
-            await conn.close()
+        if s.migrate_on_start:
+            owner = s.migrate_database_url or s.database_url
+            await migrator.migrate_service(
+                owner.get_secret_value(), self.spec.name, s.db_schema, self.spec.migrations, self.dsn
+            )
         self._pool = await db.create_pool(
             self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
         )
+        try:
+            async with self.pool.acquire() as conn:
+                await migrator.require_migrated(
+                    conn, self.spec.name, s.db_schema, self.spec.migrations
+                )
+        except BaseException:
+            await self._pool.close()
+            self._pool = None
+            raise
         await self.context.open(self._pool)
 
         def new_producer() -> AIOKafkaProducer:

@@ -77,7 +77,19 @@ class ServiceSettings(SecretFileSettings):
 
     service_name: str
     kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
-    database_url: NonEmptySecret = Field(description="postgresql://user:password@host:port/db")
+    database_url: NonEmptySecret = Field(
+        description="postgresql://user:password@host:port/db, as the service's runtime role"
+    )
+    migrate_on_start: bool = Field(
+        False,
+        description="Migrate the schema at start-up (development and tests). Off: the "
+        "service only checks that `privacy-plane migrate` has applied every migration.",
+    )
+    migrate_database_url: NonEmptySecret | None = Field(
+        None,
+        description="The schema owner's URL (runs the migrations, grants the runtime role); "
+        "`privacy-plane migrate` reads it, and migrate_on_start when set (else database_url).",
+    )
     db_schema: SchemaName
     group_id: str | None = None
     topics: Topics = Topics()
