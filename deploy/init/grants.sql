@@ -29,6 +29,25 @@ SELECT format('CREATE SCHEMA IF NOT EXISTS %I AUTHORIZATION %I', :'svc', :'owner
 -- so truncate the ledger or drop its trigger): everything it owns here passes to the owner.
 SELECT format('REASSIGN OWNED BY %I TO %I', :'runtime', :'owner') \gexec
 SELECT format('ALTER SCHEMA %I OWNER TO %I', :'svc', :'owner') \gexec
+-- Objects someone else made here (a superuser's migrations or restore): the owner's too.
+SELECT format('ALTER TABLE %I.%I OWNER TO %I', :'svc', c.relname, :'owner')
+FROM pg_class c
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = :'svc')
+  AND c.relkind IN ('r', 'p') AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = :'owner')
+\gexec
+SELECT format('ALTER SEQUENCE %I.%I OWNER TO %I', :'svc', c.relname, :'owner')
+FROM pg_class c
+WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = :'svc')
+  AND c.relkind = 'S' AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = :'owner')
+  AND NOT EXISTS (SELECT FROM pg_depend d  -- a column's sequence follows its table
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype IN ('a', 'i'))
+\gexec
+SELECT format('ALTER FUNCTION %s OWNER TO %I', p.oid::regprocedure, :'owner')
+FROM pg_proc p
+WHERE p.pronamespace = (SELECT oid FROM pg_namespace WHERE nspname = :'svc')
+  AND p.proowner <> (SELECT oid FROM pg_roles WHERE rolname = :'owner')
+\gexec
 SELECT format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', :'svc') \gexec
 SELECT format('REVOKE ALL ON SCHEMA %I FROM %I', :'svc', :'runtime') \gexec
 SELECT format('GRANT USAGE ON SCHEMA %I TO %I', :'svc', :'runtime') \gexec

@@ -87,4 +87,3 @@ async def grant_runtime(conn: Conn, service: str, schema: str, role: str) -> Non
     async with conn.transaction():
         for statement in statements(schema, role, tables, service):
             await conn.execute(statement)
-

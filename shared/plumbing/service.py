@@ -221,7 +221,11 @@ class Runtime(Generic[C]):
         if s.migrate_on_start:
             owner = s.migrate_database_url or s.database_url
             await migrator.migrate_service(
-                owner.get_secret_value(), self.spec.name, s.db_schema, self.spec.migrations, self.dsn
+                owner.get_secret_value(),
+                self.spec.name,
+                s.db_schema,
+                self.spec.migrations,
+                self.dsn,
             )
         self._pool = await db.create_pool(
             self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size

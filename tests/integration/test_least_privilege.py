@@ -1,0 +1,138 @@
+"""The production path end to end: db-init's two roles, `privacy-plane migrate` as the owner, and
+the consent service connected as its runtime role, which may not migrate, alter or rewrite its
+ledger, and still takes a person through sign-up, grant and erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from typer.testing import CliRunner
+
+from services.consent.app import build_runtime
+from services.consent.settings import ConsentSettings
+from shared.cli.commands import app as cli
+from shared.contract.codec import decode
+from shared.contract.events import Evidence
+from shared.contract.topics import Topics
+from shared.plumbing.clock import ManualClock
+from shared.plumbing.migrator import NotMigrated
+from tests.support import events as make
+from tests.support.infra import Infra
+from tests.support.kafka import produce, read_topic
+from tests.support.roles import Fresh, fresh_database
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def fresh(infra: Infra) -> AsyncIterator[Fresh]:
+    async with fresh_database(infra.database_url) as made:
+        await made.grants("consent")
+        yield made
+
+
+def settings_for(fresh: Fresh, infra: Infra, topics: Topics) -> ConsentSettings:
+    """The service as compose runs it: the runtime role's URL, no migrating at start."""
+    return ConsentSettings(
+        kafka_bootstrap_servers=infra.kafka,
+        database_url=fresh.runtime_dsn("consent"),
+        db_schema=fresh.roles["consent"].schema,
+        group_id=f"g-{fresh.tid}",
+        topics=topics,
+        api_token="least-privilege-token",
+        ledger_key="ledger-test-key-0123",
+        batch_timeout_ms=20,
+        migrate_on_start=False,
+    )
+
+
+async def test_the_service_refuses_to_start_on_a_schema_the_owner_has_not_migrated(
+    infra: Infra, topics: Topics, fresh: Fresh
+) -> None:
+    runtime = build_runtime(settings_for(fresh, infra, topics))
+    with pytest.raises(NotMigrated, match="privacy-plane migrate --service consent"):
+        await runtime.start()
+    # and it may not do it itself: its role creates nothing in the schema
+    allowed = settings_for(fresh, infra, topics).model_copy(update={"migrate_on_start": True})
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await build_runtime(allowed).start()
+
+
+async def test_consent_runs_end_to_end_as_its_runtime_role_after_the_owner_migrated(
+    infra: Infra, topics: Topics, fresh: Fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = fresh.roles["consent"]
+    monkeypatch.setenv("CONSENT_MIGRATE_DATABASE_URL", fresh.owner_dsn("consent"))
+    monkeypatch.setenv("CONSENT_DATABASE_URL", fresh.runtime_dsn("consent"))
+    monkeypatch.setenv("CONSENT_DB_SCHEMA", roles.schema)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["migrate", "--service", "consent"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "consent/migrations/0007_ledger_scrub.sql" in result.output
+
+    runtime = build_runtime(
+        settings_for(fresh, infra, topics), ManualClock(T0 + timedelta(hours=1))
+    )
+    await runtime.start()
+    owner = await fresh.connect_owner("consent")
+    try:
+        assert runtime.readiness.problems["migrations"] is None
+        s = "usr_least"
+        await produce(
+            infra.kafka,
+            topics.accounts_lifecycle,
+            [make.signed_up(s, "acc_least", at=T0, consents={"marketing_email": True})],
+        )
+        grant = make.granted(
+            s, "personalisation", via="web_form", at=T0 + timedelta(minutes=1),
+            evidence=Evidence(user_agent="Firefox/140"),
+        )  # fmt: skip
+        await produce(infra.kafka, topics.consent_changes, [grant])
+        erasure = make.erasure(
+            s, "req_least", verified_by="support:1", source="portal", at=T0 + timedelta(minutes=2)
+        )
+        await produce(infra.kafka, topics.privacy_requests, [erasure])
+
+        def mine(records: list[Any]) -> list[Any]:
+            return [r for r in records if r.key == s.encode()]
+
+        states = await read_topic(
+            infra.kafka, topics.consent_state, until=lambda rs: len(mine(rs)) >= 3
+        )
+        assert [r.value is None for r in mine(states)] == [False, False, True]  # tombstone
+        assert decode(mine(states)[0].value).subject == s
+        rows = await wait_rows(
+            owner, 'SELECT subject_id, evidence, hash FROM "{}".ledger', roles.schema, 2
+        )
+        assert all(r["subject_id"] is None and r["evidence"] is None for r in rows)  # scrubbed
+        assert all(r["hash"] for r in rows)  # the chain stays
+        assert await owner.fetchval(f'SELECT count(*) FROM "{roles.schema}".suppressed') == 1
+        tables = await owner.fetch(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = $1", roles.schema
+        )
+        assert {t["tableowner"] for t in tables} == {roles.owner}
+    finally:
+        await owner.close()
+        await runtime.stop()
+
+
+async def wait_rows(
+    conn: asyncpg.Connection, query: str, schema: str, count: int, within: float = 30
+) -> list[asyncpg.Record]:
+    deadline = time.monotonic() + within
+    while True:
+        rows = await conn.fetch(query.format(schema))
+        if len(rows) >= count and all(r["subject_id"] is None for r in rows):
+            return list(rows)
+        if time.monotonic() > deadline:
+            return list(rows)
+        await asyncio.sleep(0.05)
