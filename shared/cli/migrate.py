@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from enum import Enum
+from enum import StrEnum
 from importlib import import_module
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from shared.plumbing.secrets import FILE_SUFFIX, read_secret_file
 SERVICES = ("consent", "retention", "export")
 
 
-class Which(str, Enum):
+class Which(StrEnum):
     """A service, or all of them."""
 
     consent = "consent"

@@ -67,12 +67,16 @@ def statements(schema: str, role: str, tables: set[str], service: str) -> list[s
         # the functions a migration revoked from PUBLIC (the ledger scrub) are the runtime's
         f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {s} TO {r}",
     ]
-    for table in sorted(tables & append_only(service)):
-        done.append(f"REVOKE UPDATE, DELETE ON {s}.{identifiers.quoted(table, 'table')} FROM {r}")
-    for table in sorted(tables & READ_ONLY):
-        t = identifiers.quoted(table, "table")
-        done.append(f"REVOKE INSERT, UPDATE, DELETE ON {s}.{t} FROM {r}")
+    evidence = sorted(tables & append_only(service))
+    done += [f"REVOKE UPDATE, DELETE ON {s}.{_table(t)} FROM {r}" for t in evidence]
+    done += [
+        f"REVOKE INSERT, UPDATE, DELETE ON {s}.{_table(t)} FROM {r}" for t in READ_ONLY & tables
+    ]
     return done
+
+
+def _table(name: str) -> str:
+    return identifiers.quoted(name, "table name")
 
 
 async def grant_runtime(conn: Conn, service: str, schema: str, role: str) -> None:

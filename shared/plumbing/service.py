@@ -216,7 +216,8 @@ class Runtime(Generic[C]):
         return self.settings.database_url.get_secret_value()
 
     async def start(self) -> None:
-        """Migrate (if asked) or check the schema, open the pool and context, start the relay, the consumer and the loops."""
+        """Migrate (if asked) or check the schema; open the pool and context; start the relay,
+        the consumer and the loops."""
         s = self.settings
         if s.migrate_on_start:
             owner = s.migrate_database_url or s.database_url
