@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from services.consent.app import build_runtime
+from services.consent.rebuild import rebuild
 from services.consent.settings import ConsentSettings
 from shared.cli.commands import app as cli
 from shared.contract.codec import decode
@@ -25,7 +28,7 @@ from shared.plumbing.migrator import NotMigrated
 from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
-from tests.support.roles import Fresh, fresh_database
+from tests.support.roles import Fresh, fresh_database, run_grants
 
 pytestmark = pytest.mark.integration
 
@@ -123,6 +126,37 @@ async def test_consent_runs_end_to_end_as_its_runtime_role_after_the_owner_migra
     finally:
         await owner.close()
         await runtime.stop()
+
+
+async def test_a_rebuild_runs_as_the_owner_and_leaves_a_schema_the_runtime_role_can_use(
+    infra: Infra, topics: Topics, fresh: Fresh
+) -> None:
+    """Production's rebuild: the DBA makes the new schema (grants.sql), the rebuild writes it as
+    the owner and grants the runtime role, which then reads but cannot rewrite the ledger."""
+    assert await fresh.migrate("consent")
+    s = "usr_rebuilt"
+    await produce(
+        infra.kafka,
+        topics.accounts_lifecycle,
+        [make.signed_up(s, "acc_rebuilt", at=T0, consents={"marketing_email": True})],
+    )
+    roles = fresh.roles["consent"]
+    into = replace(roles, schema=f"{roles.schema}_rebuilt")
+    await run_grants(fresh, into, roles.runtime_pw)
+    settings = settings_for(fresh, infra, topics).model_copy(
+        update={"migrate_database_url": SecretStr(fresh.owner_dsn("consent"))}
+    )
+    assert await rebuild(settings, into.schema, ManualClock(T0), within_s=60) == 1
+    conn = await fresh.connect_runtime("consent")
+    try:
+        ledger = f'"{into.schema}".ledger'
+        assert await conn.fetchval(f"SELECT count(*) FROM {ledger}") >= 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f"DELETE FROM {ledger}")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(f"TRUNCATE {ledger}")
+    finally:
+        await conn.close()
 
 
 async def wait_rows(
