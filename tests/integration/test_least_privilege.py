@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -19,12 +20,18 @@ from typer.testing import CliRunner
 from services.consent.app import build_runtime
 from services.consent.rebuild import rebuild
 from services.consent.settings import ConsentSettings
+from services.export.app import build_runtime as build_export
+from services.export.settings import default_owners
+from services.retention.api import verify_certificates
 from shared.cli.commands import app as cli
 from shared.contract.codec import decode
+from shared.contract.envelope import CloudEvent
 from shared.contract.events import Evidence
 from shared.contract.topics import Topics
 from shared.plumbing.clock import ManualClock
 from shared.plumbing.migrator import NotMigrated
+from tests.integration.export import harness as export
+from tests.integration.retention import harness as retention
 from tests.support import events as make
 from tests.support.infra import Infra
 from tests.support.kafka import produce, read_topic
@@ -90,27 +97,28 @@ async def test_consent_runs_end_to_end_as_its_runtime_role_after_the_owner_migra
     try:
         assert runtime.readiness.problems["migrations"] is None
         s = "usr_least"
-        await produce(
-            infra.kafka,
-            topics.accounts_lifecycle,
-            [make.signed_up(s, "acc_least", at=T0, consents={"marketing_email": True})],
-        )
-        grant = make.granted(
-            s, "personalisation", via="web_form", at=T0 + timedelta(minutes=1),
-            evidence=Evidence(user_agent="Firefox/140"),
-        )  # fmt: skip
-        await produce(infra.kafka, topics.consent_changes, [grant])
-        erasure = make.erasure(
-            s, "req_least", verified_by="support:1", source="portal", at=T0 + timedelta(minutes=2)
-        )
-        await produce(infra.kafka, topics.privacy_requests, [erasure])
 
         def mine(records: list[Any]) -> list[Any]:
             return [r for r in records if r.key == s.encode()]
 
-        states = await read_topic(
-            infra.kafka, topics.consent_state, until=lambda rs: len(mine(rs)) >= 3
+        grant = make.granted(
+            s, "personalisation", via="web_form", at=T0 + timedelta(minutes=1),
+            evidence=Evidence(user_agent="Firefox/140"),
+        )  # fmt: skip
+        erasure = make.erasure(
+            s, "req_least", verified_by="support:1", source="portal", at=T0 + timedelta(minutes=2)
         )
+        steps: list[tuple[str, CloudEvent[Any]]] = [
+            (
+                topics.accounts_lifecycle,
+                make.signed_up(s, "acc_least", at=T0, consents={"marketing_email": True}),
+            ),
+            (topics.consent_changes, grant),
+            (topics.privacy_requests, erasure),
+        ]
+        for n, (topic, event) in enumerate(steps, 1):  # one at a time: topics do not interleave
+            await produce(infra.kafka, topic, [event])
+            states = await read_topic(infra.kafka, topics.consent_state, until=at_least(mine, n))
         assert [r.value is None for r in mine(states)] == [False, False, True]  # tombstone
         assert decode(mine(states)[0].value).subject == s
         rows = await wait_rows(
@@ -159,6 +167,10 @@ async def test_a_rebuild_runs_as_the_owner_and_leaves_a_schema_the_runtime_role_
         await conn.close()
 
 
+def at_least(mine: Callable[[list[Any]], list[Any]], n: int) -> Callable[[list[Any]], bool]:
+    return lambda records: len(mine(records)) >= n
+
+
 async def wait_rows(
     conn: asyncpg.Connection, query: str, schema: str, count: int, within: float = 30
 ) -> list[asyncpg.Record]:
@@ -170,3 +182,81 @@ async def wait_rows(
         if time.monotonic() > deadline:
             return list(rows)
         await asyncio.sleep(0.05)
+
+
+def on_fresh_database(infra: Infra, fresh: Fresh) -> Infra:
+    """The infrastructure with the test's own database (the harnesses read it as superuser)."""
+    s = fresh.server
+    return replace(infra, database_url=s.dsn(s.user, s.password, fresh.database))
+
+
+async def test_retention_certifies_a_deletion_as_its_runtime_role(
+    infra: Infra, topics: Topics, fresh: Fresh
+) -> None:
+    await fresh.grants("retention")
+    assert await fresh.migrate("retention")
+    roles = fresh.roles["retention"]
+    h = await retention.Harness.start(
+        on_fresh_database(infra, fresh),
+        topics,
+        roles.schema,
+        database_url=fresh.runtime_dsn("retention"),
+        migrate_on_start=False,
+    )
+    try:
+        await h.send(
+            topics.accounts_lifecycle,
+            retention.signed_up("usr_lp", "acc_lp"),
+            retention.closed("usr_lp", "acc_lp"),
+        )
+        job = (await h.jobs())[0]
+        await h.send(
+            topics.privacy_receipts, retention.completed("usr_lp", job["job_id"], "marketing", 7)
+        )
+        certificates = await retention.eventually(
+            lambda: h.fetch("SELECT job_id FROM certificates"), bool
+        )
+        assert [c["job_id"] for c in certificates] == [job["job_id"]]
+        async with h.runtime.pool.acquire() as conn:  # the service's own connections
+            assert await verify_certificates(conn) == []
+            for statement in (
+                "ALTER TABLE certificates DISABLE TRIGGER certificates_append_only",
+                "UPDATE certificates SET body = body",
+                "TRUNCATE certificates",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(statement)
+    finally:
+        await h.stop()
+
+
+async def test_export_assembles_a_bundle_as_its_runtime_role(
+    infra: Infra, topics: Topics, fresh: Fresh, tmp_path: Path
+) -> None:
+    await fresh.grants("export")
+    assert await fresh.migrate("export")
+    roles = fresh.roles["export"]
+    on_fresh = on_fresh_database(infra, fresh)
+    settings = export.settings_for(on_fresh, topics, roles.schema, tmp_path).model_copy(
+        update={"database_url": SecretStr(fresh.runtime_dsn("export")), "migrate_on_start": False}
+    )
+    runtime = build_export(settings, ManualClock())
+    await runtime.start()
+    try:
+        client = cast(Any, None)  # the test reads no HTTP route
+        h = export.Harness(on_fresh, topics, roles.schema, settings, ManualClock(), runtime, client)
+        await h.request_export("usr_lp", "req_lp")
+        jobs = await h.jobs("req_lp", len(default_owners()))
+        parts = [
+            part
+            for job in jobs.values()
+            for category in job.data.categories
+            for part in export.inline_parts(
+                job, category, export.records_for(job.data.owner, category, 2)
+            )
+        ]
+        await h.send(*parts)
+        done = await h.wait_status("req_lp", "completed")
+        assert done.data.bundle_id
+    finally:
+        await runtime.stop()
