@@ -5,15 +5,17 @@ only read and append to the evidence tables."""
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from shared.plumbing import privileges
+from shared.plumbing import migrator, privileges
 from tests.support.infra import Infra
-from tests.support.roles import SERVICES, Fresh, fresh_database
+from tests.support.roles import SERVICES, Fresh, fresh_database, migrations
 
 pytestmark = pytest.mark.db
 
@@ -299,3 +301,45 @@ async def test_migrate_refuses_a_runtime_role_that_holds_the_owners_rights(
         await fresh.migrate("export")
     await fresh.grants("export")  # db-init takes the membership away again
     assert await fresh.migrate("export") == []  # (the migrations ran before the refusal)
+
+
+async def test_upgrading_from_one_role_per_service_hands_everything_to_the_owner(
+    fresh: Fresh, tmp_path: Path
+) -> None:
+    """Before: the service's role owned its schema and migrated it at start. db-init's new
+    grants.sql gives the owner everything (the role's and a superuser's objects alike), and
+    the next migrate takes the ledger away from the runtime role."""
+    roles = fresh.roles["consent"]
+    before = tmp_path / "consent" / "migrations"  # the release before this one: up to 0006
+    before.mkdir(parents=True)
+    for path in sorted(migrations("consent").glob("*.sql"))[:6]:
+        shutil.copy(path, before / path.name)
+    server = fresh.server
+    admin = await asyncpg.connect(server.dsn(server.user, server.password, fresh.database))
+    try:
+        await admin.execute(f"CREATE ROLE \"{roles.runtime}\" LOGIN PASSWORD '{roles.runtime_pw}'")
+        await admin.execute(f'GRANT CONNECT ON DATABASE "{fresh.database}" TO "{roles.runtime}"')
+        await admin.execute(f'CREATE SCHEMA "{roles.schema}" AUTHORIZATION "{roles.runtime}"')
+        # the old way: the service's one role migrates its own schema
+        await migrator.migrate_service(
+            fresh.runtime_dsn("consent"), "consent", roles.schema, before
+        )
+        await admin.execute(f'CREATE TABLE "{roles.schema}".made_by_hand (x int)')  # superuser's
+    finally:
+        await admin.close()
+    await fresh.grants("consent")
+    assert await fresh.migrate("consent") == ["consent/migrations/0007_ledger_scrub.sql"]
+    owner = await fresh.connect_owner("consent")
+    conn = await fresh.connect_runtime("consent")
+    try:
+        owners = await owner.fetch(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = $1", roles.schema
+        )
+        assert {r["tableowner"] for r in owners} == {roles.owner}
+        for statement in ("TRUNCATE ledger", "DROP TRIGGER ledger_append_only ON ledger"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(statement)
+        await conn.execute("SELECT ledger_scrub(ARRAY['nobody'])")
+    finally:
+        await conn.close()
+        await owner.close()
