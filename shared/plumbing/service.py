@@ -236,9 +236,11 @@ class Runtime(Generic[C]):
                 await migrator.require_migrated(
                     conn, self.spec.name, s.db_schema, self.spec.migrations
                 )
-        except BaseException:
+        except BaseException as exc:
             await self._pool.close()
             self._pool = None
+            if isinstance(exc, migrator.NotMigrated):
+                log.error("schema_not_migrated", service=s.service_name, reason=str(exc))
             raise
         await self.context.open(self._pool)
 
