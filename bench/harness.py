@@ -266,6 +266,9 @@ class Bench:
             f"{prefix}GROUP_ID": f"bench-{schema}",
             f"{prefix}TOPICS": topics.model_dump_json(),
             f"{prefix}LOG_LEVEL": "WARNING",
+            # a private schema each run: the service migrates it (production: `privacy-plane
+            # migrate` as the owner role beforehand)
+            f"{prefix}MIGRATE_ON_START": "true",
         }
         env.update({f"{prefix}{key.upper()}": value for key, value in extra.items()})
         return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,6 +13,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from shared.contract.topics import Topics
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
 from tests.support.infra import Infra, provide
+
+# Tests start services on fresh schemas of their own, so each service migrates its schema at
+# start (<PREFIX>MIGRATE_ON_START; production runs `privacy-plane migrate` as the owner and the
+# service only checks). Set here once, so every runtime a test builds in process, and every
+# service process the fault harness starts, does it. The tests of the production path
+# (tests/db/deploy/test_grants.py) turn it off explicitly.
+for _prefix in ("", "CONSENT_", "RETENTION_", "EXPORT_", "TOY_"):
+    os.environ.setdefault(f"{_prefix}MIGRATE_ON_START", "true")
 
 
 @pytest.fixture(scope="session")

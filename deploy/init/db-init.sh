@@ -1,8 +1,10 @@
 #!/bin/sh
 # One-shot database initialisation for docker compose (service db-init), idempotent.
-# Needs PGHOST, PGUSER, PGDATABASE, PGPASSWORD_FILE (the superuser's password) and each
-# service's database URL as a Docker secret, /run/secrets/<svc>_database_url, of the form
-# postgresql://<svc>:<password>@host:port/db: the role is given the password its service uses.
+# Needs PGHOST, PGUSER, PGDATABASE, PGPASSWORD_FILE (the superuser's password) and two database
+# URLs per service as Docker secrets: /run/secrets/<svc>_database_url, the runtime role the
+# service connects with (postgresql://<svc>:<password>@host:port/db), and
+# /run/secrets/<svc>_migrate_database_url, the schema's owner that `privacy-plane migrate` uses
+# (postgresql://<svc>_owner:<password>@…). Each role is given the password in its URL.
 # All the SQL is in grants.sql (tests/db/deploy/test_grants.py runs it on a real PostgreSQL).
 set -eu
 here=$(dirname "$0")
@@ -20,14 +22,23 @@ secret() {
 PGPASSWORD=$(secret "${PGPASSWORD_FILE:?}")
 export PGPASSWORD
 
+# "<user> <password>" of a postgresql://user:password@host… URL, or nothing.
+login() {
+  printf '%s\n' "$1" | sed -n -E 's#^postgres(ql)?://([a-z_][a-z0-9_]*):([^@/]+)@.+#\2 \3#p'
+}
+
 for svc in consent retention export; do
-  url=$(secret "$secrets/${svc}_database_url")
-  pw=$(printf '%s\n' "$url" | sed -n -E "s#^postgres(ql)?://$svc:([^@/]+)@.+#\\2#p")
-  if [ -z "$pw" ]; then
-    echo "db-init: ${svc}_database_url is not postgresql://$svc:<password>@host:port/db" >&2
+  set -- $(login "$(secret "$secrets/${svc}_database_url")")
+  runtime=${1:-} runtime_pw=${2:-}
+  set -- $(login "$(secret "$secrets/${svc}_migrate_database_url")")
+  owner=${1:-} owner_pw=${2:-}
+  if [ -z "$runtime_pw" ] || [ -z "$owner_pw" ] || [ "$runtime" = "$owner" ]; then
+    echo "db-init: ${svc}_database_url and ${svc}_migrate_database_url must be" \
+      "postgresql://<role>:<password>@host:port/db with two different roles" >&2
     exit 1
   fi
-  psql -X -q -v ON_ERROR_STOP=1 -v svc="$svc" -v pw="$pw" -v db="$PGDATABASE" \
+  psql -X -q -v ON_ERROR_STOP=1 -v svc="$svc" -v db="$PGDATABASE" \
+    -v owner="$owner" -v owner_pw="$owner_pw" -v runtime="$runtime" -v runtime_pw="$runtime_pw" \
     -f "$here/grants.sql"
-  echo "db-init: role and schema '$svc' ready"
+  echo "db-init: schema '$svc' owned by '$owner', used by '$runtime'"
 done

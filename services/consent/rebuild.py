@@ -47,7 +47,7 @@ from services.consent.handlers import HANDLERS
 from services.consent.loops import expire_due
 from services.consent.replay import Ends, replay_partitions
 from services.consent.settings import ConsentSettings
-from shared.plumbing import db, identifiers
+from shared.plumbing import db, identifiers, migrator
 from shared.plumbing.clock import Clock, SystemClock
 from shared.plumbing.logging import configure_logging, get_logger
 
@@ -68,11 +68,16 @@ async def rebuild(
 ) -> int:
     """Replay into `into_schema` (created if needed); returns the number of subjects."""
     clock = clock or SystemClock()
-    settings = settings.model_copy(update={"publish": False})  # builds no outbound event
-    dsn = settings.database_dsn()
-    conn = await asyncpg.connect(dsn)
+    runtime_dsn = settings.database_dsn()
+    # As the schema's owner when one is configured: it creates the new schema's tables (and
+    # writes the ledger, which the runtime role may only append to), then grants the runtime
+    # role, so the service can be pointed at the new schema as it is.
+    owner = settings.migrate_database_url or settings.database_url
+    settings = settings.model_copy(update={"publish": False, "database_url": owner})
+    dsn = settings.database_dsn()  # the owner's URL with the TLS settings in it
+    await migrator.migrate_service(dsn, "consent", into_schema, MIGRATIONS, runtime_dsn)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": into_schema})
     try:
-        await db.migrate(conn, into_schema, MIGRATIONS)
         if await conn.fetchval(store.SELECT_NOT_EMPTY):
             raise RebuildError(f"schema {into_schema} is not empty: drop it or name a new one")
         source = identifiers.quoted(settings.db_schema)

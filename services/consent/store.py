@@ -83,7 +83,8 @@ LEDGER_APPEND_LOCK = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended('ledger-append:' || current_schema(), 0))"
 )
 """Held by every writer until it commits; the checkpointer takes it exclusively (evidence.store)."""
-SCRUB_LEDGER = "UPDATE ledger SET subject_id = NULL, evidence = NULL WHERE principal = ANY($1)"
+SCRUB_LEDGER = "SELECT ledger_scrub($1::text[])"
+"""Erasure blanks the personal columns through the one function allowed to (migration 0007)."""
 FORGET_SALTS = "UPDATE ledger_heads SET salt = NULL WHERE principal = ANY($1)"
 LEDGER_COLUMNS = (
     "principal, seq, event_id, event_source, event_type, kind, target, old_state, new_state, "

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from shared.cli import backup, dlq, evidence, holds, keys, publish, subjects, topics, verify
+from shared.cli import (
+    backup,
+    dlq,
+    evidence,
+    holds,
+    keys,
+    migrate,
+    publish,
+    subjects,
+    topics,
+    verify,
+)
 
 app = typer.Typer(help="Operate Privacy Plane: events, subjects, jobs, dead letters, holds, keys.")
 app.add_typer(dlq.app, name="dlq")
@@ -22,3 +33,4 @@ app.command("checkpoint-key")(evidence.checkpoint_key)
 app.command("export-checkpoints")(evidence.export_checkpoints)
 app.command()(backup.backup)
 app.command()(backup.restore)
+app.command("migrate")(migrate.migrate)

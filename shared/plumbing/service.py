@@ -28,7 +28,17 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, positions, readiness, tls, tracing
+from shared.plumbing import (
+    db,
+    deadletters,
+    http,
+    metrics,
+    migrator,
+    positions,
+    readiness,
+    tls,
+    tracing,
+)
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -234,20 +244,31 @@ class Runtime(Generic[C]):
         return self.settings.database_dsn()
 
     async def start(self) -> None:
-        """Migrate, open the pool and context, start the relay, the consumer and the loops."""
+        """Migrate (if asked) or check the schema; open the pool and context; start the relay,
+        the consumer and the loops."""
         s = self.settings
         await self._check_kafka_credentials()
         try:
-            conn = await asyncpg.connect(self.dsn)
+            if s.migrate_on_start:
+                await migrator.migrate_service(
+                    s.migrate_dsn(), self.spec.name, s.db_schema, self.spec.migrations, self.dsn
+                )
+            self._pool = await db.create_pool(
+                self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
+            )
         except ssl.SSLError as exc:
             raise tls.postgres_refusal(exc, s.env_prefix, self.dsn) from None
         try:
-            await db.migrate(conn, s.db_schema, self.spec.migrations)
-        finally:
-            await conn.close()
-        self._pool = await db.create_pool(
-            self.dsn, s.db_schema, min_size=s.pool_min_size, max_size=s.pool_max_size
-        )
+            async with self.pool.acquire() as conn:
+                await migrator.require_migrated(
+                    conn, self.spec.name, s.db_schema, self.spec.migrations
+                )
+        except BaseException as exc:
+            await self._pool.close()
+            self._pool = None
+            if isinstance(exc, migrator.NotMigrated):
+                log.error("schema_not_migrated", service=s.service_name, reason=str(exc))
+            raise
         await self.context.open(self._pool)
 
         def new_producer() -> AIOKafkaProducer:

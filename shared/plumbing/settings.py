@@ -78,7 +78,19 @@ class ServiceSettings(SecretFileSettings):
 
     service_name: str
     kafka_bootstrap_servers: str = Field(description="host:port[,host:port]")
-    database_url: NonEmptySecret = Field(description="postgresql://user:password@host:port/db")
+    database_url: NonEmptySecret = Field(
+        description="postgresql://user:password@host:port/db, as the service's runtime role"
+    )
+    migrate_on_start: bool = Field(
+        False,
+        description="Migrate the schema at start-up (development and tests). Off: the "
+        "service only checks that `privacy-plane migrate` has applied every migration.",
+    )
+    migrate_database_url: NonEmptySecret | None = Field(
+        None,
+        description="The schema owner's URL (runs the migrations, grants the runtime role); "
+        "`privacy-plane migrate` reads it, and migrate_on_start when set (else database_url).",
+    )
     database_sslmode: SslMode | None = Field(
         None,
         description="libpq's sslmode for PostgreSQL; verify-full in production. Unset: the "
@@ -145,6 +157,11 @@ class ServiceSettings(SecretFileSettings):
     def database_dsn(self) -> str:
         """The database URL with the TLS settings in it: what every connection opens."""
         url = self.database_url.get_secret_value()
+        return postgres_dsn(url, self.database_sslmode, self.database_sslrootcert)
+
+    def migrate_dsn(self) -> str:
+        """The schema owner's URL (else the runtime's) with the same TLS settings in it."""
+        url = (self.migrate_database_url or self.database_url).get_secret_value()
         return postgres_dsn(url, self.database_sslmode, self.database_sslrootcert)
 
     @property

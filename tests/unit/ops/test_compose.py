@@ -223,7 +223,7 @@ def test_topics_init_creates_every_contract_topic_with_its_policy(
 def test_every_long_running_container_has_healthcheck_restart_and_limits(
     resolved: dict[str, Any],
 ) -> None:
-    one_shots = {"topics-init", "db-init"}
+    one_shots = {"topics-init", "db-init", "migrate"}
     for name, service in resolved["services"].items():
         limits = service["deploy"]["resources"]["limits"]
         assert limits.get("cpus"), name
@@ -302,6 +302,30 @@ def test_every_interpolated_variable_is_documented_in_env_example() -> None:
     assert used - documented == set()
 
 
+def test_services_start_after_the_migrate_step_which_runs_as_each_schema_owner(
+    resolved: dict[str, Any],
+) -> None:
+    services = resolved["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["privacy-plane", "migrate", "--service", "all"]
+    assert migrate["depends_on"]["db-init"] == {"condition": "service_completed_successfully"}
+    for name in SERVICES:
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }
+        assert f"{name.upper()}_MIGRATE_ON_START" not in services[name]["environment"]
+        prefix = name.upper()
+        environment = migrate["environment"]
+        mounted = {s["source"] for s in migrate["secrets"]}
+        for key, secret in (
+            ("MIGRATE_DATABASE_URL_FILE", f"{name}_migrate_database_url"),
+            ("DATABASE_URL_FILE", f"{name}_database_url"),
+        ):
+            assert environment[f"{prefix}_{key}"] == f"/run/secrets/{secret}"
+            assert secret in mounted
+        assert {"source": f"{name}_migrate_database_url"} in services["db-init"]["secrets"]
+
+
 def test_db_init_gives_each_service_its_own_role_and_schema(resolved: dict[str, Any]) -> None:
     init = resolved["services"]["db-init"]
     assert init["entrypoint"] == ["sh", "/init/db-init.sh"]
@@ -337,11 +361,23 @@ def test_db_init_gives_each_role_the_password_of_its_database_url(tmp_path: Path
     for name in SERVICES:
         url = (secrets / f"{name}_database_url").read_text().strip()
         password = url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-        assert any(f"svc={name} -v pw={password} " in call for call in calls), name
+        owner_url = (secrets / f"{name}_migrate_database_url").read_text().strip()
+        owner_password = owner_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+        assert any(
+            f"svc={name} " in call
+            and f"-v owner={name}_owner -v owner_pw={owner_password} " in call
+            and f"-v runtime={name} -v runtime_pw={password} " in call
+            for call in calls
+        ), name
     (secrets / "export_database_url").write_text("postgresql://export@postgres/privacy\n")
     result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
     assert result.returncode != 0
-    assert "export_database_url is not postgresql://export:<password>@" in result.stderr
+    assert "export_database_url and export_migrate_database_url must be" in result.stderr
+    owner_url = (secrets / "export_migrate_database_url").read_text()
+    (secrets / "export_database_url").write_text(owner_url)  # one role for both: refused
+    result = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "two different roles" in result.stderr
     grants = str(DEPLOY / "init" / "grants.sql")
     assert all(call.endswith(f"-f {grants}") for call in calls)  # all the SQL is in grants.sql
 
