@@ -186,10 +186,10 @@ async def test_the_runtime_role_may_only_read_and_append_each_evidence_table(fre
 LEDGER_ROW = """
 INSERT INTO ledger (principal, seq, subject_id, event_id, event_source, event_type, kind,
                     target, old_state, new_state, applied, occurred_at, received_at, evidence,
-                    personal_digest, prev_hash, hash)
+                    personal_digest, prev_hash, hash, kid)
 VALUES ($1, $2::bigint, $3, 'e' || $2::text, 'src', 'consent.granted.v1', 'consent', 'marketing_email',
         'unset', 'granted', true, now(), now(), '{"user_agent": "Firefox"}', 'digest',
-        'prev', 'hash' || $2::text)
+        'prev', 'hash' || $2::text, 'legacy')
 """
 
 
@@ -266,22 +266,22 @@ async def test_tables_added_later_get_working_rights_and_declared_evidence_only_
     owner = await fresh.connect_owner("retention")
     conn = await fresh.connect_runtime("retention")
     try:
-        await owner.execute("CREATE TABLE checkpoints (seq bigserial PRIMARY KEY, root text)")
-        await conn.execute("INSERT INTO checkpoints (root) VALUES ('a')")
-        await conn.execute("UPDATE checkpoints SET root = 'b'")
+        await owner.execute("CREATE TABLE seals (seq bigserial PRIMARY KEY, root text)")
+        await conn.execute("INSERT INTO seals (root) VALUES ('a')")
+        await conn.execute("UPDATE seals SET root = 'b'")
         declared = {**privileges.APPEND_ONLY, "retention": privileges.APPEND_ONLY["retention"]}
-        declared["retention"] = declared["retention"] | {"checkpoints"}
+        declared["retention"] = declared["retention"] | {"seals"}
         monkeypatch.setattr(privileges, "APPEND_ONLY", declared)
         assert await fresh.migrate("retention") == []
-        await conn.execute("INSERT INTO checkpoints (root) VALUES ('c')")
+        await conn.execute("INSERT INTO seals (root) VALUES ('c')")
         for statement in (
-            "UPDATE checkpoints SET root = 'd'",
-            "DELETE FROM checkpoints",
-            "TRUNCATE checkpoints",
+            "UPDATE seals SET root = 'd'",
+            "DELETE FROM seals",
+            "TRUNCATE seals",
         ):
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(statement)
-        assert await conn.fetchval("SELECT count(*) FROM checkpoints") == 2
+        assert await conn.fetchval("SELECT count(*) FROM seals") == 2
     finally:
         await conn.close()
         await owner.close()
@@ -328,7 +328,11 @@ async def test_upgrading_from_one_role_per_service_hands_everything_to_the_owner
     finally:
         await admin.close()
     await fresh.grants("consent")
-    assert await fresh.migrate("consent") == ["consent/migrations/0009_ledger_scrub.sql"]
+    assert await fresh.migrate("consent") == [
+        "consent/migrations/0007_key_ids.sql",
+        "consent/migrations/0008_checkpoints.sql",
+        "consent/migrations/0009_ledger_scrub.sql",
+    ]
     owner = await fresh.connect_owner("consent")
     conn = await fresh.connect_runtime("consent")
     try:
