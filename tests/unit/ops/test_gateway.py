@@ -61,7 +61,7 @@ class Recorder(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: Recorder
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         seen = {
             "service": self.server.name,
             "path": self.path,
@@ -76,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the test reads `seen`."""
 
 
@@ -170,7 +170,8 @@ def test_https_with_the_gateway_ca_reaches_each_service_with_token_and_query(
     verify = tls.http_verify(str(gateway.cafile))
     for name, port in gateway.ports.items():
         for host in ("localhost", "127.0.0.1"):  # both are in the certificate
-            path = f"/v1/exports/req_1/download?expires=1767225600&sig=abc%2Fdef&host={host}"
+            # a signed download link's query (services/export) passes through unchanged
+            path = f"/v1/downloads/bnd_1?expires=1767225600&kid=20261206-ab12&sig=a%2Fb-_&h={host}"
             response = httpx.get(
                 f"https://{host}:{port}{path}",
                 headers={"Authorization": f"Bearer {TOKEN}"},
@@ -223,6 +224,15 @@ def test_plain_http_on_a_service_port_is_closed_unanswered_and_never_proxied(
     assert gateway.seen() == before
 
 
+def test_the_cli_given_http_for_the_gateway_says_to_use_https(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PP_CONSENT_URL", f"http://127.0.0.1:{gateway.ports['consent']}")
+    monkeypatch.setenv("PP_API_TOKEN", TOKEN)
+    with pytest.raises(common.CliError, match=r"set PP_CONSENT_URL=https://… and PP_HTTP_CAFILE"):
+        common.api("consent", "/v1/subjects/usr_1")
+
+
 def test_a_client_that_does_not_trust_the_gateway_ca_is_refused(
     gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,7 +245,7 @@ def test_a_client_that_does_not_trust_the_gateway_ca_is_refused(
     monkeypatch.setenv("PP_EXPORT_URL", f"https://localhost:{gateway.ports['export']}")
     monkeypatch.setenv("PP_API_TOKEN", TOKEN)
     monkeypatch.setenv("PP_HTTP_CAFILE", str(other))
-    with pytest.raises(common.CliError, match="certificate was refused.*check PP_HTTP_CAFILE"):
+    with pytest.raises(common.CliError, match=r"certificate was refused.*check PP_HTTP_CAFILE"):
         common.api("export", "/v1/exports")
     assert gateway.seen() == before  # the handshake failed: nothing was proxied
 
