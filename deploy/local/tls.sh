@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # variables are used by the scripts that source lib.sh
-# The TLS stack of deploy/local/{up,down,status,env} --tls. Sourced by lib.sh, not executed.
+# The TLS stack of deploy/local/{up,down,status,env} --tls. Sourced by lib.sh, not executed
+# (deploy/make-secrets sources it too, for tls_ca_and_server: the compose gateway's certificate).
 #
 # A throwaway CA (openssl) signs one server certificate for localhost and 127.0.0.1. Kafka
 # listens with SASL_SSL only (SCRAM-SHA-512, users created when the storage is formatted;
@@ -33,6 +34,36 @@ tls_mode() {
 
 _random_hex() { od -An -tx1 -N16 /dev/urandom | tr -d ' \n'; }
 
+# A throwaway CA and one server certificate it signs, made with openssl in DIR: ca.pem, ca.key,
+# server.pem, server.key (openssl's output in DIR/openssl.log, printed on failure).
+#   tls_ca_and_server DIR SUBJECT_ALT_NAMES DAYS [rsa|ec]
+# SUBJECT_ALT_NAMES as openssl writes them: DNS:localhost,IP:127.0.0.1. Keys are RSA 2048 or
+# ECDSA P-256 (ec: made in milliseconds; every TLS 1.2+ client takes them).
+tls_ca_and_server() {
+  local dir=$1 san=$2 days=$3 alg=${4:-rsa}
+  local -a newkey=(-newkey rsa:2048)
+  local usage=digitalSignature,keyEncipherment
+  if [[ $alg == ec ]]; then
+    newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    usage=digitalSignature # an ECDSA key signs; it never encrypts a key
+  fi
+  local cn=${san%%,*}
+  cn=${cn#*:}
+  local log="$dir/openssl.log"
+  {
+    openssl req -x509 "${newkey[@]}" -nodes -days "$days" -subj "/CN=Privacy Plane throwaway CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req "${newkey[@]}" -nodes -subj "/CN=$cn" -keyout "$dir/server.key" -out "$dir/server.csr"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+      -CAcreateserial -days "$days" -out "$dir/server.pem" -extfile <(printf '%s\n' \
+        "subjectAltName=$san" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,$usage" "extendedKeyUsage=serverAuth" \
+        "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer")
+  } >"$log" 2>&1 || { cat "$log" >&2; return 1; }
+  rm -f "$dir/server.csr" "$dir/ca.srl"
+}
+
 # The CA and the server certificate (kept while both exist; `down --purge` removes them).
 tls_certs() {
   command -v openssl >/dev/null 2>&1 || die "openssl not found (apt-get install -y openssl)"
@@ -47,19 +78,8 @@ tls_certs() {
     return 0
   fi
   say "making a throwaway CA and a server certificate (localhost, 127.0.0.1) in $CERTS"
-  local log="$CERTS/openssl.log"
-  {
-    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Privacy Plane local TLS CA" \
-      -keyout "$CERTS/ca.key" -out "$CA_PEM" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
-      -keyout "$SERVER_KEY" -out "$CERTS/server.csr"
-    openssl x509 -req -in "$CERTS/server.csr" -CA "$CA_PEM" -CAkey "$CERTS/ca.key" \
-      -CAcreateserial -days 30 -out "$SERVER_PEM" -extfile <(printf '%s\n' \
-        "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
-        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
-        "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer")
-  } >"$log" 2>&1 || { cat "$log" >&2; die "openssl could not make the certificates"; }
+  tls_ca_and_server "$CERTS" "DNS:localhost,IP:127.0.0.1" 30 rsa ||
+    die "openssl could not make the certificates"
   # Kafka reads a PEM key store: the private key (PKCS#8, unencrypted) then the chain.
   (umask 077 && cat "$SERVER_KEY" "$SERVER_PEM" >"$KAFKA_KEYSTORE")
   chmod 600 "$CERTS/ca.key" "$SERVER_KEY"

@@ -151,6 +151,11 @@ def api(service: str, path: str, **params: Any) -> Any:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             refused = f"{service} at {base}: its TLS certificate was refused ({exc})"
             raise CliError(f"{refused}: check PP_HTTP_CAFILE") from None
+        if isinstance(exc, httpx.RemoteProtocolError) and base.startswith("http://"):
+            # what an HTTPS-only port (compose's gateway) does with plain HTTP: closes it
+            hint = f"if it serves HTTPS, set PP_{service.upper()}_URL=https://… and PP_HTTP_CAFILE"
+            closed = f"{service} at {base} closed the connection unanswered"
+            raise CliError(f"{closed}: {hint}") from None
         raise CliError(f"{service} at {base} is not answering: {exc}") from None
     if response.status_code >= 400:
         raise CliError(f"{service} {path}: {response.status_code} {response.text[:300]}")

@@ -79,7 +79,11 @@ def filled_env(tmp_path: Path, extra: dict[str, str] | None = None) -> Path:
         if sep and not line.startswith("#") and value == "" and key in REQUIRED:
             line = f"{key}={REQUIRED[key]}"
         lines.append(line)
-    lines.append(f"PP_SECRETS_DIR={make_secrets(tmp_path / 'secrets')}")
+    secrets = make_secrets(tmp_path / "secrets")
+    lines.append(f"PP_SECRETS_DIR={secrets}")
+    # the gateway's certificate follows the secrets folder (deploy/.env.example says so)
+    lines.append(f"PP_GATEWAY_TLS_CERT={secrets / 'gateway_tls_cert'}")
+    lines.append(f"PP_GATEWAY_TLS_KEY={secrets / 'gateway_tls_key'}")
     lines += [f"{k}={v}" for k, v in (extra or {}).items()]
     path = tmp_path / "ci.env"
     path.write_text("\n".join(lines) + "\n")

@@ -90,10 +90,11 @@ def test_a_scaled_deployment_is_valid_and_no_replica_claims_a_host_port(tmp_path
 
 def test_the_gateway_finds_every_replica_through_dockers_dns() -> None:
     text = GATEWAY_CONF.read_text()
-    # a variable in proxy_pass: resolved per request (cached `valid`), every A record used
+    # a variable in proxy_pass: resolved per request (cached `valid`), every A record used;
+    # each service port is HTTPS (test_gateway.py runs the file with nginx)
     assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", text, re.M)
     servers = re.findall(
-        r"listen (\d+);\s*location / \{\s*set \$(\w+) (\S+);\s*proxy_pass \$(\w+);", text
+        r"listen (\d+) ssl;\s*location / \{\s*set \$(\w+) (\S+);\s*proxy_pass \$(\w+);", text
     )
     assert {(int(port), url) for port, _, url, _ in servers} == {
         (port, f"http://{name}:8000") for name, port in PORTS.items()
