@@ -81,3 +81,48 @@ def test_the_current_key_cannot_be_retired(tmp_path: Path) -> None:
     result = RUN.invoke(app, ["keys", "retire", "export", "legacy", "--secrets-dir", str(folder)])
     assert result.exit_code == 2
     assert "current key" in result.output
+
+
+def test_a_checkpoint_key_rotates_by_replacement_and_verifiers_keep_every_public_key(
+    tmp_path: Path,
+) -> None:
+    """The old key signed checkpoints that must still verify: its public key is listed beside
+    the new one; the private seed is replaced, never kept, and retiring is refused."""
+    from shared.evidence.signing import Signer, Verifier, generate_seed
+
+    key_file = tmp_path / "consent_checkpoint_key"
+    key_file.write_text(generate_seed() + "\n")
+    old = Signer.from_file(key_file)
+    signed_before = old.sign(b"checkpoint 1")
+    args = ["--secrets-dir", str(tmp_path)]
+
+    result = RUN.invoke(app, ["keys", "rotate", "consent-checkpoint", *args])
+
+    assert result.exit_code == 0, result.output
+    new = Signer.from_file(key_file)
+    assert new.key_id != old.key_id
+    assert "restart: consent" in result.output
+    assert key_file.read_text().strip() not in result.output  # the seed is never printed
+    listed = (tmp_path / "consent_checkpoint_key.public").read_text().splitlines()
+    assert listed == [f"{new.key_id} {new.public}", f"{old.key_id} {old.public}"]
+    verifier = Verifier.of(line.split()[1] for line in listed)
+    assert verifier.check(old.key_id, b"checkpoint 1", signed_before) is None
+    assert verifier.check(new.key_id, b"checkpoint 2", new.sign(b"checkpoint 2")) is None
+    only_new = Verifier.of([new.public])
+    assert only_new.check(old.key_id, b"checkpoint 1", signed_before) is not None
+
+    listing = RUN.invoke(app, ["keys", "list", *args])
+    assert f"{new.key_id} (current), verify only: {old.key_id}" in listing.output
+    retire = RUN.invoke(app, ["keys", "retire", "consent-checkpoint", old.key_id, *args])
+    assert retire.exit_code == 2
+    assert "refused" in retire.output
+
+
+def test_a_checkpoint_key_that_is_unreadable_is_not_replaced(tmp_path: Path) -> None:
+    key_file = tmp_path / "retention_checkpoint_key"
+    key_file.write_text("not base64 at all!\n")
+    result = RUN.invoke(
+        app, ["keys", "rotate", "retention-checkpoint", "--secrets-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert key_file.read_text() == "not base64 at all!\n"
