@@ -254,6 +254,7 @@ class Runtime(Generic[C]):
             accepts=self.spec.handlers.accepts,
             apply=self.spec.handlers.apply(self.context),
             tombstone_topics=frozenset(s.topics.compacted()),
+            max_event_bytes=s.max_event_bytes,
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()

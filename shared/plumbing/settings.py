@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from shared.contract.envelope import MAX_EVENT_BYTES
 from shared.contract.topics import Topics
 from shared.plumbing.identifiers import SchemaName
 from shared.plumbing.secrets import NonEmptySecret, SecretFileSettings, Token
@@ -93,6 +94,13 @@ class ServiceSettings(SecretFileSettings):
     log_level: str = "INFO"
     batch_max_records: int = Field(500, ge=1, le=10_000)
     batch_timeout_ms: int = Field(50, ge=1)
+    max_event_bytes: int = Field(
+        MAX_EVENT_BYTES,
+        ge=1024,
+        le=1_000_000,
+        description="Largest consumed record (value and headers) taken as an event; larger "
+        "ones are dead-lettered unparsed as too_large. Under Kafka's message size (1 MiB).",
+    )
     relay_batch_size: int = Field(1000, ge=1)
     relay_transactional_id: str | None = Field(
         None,
