@@ -25,7 +25,7 @@ from faststream import Context as Injected
 from faststream.kafka import KafkaBroker, KafkaMessage, KafkaRouter
 from starlette.middleware import Middleware
 
-from shared.plumbing import db, deadletters, http, metrics, positions, readiness
+from shared.plumbing import db, deadletters, http, limits, metrics, positions, readiness
 from shared.plumbing.clock import Clock
 from shared.plumbing.context import ServiceContext
 from shared.plumbing.handlers import Handlers
@@ -342,7 +342,7 @@ class Runtime(Generic[C]):
             docs_url=None,
             redoc_url=None,
             openapi_url=None,
-            middleware=list(api.middleware) if api else None,
+            middleware=[*limits.front(self.settings), *(api.middleware if api else ())],
         )
         app.include_router(http.ops_router(self))
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])

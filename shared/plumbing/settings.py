@@ -90,6 +90,18 @@ class ServiceSettings(SecretFileSettings):
     )
     api_token: Token = Field(description="Bearer token for the HTTP API (16+ characters).")
     http_host: str = "127.0.0.1"
+    http_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies: 413.")
+    http_max_query_bytes: int = Field(4096, ge=256, description="Longer query strings: 414.")
+    http_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Larger header blocks (names and values): 431."
+    )
+    http_max_in_flight: int = Field(
+        32,
+        ge=1,
+        description="Requests (open endpoints aside) run at once per process; more are refused "
+        "at once with 503 and Retry-After. About the target latency over one request's time.",
+    )
+    http_retry_after_s: int = Field(1, ge=1, description="The Retry-After of a 503 refusal.")
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
     batch_max_records: int = Field(500, ge=1, le=10_000)
