@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from bench.stats import highest_sustained, median_attempt, with_failures
+from bench.stats import highest_sustained, median_attempt, percentile, with_failures
 
 
 @dataclass
@@ -41,6 +41,12 @@ class Step:
     attempts: list[float] = field(default_factory=list)
     """The p99 of every attempt at this rate (each step runs `--repeats` times; this is the
     median attempt)."""
+    accepted_p99_ms: float = 0.0
+    """p99 of the 200 answers alone (the overload scenario's figure; 0 when there were none)."""
+    refused: int = 0
+    """503 answers (admission control), also counted in `errors`."""
+    refused_p99_ms: float = 0.0
+    """p99 latency of the 503 answers, from their scheduled time (how fast a refusal comes)."""
 
 
 class Connection:
@@ -81,6 +87,7 @@ async def run_step(
     total = max(1, int(offered * duration))
     queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
     latencies: list[float] = []
+    refusals: list[float] = []
     errors = timeouts = 0
     timeout = timeout_ms / 1000
 
@@ -106,6 +113,8 @@ async def run_step(
                 latencies.append((loop.time() - scheduled) * 1000)
             else:
                 errors += 1
+                if status == 503:
+                    refusals.append((loop.time() - scheduled) * 1000)
 
     workers = [asyncio.create_task(worker(c)) for c in conns]
     start = loop.time() + 0.01
@@ -132,6 +141,9 @@ async def run_step(
         p50_ms=summary.p50,
         p99_ms=summary.p99,
         max_ms=summary.max,
+        accepted_p99_ms=percentile(latencies, 99) if latencies else 0.0,
+        refused=len(refusals),
+        refused_p99_ms=percentile(refusals, 99) if refusals else 0.0,
     )
 
 
