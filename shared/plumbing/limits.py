@@ -1,8 +1,8 @@
 """Bounded HTTP input and admission control, as plain ASGI middleware in front of every service.
 
-`RequestLimits` refuses a request whose query string (414), headers (431) or body (413) is over
-its setting before any route sees it; a body is counted as it arrives, so a chunked upload
-without `Content-Length` cannot grow past the limit either. `Admission` lets at most
+`RequestLimits` refuses a request whose path and query string (414), headers (431) or body
+(413) is over its setting before any route sees it; a body is counted as it arrives, so a
+chunked upload without `Content-Length` cannot grow past the limit either. `Admission` lets at most
 `max_in_flight` requests run at once per process and refuses the rest at once with 503 and
 `Retry-After` instead of queueing them: past capacity, the accepted requests keep their
 latency and memory stays bounded. The open endpoints (health, readiness, metrics) bypass it, so
@@ -32,7 +32,7 @@ class HttpLimits:
     """The bounds on one request (settings `http_max_*`)."""
 
     max_body_bytes: int = 1024 * 1024
-    max_query_bytes: int = 4096
+    max_url_bytes: int = 4096
     max_header_bytes: int = 16 * 1024
 
 
@@ -40,7 +40,7 @@ def front(settings: ServiceSettings) -> list[Middleware]:
     """The middleware every service puts first: input bounds, then admission control."""
     limits = HttpLimits(
         max_body_bytes=settings.http_max_body_bytes,
-        max_query_bytes=settings.http_max_query_bytes,
+        max_url_bytes=settings.http_max_url_bytes,
         max_header_bytes=settings.http_max_header_bytes,
     )
     service = settings.service_name
@@ -72,7 +72,7 @@ class BodyTooLarge(Exception):
 
 
 class RequestLimits:
-    """414, 431 or 413 for a query string, header block or body past `limits`."""
+    """414, 431 or 413 for a path and query string, header block or body past `limits`."""
 
     def __init__(self, app: ASGIApp, *, service: str, limits: HttpLimits) -> None:
         self.app = app
@@ -84,10 +84,11 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         lim = self.limits
-        query = len(scope.get("query_string", b""))
-        if query > lim.max_query_bytes:
-            detail = f"query string of {query} bytes, over the limit of {lim.max_query_bytes}"
-            await self._refuse(send, 414, "query_too_long", detail)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        url = len(raw_path) + len(scope.get("query_string", b""))
+        if url > lim.max_url_bytes:
+            detail = f"path and query string of {url} bytes, over the limit of {lim.max_url_bytes}"
+            await self._refuse(send, 414, "url_too_long", detail)
             return
         headers = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
         if headers > lim.max_header_bytes:

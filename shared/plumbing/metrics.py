@@ -79,7 +79,7 @@ REQUESTS_DUE_SOON = Gauge(
 HTTP_REFUSED = Counter(
     "pp_http_refused_total",
     "HTTP requests refused before any route ran (shared.plumbing.limits), by a fixed reason: "
-    "overloaded, body_too_large, query_too_long, headers_too_large",
+    "overloaded, body_too_large, url_too_long, headers_too_large",
     ["service", "reason"],
 )
 CONSUMER_LAG = Gauge(

@@ -91,7 +91,9 @@ class ServiceSettings(SecretFileSettings):
     api_token: Token = Field(description="Bearer token for the HTTP API (16+ characters).")
     http_host: str = "127.0.0.1"
     http_max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger bodies: 413.")
-    http_max_query_bytes: int = Field(4096, ge=256, description="Longer query strings: 414.")
+    http_max_url_bytes: int = Field(
+        4096, ge=256, description="Longer request targets (path and query string): 414."
+    )
     http_max_header_bytes: int = Field(
         16 * 1024, ge=1024, description="Larger header blocks (names and values): 431."
     )

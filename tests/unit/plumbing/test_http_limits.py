@@ -75,15 +75,17 @@ def app(held: Held, **settings: int) -> httpx.AsyncClient:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with app(
-        Held(), http_max_query_bytes=256, http_max_header_bytes=2048, http_max_body_bytes=1024
+        Held(), http_max_url_bytes=256, http_max_header_bytes=2048, http_max_body_bytes=1024
     ) as c:
         yield c
 
 
-async def test_a_long_query_string_is_refused_with_414(client: httpx.AsyncClient):
+async def test_a_long_query_string_or_path_is_refused_with_414(client: httpx.AsyncClient):
     answer = await client.get("/v1/held", params={"q": "x" * 300}, headers=AUTH)
     assert answer.status_code == 414
-    assert "query string of 302 bytes, over the limit of 256" in answer.json()["detail"]
+    assert "query string of 310 bytes, over the limit of 256" in answer.json()["detail"]
+    long_path = await client.get("/v1/subjects/" + "s" * 300 + "/consent", headers=AUTH)
+    assert long_path.status_code == 414
 
 
 async def test_large_headers_are_refused_with_431(client: httpx.AsyncClient):
