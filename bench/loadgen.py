@@ -57,9 +57,13 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self.reader, self.writer
+
     async def get(self, path: str) -> int:
         if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.reader, self.writer = await self.connect()
         self.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self.headers)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -178,6 +182,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     headers += b"\r\n"
     conns = [Connection(args.host, args.port, headers) for _ in range(args.connections)]
     try:
+        # Every connection open before any step: a step must not time hundreds of handshakes
+        # (the warm-up's rate would use only a few of them).
+        await asyncio.gather(*(conn.connect() for conn in conns))
         await run_step(conns, paths, args.warmup_rate, args.warmup, args.timeout_ms)  # unrecorded
         steps: list[Step] = []
         for offered in args.rates:

@@ -86,8 +86,45 @@ async def seeded_consent(bench: Bench, label: str, subjects: int) -> tuple[Child
     return child, topics, schema
 
 
+@dataclass
+class Offered:
+    """One overload run: the load generator's step, RSS before and during, CPU share."""
+
+    step: dict[str, Any]
+    before: float
+    rss: list[float]
+    cpu: str
+
+    @property
+    def growth(self) -> float | None:
+        return max(self.rss, default=self.before) / self.before if self.before else None
+
+    def note(self) -> str:
+        s = self.step
+        return (
+            f"{s['ok']:,} accepted of {s['sent']:,} ({s['achieved']:,.0f} req/s), "
+            f"{s['refused']:,} refused (p99 {s['refused_p99_ms']:,.1f} ms), "
+            f"{s['errors'] - s['refused']:,} other errors, {s['timeouts']:,} timeouts; "
+            f"accepted p99 {s['accepted_p99_ms']:,.1f} ms; RSS {self.before:.0f} MB before, "
+            f"max {max(self.rss, default=self.before):.0f} MB; {self.cpu}"
+        )
+
+
+async def offer(
+    bench: Bench, child: Child, paths: str, rate: float, seconds: float, name: str
+) -> Offered:
+    """`rate` requests/s for `seconds` over 256 connections, RSS sampled meanwhile."""
+    before = child.rss_mb() or 0.0
+    argv = ["--connections", "256", "--repeats", "1"]
+    with bench.profiled(child, name) as phase:
+        async with Samples(child).running() as samples:
+            step = (await load(bench, child, paths, [rate], seconds, name, argv))[0]
+    return Offered(step, before, samples.rss, phase.note("consent"))
+
+
 async def http_overload(bench: Bench) -> list[Row]:
-    """Three times the sustained decision rate for 60 s against one consent process."""
+    """Three times the sustained decision rate for 60 s against one consent process, with
+    admission control (the default 32 in flight) and, as the baseline, without it."""
     subjects = bench.size(20_000, 1_000)
     seconds = max(10.0, 60 * min(1.0, bench.scale * 5))
     p99 = Row(SECTION, "decisions at 3x: accepted p99", None, "ms", target=Target("<", 10))
@@ -96,42 +133,34 @@ async def http_overload(bench: Bench) -> list[Row]:
     rss = Row(SECTION, "decisions at 3x: max RSS / before", None, "x")
     rss.target = Target("<", RSS_GROWTH_LIMIT)
     rows = [p99, refused, refusal, rss]
-    child, _, _ = await seeded_consent(bench, "overload", subjects)
+    child, topics, schema = await seeded_consent(bench, "overload", subjects)
     paths = paths_file(bench, subjects)
-    once = ["--repeats", "1"]
-    ladder = await load(bench, child, paths, LADDER, 3, "overload-ladder", once)
+    ladder = await load(bench, child, paths, LADDER, 3, "overload-ladder")
     found = sustained(ladder)
     rate = found or LADDER[0]  # not even the lowest step kept up (a loaded machine): from it
     offered = float(os.environ.get("BENCH_OVERLOAD_RATE", 3 * rate))
-    before = child.rss_mb() or 0.0
-    argv_extra = ["--connections", "256", *once]
-    with bench.profiled(child, "consent-overload") as phase:
-        async with Samples(child).running() as samples:
-            step = (await load(bench, child, paths, [offered], seconds, "overload-3x", argv_extra))[
-                0
-            ]
-    peak = max(samples.rss, default=before)
-    p99.value = step["accepted_p99_ms"]
-    refused.value = step["refused"]
-    refusal.value = step["refused_p99_ms"]
-    rss.value = peak / before if before else None
-    rss.baseline_what = "RSS of the same process before the overload"
-    work = (
-        f"{subjects:,} subjects; sustained {found:,.0f} req/s (ladder, p99 < {P99_LIMIT_MS:g} ms), "
-        f"offered {offered:,.0f} req/s for {seconds:.0f} s over 256 connections; "
-        "http_max_in_flight 32"
-    )
-    for row in rows:
-        row.workload = work
-    p99.note = (
-        f"{step['ok']:,} accepted of {step['sent']:,} ({step['achieved']:,.0f} req/s), "
-        f"{step['refused']:,} refused, {step['errors'] - step['refused']:,} other errors, "
-        f"{step['timeouts']:,} timeouts; {phase.note('consent')}"
-    )
-    rss.note = f"RSS {before:.0f} MB before, max {peak:.0f} MB during ({len(samples.rss)} samples)"
-    rss.extra["rss_mb"] = samples.rss
-    p99.extra["step"], p99.extra["ladder"] = step, ladder
+    held = await offer(bench, child, paths, offered, seconds, "overload-3x")
     child.stop()
+    # the baseline: the same process and data with admission control out of the way
+    child = await services.start(
+        bench, "consent", "overload-open", schema, topics, http_max_in_flight="1000000"
+    )
+    unheld = await offer(bench, child, paths, offered, seconds, "overload-3x-open")
+    child.stop()
+    p99.value, p99.baseline = held.step["accepted_p99_ms"], unheld.step["accepted_p99_ms"]
+    refused.value = held.step["refused"]
+    refusal.value = held.step["refused_p99_ms"]
+    rss.value, rss.baseline = held.growth, unheld.growth
+    for row in rows:
+        row.baseline_what = "the same overload without admission control (in flight unbounded)"
+        row.workload = (
+            f"{subjects:,} subjects; sustained {found:,.0f} req/s (ladder, p99 < "
+            f"{P99_LIMIT_MS:g} ms, median of 3 attempts), offered {offered:,.0f} req/s for "
+            f"{seconds:.0f} s over 256 connections; http_max_in_flight 32"
+        )
+    p99.note = f"held: {held.note()}; without admission control: {unheld.note()}"
+    rss.extra.update(rss_mb=held.rss, rss_mb_open=unheld.rss)
+    p99.extra.update(step=held.step, step_open=unheld.step, ladder=ladder)
     return rows
 
 
