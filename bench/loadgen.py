@@ -6,7 +6,8 @@ not as fewer requests: no coordinated omission). A request that fails (connectio
 non-200 answer) or is still unanswered `--timeout-ms` after its scheduled time counts in the
 percentiles as a latency of the timeout. Every step runs `--repeats` times and its median
 attempt counts (the same for passing and failing steps). Keep-alive connections (all opened
-before the warm-up), one request in flight per connection, plain asyncio streams (the generator must stay cheaper than the server).
+before the warm-up), one request in flight per connection, plain asyncio streams (the
+generator must stay cheaper than the server).
 Prints one JSON object: a list of steps with offered and achieved rate, errors, timeouts and
 latency percentiles.
 """
