@@ -68,11 +68,13 @@ class Samples:
                 await task
 
 
-async def seeded_consent(bench: Bench, label: str, subjects: int) -> tuple[Child, Any, Any]:
+async def seeded_consent(
+    bench: Bench, label: str, subjects: int, **settings: str
+) -> tuple[Child, Any, Any]:
     """A consent service on fresh topics, `subjects` subjects ingested (one grant each)."""
     topics = await bench.topics(label)
     schema = bench.schema(label)
-    child = await services.start(bench, "consent", label, schema, topics)
+    child = await services.start(bench, "consent", label, schema, topics, **settings)
     workload = ConsentWorkload(events=subjects, subjects=subjects, seed=3, id_prefix="o")
     conn = await bench.connect()
     try:
@@ -133,7 +135,9 @@ async def http_overload(bench: Bench) -> list[Row]:
     rss = Row(SECTION, "decisions at 3x: max RSS / before", None, "x")
     rss.target = Target("<", RSS_GROWTH_LIMIT)
     rows = [p99, refused, refusal, rss]
-    child, topics, schema = await seeded_consent(bench, "overload", subjects)
+    in_flight = os.environ.get("BENCH_OVERLOAD_IN_FLIGHT", "")  # default: the service's
+    settings = {"http_max_in_flight": in_flight} if in_flight else {}
+    child, topics, schema = await seeded_consent(bench, "overload", subjects, **settings)
     paths = paths_file(bench, subjects)
     ladder = await load(bench, child, paths, LADDER, 3, "overload-ladder")
     found = sustained(ladder)
@@ -156,7 +160,7 @@ async def http_overload(bench: Bench) -> list[Row]:
         row.workload = (
             f"{subjects:,} subjects; sustained {found:,.0f} req/s (ladder, p99 < "
             f"{P99_LIMIT_MS:g} ms, median of 3 attempts), offered {offered:,.0f} req/s for "
-            f"{seconds:.0f} s over 256 connections; http_max_in_flight 32"
+            f"{seconds:.0f} s over 256 connections; http_max_in_flight {in_flight or 'default'}"
         )
     p99.note = f"held: {held.note()}; without admission control: {unheld.note()}"
     rss.extra.update(rss_mb=held.rss, rss_mb_open=unheld.rss)
