@@ -102,7 +102,8 @@ class ServiceSettings(SecretFileSettings):
         ge=1,
         description="Requests (open endpoints aside) run at once per process; more are refused "
         "at once with 503 and Retry-After. Near the pool size: more would only wait for a "
-        "connection (at 3x load, 12 kept the accepted p99 at 15 ms, 32 let it reach 72 ms).",
+        "connection (at 3x load 12 kept the accepted p99 near 12 ms, 32 let it reach 72-80 "
+        "ms: docs/performance.md).",
     )
     http_retry_after_s: int = Field(1, ge=1, description="The Retry-After of a 503 refusal.")
     log_format: Literal["json", "console"] = "json"
