@@ -27,7 +27,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 class Held:
     """A route that waits until released: requests stay in flight for as long as a test says."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: int = 2) -> None:
+        self.hold = hold
         self.release = asyncio.Event()
         self.entered = 0
         self.arrived = asyncio.Event()
@@ -39,7 +40,8 @@ class Held:
         async def held() -> dict[str, bool]:
             self.entered += 1
             self.arrived.set()
-            await self.release.wait()
+            if self.entered <= self.hold:  # later ones answer at once, so nothing hangs
+                await self.release.wait()
             return {"ok": True}
 
         @router.post("/v1/echo")
@@ -75,7 +77,7 @@ def app(held: Held, **settings: int) -> httpx.AsyncClient:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with app(
-        Held(), http_max_url_bytes=256, http_max_header_bytes=2048, http_max_body_bytes=1024
+        Held(hold=0), http_max_url_bytes=256, http_max_header_bytes=2048, http_max_body_bytes=1024
     ) as c:
         yield c
 
