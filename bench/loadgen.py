@@ -5,8 +5,9 @@ from each request's scheduled time to its response (so a stalled server shows up
 not as fewer requests: no coordinated omission). A request that fails (connection error,
 non-200 answer) or is still unanswered `--timeout-ms` after its scheduled time counts in the
 percentiles as a latency of the timeout. Every step runs `--repeats` times and its median
-attempt counts (the same for passing and failing steps). Keep-alive connections, one request in
-flight per connection, plain asyncio streams (the generator must stay cheaper than the server).
+attempt counts (the same for passing and failing steps). Keep-alive connections (all opened
+before the warm-up), one request in flight per connection, plain asyncio streams (the
+generator must stay cheaper than the server).
 Prints one JSON object: a list of steps with offered and achieved rate, errors, timeouts and
 latency percentiles.
 """
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from bench.stats import highest_sustained, median_attempt, with_failures
+from bench.stats import highest_sustained, median_attempt, percentile, with_failures
 
 
 @dataclass
@@ -41,6 +42,12 @@ class Step:
     attempts: list[float] = field(default_factory=list)
     """The p99 of every attempt at this rate (each step runs `--repeats` times; this is the
     median attempt)."""
+    accepted_p99_ms: float = 0.0
+    """p99 of the 200 answers alone (the overload scenario's figure; 0 when there were none)."""
+    refused: int = 0
+    """503 answers (admission control), also counted in `errors`."""
+    refused_p99_ms: float = 0.0
+    """p99 latency of the 503 answers, from their scheduled time (how fast a refusal comes)."""
 
 
 class Connection:
@@ -51,9 +58,13 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self.reader, self.writer
+
     async def get(self, path: str) -> int:
         if self.writer is None or self.reader is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.reader, self.writer = await self.connect()
         self.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\n" + self.headers)
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
@@ -81,6 +92,7 @@ async def run_step(
     total = max(1, int(offered * duration))
     queue: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
     latencies: list[float] = []
+    refusals: list[float] = []
     errors = timeouts = 0
     timeout = timeout_ms / 1000
 
@@ -106,6 +118,8 @@ async def run_step(
                 latencies.append((loop.time() - scheduled) * 1000)
             else:
                 errors += 1
+                if status == 503:
+                    refusals.append((loop.time() - scheduled) * 1000)
 
     workers = [asyncio.create_task(worker(c)) for c in conns]
     start = loop.time() + 0.01
@@ -132,6 +146,9 @@ async def run_step(
         p50_ms=summary.p50,
         p99_ms=summary.p99,
         max_ms=summary.max,
+        accepted_p99_ms=percentile(latencies, 99) if latencies else 0.0,
+        refused=len(refusals),
+        refused_p99_ms=percentile(refusals, 99) if refusals else 0.0,
     )
 
 
@@ -166,6 +183,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     headers += b"\r\n"
     conns = [Connection(args.host, args.port, headers) for _ in range(args.connections)]
     try:
+        # Every connection open before any step: a step must not time hundreds of handshakes
+        # (the warm-up's rate would use only a few of them).
+        await asyncio.gather(*(conn.connect() for conn in conns))
         await run_step(conns, paths, args.warmup_rate, args.warmup, args.timeout_ms)  # unrecorded
         steps: list[Step] = []
         for offered in args.rates:

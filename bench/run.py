@@ -20,7 +20,7 @@ from bench.harness import RESULTS, ROOT, Bench
 from bench.infra import provide
 from bench.profile import render
 from bench.report import Row
-from bench.scenarios import decisions, export, footprint, ingest, replay, timers
+from bench.scenarios import decisions, export, footprint, ingest, overload, replay, timers
 from bench.scenarios.ingest import ConsentStage
 
 
@@ -47,6 +47,7 @@ def scenarios(bench: Bench) -> list[tuple[str, Callable[[], Awaitable[list[Row]]
         ("replay", lambda: replay.run(bench, stage)),
         ("timers", lambda: timers.run(bench)),
         ("export", lambda: export.run(bench)),
+        ("overload", lambda: overload.run(bench)),
     ]
 
 

@@ -38,14 +38,21 @@ def paths_file(bench: Bench, subjects: int) -> str:
 
 
 async def load(
-    bench: Bench, target: Child, paths: str, rates: Sequence[float], seconds: float, name: str
+    bench: Bench,
+    target: Child,
+    paths: str,
+    rates: Sequence[float],
+    seconds: float,
+    name: str,
+    extra: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Run the load generator in its own process against `target`; its steps."""
+    """Run the load generator in its own process against `target`; its steps (`extra`
+    arguments override the defaults)."""
     argv = ["-m", "bench.loadgen", "--port", str(target.port), "--token", API_TOKEN]
     argv += ["--paths-file", paths, "--duration", str(seconds), "--rates", *map(str, rates)]
     argv += ["--repeats", str(REPEATS), "--timeout-ms", str(TIMEOUT_MS)]
     argv += ["--stop-on-miss", "--p99-limit", str(P99_LIMIT_MS)] if len(rates) > 1 else []
-    gen = bench.spawn(name, argv)
+    gen = bench.spawn(name, [*argv, *extra])
     within = 60 + (seconds + 1) * len(rates) * REPEATS * 2
     result = await read_json_lines(gen, "steps", within)
     gen.stop()

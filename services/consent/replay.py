@@ -107,6 +107,7 @@ def _pipeline(settings: ConsentSettings, schema: str, pool: asyncpg.Pool) -> Pip
         accepts=HANDLERS.accepts,
         apply=unused,
         tombstone_topics=frozenset(settings.topics.compacted()),
+        max_event_bytes=settings.max_event_bytes,  # skip exactly what the live service refused
     )
 
 

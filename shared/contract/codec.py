@@ -22,14 +22,14 @@ from cloudevents.http import CloudEvent as SdkCloudEvent
 from cloudevents.kafka import KafkaMessage, from_structured, to_structured
 from pydantic import BaseModel, ValidationError
 
-from .envelope import CloudEvent, Data
+from .envelope import MAX_EVENT_BYTES, SIZE_ERRORS, CloudEvent, Data
 from .events import EVENT_TYPES, AnyEvent
 
 E = TypeVar("E", bound=CloudEvent[Any])
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+){0,5}\.v[0-9]{1,3}")
 
 
-DecodeKind = Literal["undecodable", "invalid", "unknown_type"]
+DecodeKind = Literal["undecodable", "invalid", "unknown_type", "too_large"]
 """What kind of refusal a DecodeError is: a bounded label, where `reason` is free text."""
 
 
@@ -129,13 +129,19 @@ def decode(value: bytes | None) -> AnyEvent:
     return _validated(_plain_envelope(value) or _sdk_attributes(value))
 
 
-def decode_kafka(value: bytes | None, headers: Headers = ()) -> AnyEvent:
+def decode_kafka(
+    value: bytes | None, headers: Headers = (), max_bytes: int = MAX_EVENT_BYTES
+) -> AnyEvent:
     """Parse and validate one Kafka record of either content mode; DecodeError as `decode`.
 
     Binary mode (attributes in `ce_*` headers, the data as the value) when it has a
     `ce_specversion` header and its `content-type` is not `application/cloudevents…`;
     structured mode otherwise, as the Java SDK decides. Both give the same event.
+    A record whose value and headers exceed `max_bytes` is refused (`too_large`) unparsed.
     """
+    size = record_size(value, headers)
+    if size > max_bytes:
+        raise DecodeError(f"event of {size} bytes, over the limit of {max_bytes}", "too_large")
     if not headers or not _is_binary(headers):
         try:
             return decode(value)
@@ -146,6 +152,11 @@ def decode_kafka(value: bytes | None, headers: Headers = ()) -> AnyEvent:
             raise
     structure = _binary_envelope(value, headers)
     return _validated(_plain_structure(structure) or _sdk_attributes(b"", structure))
+
+
+def record_size(value: bytes | None, headers: Headers = ()) -> int:
+    """Bytes of a record's value and headers (names and values): the encoded event's size."""
+    return len(value or b"") + sum(len(name) + len(raw or b"") for name, raw in headers)
 
 
 def _validated(attributes: dict[str, Any]) -> AnyEvent:
@@ -168,7 +179,11 @@ def _validated(attributes: dict[str, Any]) -> AnyEvent:
         # tag, without the tag's dispatch (its errors lack the tag, which the summary drops).
         event: AnyEvent = model.__pydantic_validator__.validate_python(attributes)
     except ValidationError as exc:
-        raise DecodeError(f"invalid {event_type}: {_validation_summary(exc)}", "invalid") from exc
+        # Any field over its size bound makes the refusal `too_large`: one reason to look up.
+        oversize = any(error["type"] in SIZE_ERRORS for error in exc.errors())
+        kind: DecodeKind = "too_large" if oversize else "invalid"
+        summary = _validation_summary(exc)
+        raise DecodeError(f"{kind.replace('_', ' ')} {event_type}: {summary}", kind) from exc
     return event
 
 

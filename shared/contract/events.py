@@ -8,9 +8,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter, model_validator
 
-from .envelope import PERSONAL, CloudEvent, Data
+from .envelope import PERSONAL, CloudEvent, Data, Open, json_size, too_large
 
 Category = Annotated[str, Field(min_length=1, max_length=100, examples=["crm_data"])]
 Purpose = Annotated[str, Field(min_length=1, max_length=100, examples=["marketing_email"])]
@@ -18,6 +18,22 @@ RequestId = Annotated[str, Field(min_length=1, max_length=200, examples=["req_81
 JobId = Annotated[str, Field(min_length=1, max_length=200, examples=["job_3f2a"])]
 Owner = Annotated[str, Field(min_length=1, max_length=100, examples=["crm"])]
 Jurisdiction = Annotated[str, Field(pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$", examples=["DE"])]
+ShortText = Annotated[str, Field(max_length=500)]
+
+MAX_FIELDS_BYTES = 64 * 1024
+"""Bound of a rectification's `fields` as compact JSON (schema keyword `x-max-bytes`)."""
+
+
+def _bounded_fields(value: dict[str, Any]) -> dict[str, Any]:
+    size = json_size(value)
+    if size > MAX_FIELDS_BYTES:
+        raise too_large("fields", size, MAX_FIELDS_BYTES)
+    return value
+
+
+FreeFields = Annotated[dict[str, Any], AfterValidator(_bounded_fields)]
+"""A free-form object of corrected values: at most 200 names and MAX_FIELDS_BYTES of JSON."""
+FREE_FIELDS: dict[str, Any] = {**PERSONAL, "x-max-bytes": MAX_FIELDS_BYTES}
 
 
 class ConsentSource(StrEnum):
@@ -34,10 +50,13 @@ class ConsentType(StrEnum):
     IMPLIED = "implied"
 
 
-class Evidence(BaseModel):
-    """Proof of how a consent was given; every field is personal data."""
+class Evidence(Open):
+    """Proof of how a consent was given; every field is personal data.
 
-    model_config = {"frozen": True, "extra": "allow"}
+    Fields beyond the named ones are kept, up to 4 KiB of them (`x-max-extra-bytes`).
+    """
+
+    max_extra_bytes = 4 * 1024
 
     ip_hash: str | None = Field(None, max_length=200, json_schema_extra=PERSONAL)
     user_agent: str | None = Field(None, max_length=1000, json_schema_extra=PERSONAL)
@@ -47,9 +66,7 @@ class Evidence(BaseModel):
 # --- accounts.lifecycle -------------------------------------------------------------------
 
 
-class SignUpConsent(BaseModel):
-    model_config = {"frozen": True, "extra": "allow"}
-
+class SignUpConsent(Open):
     purpose: Purpose
     granted: bool
 
@@ -151,7 +168,7 @@ class ExportRequestedData(Data):
 class RectificationRequestedData(Data):
     request_id: RequestId
     category: Category
-    fields: dict[str, Any] = Field(min_length=1, json_schema_extra=PERSONAL)
+    fields: FreeFields = Field(min_length=1, max_length=200, json_schema_extra=FREE_FIELDS)
 
 
 class RequestCancelledData(Data):
@@ -232,7 +249,9 @@ class ExportPartData(Data):
     part_count: int = Field(ge=1, le=100_000)
     sealed: str | None = Field(
         None,
-        description="Base64 of the JSON records sealed to the job's public key (inline part).",
+        max_length=400_000,
+        description="Base64 of the JSON records sealed to the job's public key (inline part; "
+        "256 KiB of records make about 350,000 characters).",
         json_schema_extra=PERSONAL,
     )
     location: str | None = Field(
@@ -268,9 +287,7 @@ class ExportPartFailedData(Data):
 # --- outbound -----------------------------------------------------------------------------
 
 
-class PurposeState(BaseModel):
-    model_config = {"frozen": True, "extra": "allow"}
-
+class PurposeState(Open):
     state: Literal["granted", "withdrawn", "expired", "default"]
     allowed: bool = Field(description="The decision, restrictions and objections applied.")
     since: AwareDatetime | None = None
@@ -289,8 +306,8 @@ class PurposeState(BaseModel):
 class ConsentStateData(Data):
     version: int = Field(ge=1, description="Per subject, strictly increasing.")
     purposes: dict[Purpose, PurposeState]
-    restrictions: list[str] = Field(default_factory=list)
-    objections: list[str] = Field(default_factory=list)
+    restrictions: list[ShortText] = Field(default_factory=list)
+    objections: list[ShortText] = Field(default_factory=list)
     gpc: bool = False
 
 
@@ -324,7 +341,9 @@ class ExportJobData(Data):
     owner: Owner
     categories: list[Category]
     due_by: AwareDatetime
-    public_key: str = Field(description="Base64 X25519 key; seal inline parts to it.")
+    public_key: str = Field(
+        max_length=100, description="Base64 X25519 key; seal inline parts to it."
+    )
 
 
 class RectificationJobData(Data):
@@ -332,7 +351,7 @@ class RectificationJobData(Data):
     request_id: RequestId
     owner: Owner
     category: Category
-    fields: dict[str, Any] = Field(json_schema_extra=PERSONAL)
+    fields: FreeFields = Field(max_length=200, json_schema_extra=FREE_FIELDS)
     due_by: AwareDatetime
     attempt: int = Field(1, ge=1)
 
@@ -354,14 +373,12 @@ class RequestStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class CategoryOutcome(BaseModel):
-    model_config = {"frozen": True, "extra": "allow"}
-
+class CategoryOutcome(Open):
     category: Category
     outcome: Literal[
         "deleted", "pending", "retained", "blocked", "exported", "missing", "failed", "cancelled"
     ]
-    reason: str | None = Field(None, examples=["legal obligation: tax"])
+    reason: str | None = Field(None, max_length=500, examples=["legal obligation: tax"])
     until: AwareDatetime | None = None
     owner: Owner | None = None
 
@@ -373,8 +390,8 @@ class RequestStatusData(Data):
     overdue: bool = False
     deadline: AwareDatetime
     outcomes: list[CategoryOutcome] = Field(default_factory=list)
-    reason: str | None = None
-    bundle_id: str | None = None
+    reason: str | None = Field(None, max_length=500)
+    bundle_id: str | None = Field(None, max_length=200)
     bundle_expires_at: AwareDatetime | None = None
     missing_owners: list[Owner] = Field(default_factory=list)
 
@@ -462,10 +479,8 @@ class DisclosureRecordedData(Data):
 # --- policy changes and notices (1.1.0) ---------------------------------------------------
 
 
-class PolicyChange(BaseModel):
+class PolicyChange(Open):
     """What a new policy version changes for one purpose, and whether it needs fresh consent."""
-
-    model_config = {"frozen": True, "extra": "allow"}
 
     purpose: Purpose
     reconsent_required: bool = False

@@ -76,6 +76,12 @@ REQUESTS = Gauge(
 REQUESTS_DUE_SOON = Gauge(
     "pp_requests_due_soon", "Open requests whose deadline is within 7 days", ["service", "kind"]
 )
+HTTP_REFUSED = Counter(
+    "pp_http_refused_total",
+    "HTTP requests refused before any route ran (shared.plumbing.limits), by a fixed reason: "
+    "overloaded, body_too_large, url_too_long, headers_too_large",
+    ["service", "reason"],
+)
 CONSUMER_LAG = Gauge(
     "pp_consumer_lag", "Records behind the end of each partition", ["service", "topic", "partition"]
 )

@@ -23,6 +23,7 @@ import asyncpg
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from shared.contract.codec import PARTITIONKEY, DecodeError, canonical, decode_kafka
+from shared.contract.envelope import MAX_EVENT_BYTES
 from shared.contract.events import AnyEvent
 from shared.plumbing import deadletters, metrics, outbox, positions
 from shared.plumbing.db import Conn, is_transient
@@ -113,13 +114,13 @@ class Batch:
 ApplyFn = Callable[[Conn, Batch], Awaitable[None]]
 
 
-def event_of(record: RecordLike) -> AnyEvent:
+def event_of(record: RecordLike, max_bytes: int = MAX_EVENT_BYTES) -> AnyEvent:
     """The one place a consumed record becomes a contract event (raises DecodeError).
 
     Either CloudEvents content mode: structured (the envelope is the value) or binary
-    (attributes in `ce_*` headers, the data as the value).
+    (attributes in `ce_*` headers, the data as the value); over `max_bytes`, `too_large`.
     """
-    return decode_kafka(record.value, record.headers)
+    return decode_kafka(record.value, record.headers, max_bytes)
 
 
 def keyed_right(record: RecordLike, event: AnyEvent) -> bool:
@@ -149,6 +150,7 @@ class Pipeline:
         apply: ApplyFn,
         tombstone_topics: frozenset[str] = frozenset(),
         retry_for: float = 60.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.service = service
         self.schema = schema
@@ -158,6 +160,7 @@ class Pipeline:
         self.apply = apply
         self.tombstone_topics = tombstone_topics
         self.retry_for = retry_for
+        self.max_event_bytes = max_event_bytes
 
     async def process(self, records: Sequence[RecordLike]) -> None:
         """Process one batch; returns only when it is committed (then offsets may commit)."""
@@ -196,7 +199,7 @@ class Pipeline:
                 metrics.EVENTS_IGNORED.labels(self.service, "tombstone").inc()
                 continue  # a compacted topic's deletion marker, not an event
             try:
-                event = event_of(record)
+                event = event_of(record, self.max_event_bytes)
             except DecodeError as exc:
                 poison.append(self.dead_letter(record, exc.reason, DeadLetterKind(exc.kind)))
                 continue

@@ -32,6 +32,7 @@ from shared.plumbing import (
     db,
     deadletters,
     http,
+    limits,
     metrics,
     migrator,
     positions,
@@ -297,6 +298,7 @@ class Runtime(Generic[C]):
             accepts=self.spec.handlers.accepts,
             apply=self.spec.handlers.apply(self.context, self.tracer),
             tombstone_topics=frozenset(s.topics.compacted()),
+            max_event_bytes=s.max_event_bytes,
         )
         self.broker.context.set_global("pipeline", self.pipeline)
         await self.broker.start()
@@ -396,7 +398,7 @@ class Runtime(Generic[C]):
             docs_url=None,
             redoc_url=None,
             openapi_url=None,
-            middleware=list(api.middleware) if api else None,
+            middleware=[*limits.front(self.settings), *(api.middleware if api else ())],
         )
         app.state.settings = self.settings  # shared.plumbing.serve reads the HTTPS settings
         app.include_router(http.ops_router(self))

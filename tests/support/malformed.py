@@ -33,6 +33,7 @@ REASONS: Mapping[str, tuple[str, ...]] = {
     "undecodable": ("not a CloudEvents structured JSON event",),
     "invalid": ("invalid ", "missing required attribute", "not a CloudEvents structured JSON"),
     "unknown_type": ("unknown event type",),
+    "too_large": ("too large ", "event of "),
     "key_mismatch": ("Kafka key must equal the event's subject",),
     "conflict": ("conflict: same source and id, other content",),
     "tombstone": ("empty value",),
@@ -416,7 +417,10 @@ class Builder:
                     found.extend((target, field, bad) for bad in _breaking(alt))
         target, field, bad = self.rng.choice(found)
         target[field] = bad
-        return [self.case(f"bad value of {field}", e, "invalid")]
+        # over a maxLength is refused as too_large (issue #23), every other break as invalid
+        over_length = isinstance(bad, str) and set(bad) == {"x"}  # _breaking's "x" * (max + 1)
+        refusal = "too_large" if over_length else "invalid"
+        return [self.case(f"bad value of {field}", e, refusal)]
 
     def m_naive_time(self, e: dict[str, Any]) -> list[Case]:
         e["time"] = "2026-11-01T09:00:00"

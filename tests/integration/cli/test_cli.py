@@ -66,7 +66,9 @@ def test_an_event_over_the_broker_limit_is_refused_with_a_clear_error(cli_env, t
     path.write_text(json.dumps(event))
     result = cli_env.invoke(app, ["publish", str(path)])
     assert result.exit_code == 2
-    assert "larger than the broker accepts" in result.output
+    # contract 1.2.0 bounds unknown fields (16 KiB), so the model refuses it before the broker
+    assert "too large consent.granted.v1: data: unknown fields" in result.output
+    assert "16384" in result.output
 
 
 def test_holds_are_published_keyed_by_their_subject_or_account(cli_env, topics, infra):
