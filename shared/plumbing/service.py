@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from shared.plumbing.loops import Items, Loop, run_loop
 from shared.plumbing.pipeline import Pipeline, RecordLike
 from shared.plumbing.relay import Relay
 from shared.plumbing.settings import ServiceSettings
+from shared.plumbing.supervision import supervise
 
 log = get_logger(__name__)
 
@@ -56,46 +56,6 @@ LAG_EVERY = 10.0
 PRUNE_EVERY = 3600.0
 PIPELINE: Any = Injected("pipeline")
 """What a service's subscriber takes its pipeline as (the runtime sets it at start)."""
-
-
-async def supervise(
-    service: str,
-    task: str,
-    run: Callable[[], Awaitable[None]],
-    stop: asyncio.Event,
-    *,
-    first_delay: float = 1.0,
-    max_delay: float = 30.0,
-) -> None:
-    """Run a background loop until `stop` is set. A loop that fails, or returns before
-    `stop`, is logged, counted (`pp_background_restarts_total`) and started again: after
-    `first_delay` seconds, doubling up to `max_delay` while it keeps failing quickly.
-
-    The loops catch what they expect themselves; this is for what nobody expected, since a
-    loop that silently ended (the relay, the timers) breaks a promise with no error visible.
-    """
-    delay = first_delay
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            await run()
-        except Exception as exc:
-            log.error(
-                "background_task_failed",
-                service=service,
-                task=task,
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
-        else:
-            if stop.is_set():
-                return
-            log.error("background_task_ended", service=service, task=task)
-        metrics.BACKGROUND_RESTARTS.labels(service, task).inc()
-        if time.monotonic() - started > max_delay:
-            delay = first_delay  # it ran a good while: a new failure, not a failing loop
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, max_delay)
 
 
 C = TypeVar("C", bound=ServiceContext)
@@ -215,6 +175,10 @@ class Runtime(Generic[C]):
         self.relay: Relay | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # the loops that talk to the broker's clients stop before the broker does: one cut
+        # short inside a ping or a metadata call would leave its connection open
+        self._probes_stop = asyncio.Event()
+        self._probes: list[asyncio.Task[None]] = []
         self.started = False
         self.readiness = readiness.Readiness()
 
@@ -305,7 +269,11 @@ class Runtime(Generic[C]):
         lag: Loop[Any] = Loop("consumer-lag", self._report_lag, lambda _: LAG_EVERY)
         ready: Loop[Any] = Loop("readiness", self._check_ready, lambda _: readiness.EVERY)
         prune: Loop[Any] = Loop("deadletter-memory", self._forget_old, lambda _: PRUNE_EVERY)
-        for loop in (ready, lag, prune, *self.spec.loops):
+        for loop in (ready, lag):
+            run = functools.partial(run_loop, loop, self.context, s.service_name, self._probes_stop)
+            self._background(loop.name, run, self._probes_stop)
+            self._probes.append(self._tasks.pop())
+        for loop in (prune, *self.spec.loops):
             run = functools.partial(run_loop, loop, self.context, s.service_name, self._stop)
             self._background(loop.name, run)
         await self._check_ready(self.context, Items(s.service_name, "readiness"))  # answer at once
@@ -322,9 +290,11 @@ class Runtime(Generic[C]):
         if reason is not None:
             raise tls.TransportRefused(f"Kafka at {s.kafka_bootstrap_servers}: {reason}")
 
-    def _background(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Start `run()` as a supervised task (see `supervise`)."""
-        supervised = supervise(self.settings.service_name, name, run, self._stop)
+    def _background(
+        self, name: str, run: Callable[[], Awaitable[None]], stop: asyncio.Event | None = None
+    ) -> None:
+        """Start `run()` as a supervised task (see `supervise`) until `stop` (the service's)."""
+        supervised = supervise(self.settings.service_name, name, run, stop or self._stop)
         self._tasks.append(asyncio.create_task(supervised, name=name))
 
     async def _check_ready(self, _: ServiceContext, __: Items) -> bool:
@@ -360,6 +330,11 @@ class Runtime(Generic[C]):
     async def stop(self) -> None:
         """Stop consuming (the batch in hand commits), stop loops, drain the outbox, close."""
         log.info("service_stopping", service=self.settings.service_name)
+        self._probes_stop.set()
+        for task in self._probes:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=15)
+        self._probes.clear()
         await self.broker.stop()
         self._stop.set()
         for task in self._tasks:

@@ -8,7 +8,7 @@ import itertools
 from structlog.testing import capture_logs
 
 from shared.plumbing import metrics
-from shared.plumbing.service import supervise
+from shared.plumbing.supervision import supervise
 
 
 def restarts(task: str) -> float:
