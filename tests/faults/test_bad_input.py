@@ -129,7 +129,8 @@ def sample(service: str, topics: Topics, seed: int) -> list[Case]:
 
 
 def huge(seed: int) -> list[Case]:
-    """Just under the broker's 1 MB limit: a valid event with a big extra field, and junk."""
+    """Over the record limit (MAX_EVENT_BYTES, 512 KiB) yet under the broker's 1 MB: an event
+    with a big extra field, and junk. Both are refused unparsed, as too_large (contract 1.2.0)."""
     import random
 
     builder = Builder(random.Random(seed), ["consent.granted.v1"], f"huge{seed % 10**6}")
@@ -137,8 +138,8 @@ def huge(seed: int) -> list[Case]:
     event = builder.base("consent.granted.v1")
     event["data"]["x_blob"] = "b" * 900_000
     return [
-        builder.case("valid: huge event", event),
-        builder.case("huge malformed", event, "undecodable", value=b"{" + b"a" * 1_000_000),
+        builder.case("huge event", event, "too_large"),
+        builder.case("huge malformed", event, "too_large", value=b"{" + b"a" * 1_000_000),
     ]
 
 
@@ -271,8 +272,11 @@ async def test_over_the_broker_limit_the_producer_error_surfaces(infra, topics):
         _, stderr = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         path.unlink()
+    # the CLI validates first: the contract bounds unknown fields (16 KiB per object), so it
+    # refuses the event naming the field and the bound before the broker would
     assert proc.returncode == 2
-    assert "larger than the broker accepts" in stderr.decode()
+    assert "too large" in stderr.decode()
+    assert "over the limit of 16384" in stderr.decode()
 
 
 @pytest.mark.timeout(180)
