@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from shared.contract.topics import Topics
 from shared.plumbing.kafka import TopicPolicy, ensure_topics
 from shared.plumbing.settings import KafkaSecurity
 from shared.plumbing.tls import TransportRefused
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -40,17 +40,6 @@ TOKEN = "tls-test-token-0123456"
 LEDGER_KEY = "tls-test-ledger-key-0123"
 SUBJECT = "usr_tls_1"
 WAIT_S = 30.0  # every wait is bounded: a refusal must not hang
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -63,7 +52,7 @@ def stack() -> Iterator[dict[str, str]]:
     """The TLS stack of `deploy/local/up --tls` in a folder and on ports of its own."""
     state = Path(tempfile.mkdtemp(prefix="pp-tls-"))
     state.chmod(0o755)  # PostgreSQL runs as `postgres` when we are root
-    kafka, controller, pg = _free_ports(3)
+    kafka, controller, pg = free_ports(3)
     env = {
         **os.environ,
         "PP_LOCAL_DIR": str(state),
@@ -127,7 +116,7 @@ def services(stack: dict[str, str]) -> Iterator[dict[str, str]]:
             stack["KAFKA_BOOTSTRAP_SERVERS"], Topics(), TopicPolicy(partitions=1), _security(stack)
         )
     )
-    consent_port, retention_port = _free_ports(2)
+    consent_port, retention_port = free_ports(2)
     logs = Path(stack["STATE"])
     procs: dict[str, subprocess.Popen[bytes]] = {}
     urls = {}

@@ -28,23 +28,13 @@ import yaml
 
 from shared.cli import common
 from shared.plumbing import tls
+from tests.support.ports import free_ports
 from tests.unit.ops.test_compose import COMPOSE, DEPLOY, SERVICES, filled_env, make_secrets
 from tests.unit.ops.test_compose_scaling import PORTS, config
 
 GATEWAY_CONF = DEPLOY / "gateway" / "nginx.conf"
 TOKEN = "gateway-test-token-0123456789"
 START_S = 20.0  # a bound on nginx's start, not a measurement
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class Recorder(ThreadingHTTPServer):
