@@ -10,7 +10,9 @@ plaintext without checking the server: production sets `verify-full`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
+import warnings
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -96,6 +98,11 @@ async def kafka_refusal(bootstrap: str, kwargs: dict[str, Any], prefix: str) -> 
         async with asyncio.timeout(PROBE_TIMEOUT):
             conn = await create_conn(host.strip("[]"), int(port), **options)
     except Exception as exc:
+        # a handshake refused halfway can leave its socket to the garbage collector (asyncio
+        # does not close it): collect it here, quietly, rather than at some later moment
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         return kafka_reason(exc, prefix)
     conn.close()
     return None
