@@ -244,13 +244,15 @@ class Bench:
     def service(self, name: str, target: str, env: dict[str, str]) -> Child:
         """A service (or ASGI baseline) under uvicorn, one process, as it would be deployed."""
         port = free_port()
-        runner = "uvicorn"
+        runner = "shared.plumbing.serve"  # as deployed: uvicorn with admission's protocol
         if os.environ.get("BENCH_SQLTIME", "") not in ("", "0"):
             runner = "bench.sqltime"
             out = RESULTS / "profiles" / f"{self.run_id}-{name}-sql.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             env = {**env, "BENCH_SQLTIME_OUT": str(out)}
-        argv = ["-m", runner, "--factory", target, "--host", "127.0.0.1"]
+        argv = ["-m", runner, target, "--host", "127.0.0.1"]
+        if runner == "bench.sqltime":  # plain uvicorn's arguments
+            argv[2:2] = ["--factory", "--http", "shared.plumbing.admission:HttpToolsProtocol"]
         argv += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
         child = self.spawn(name, argv, env)
         child.port = port

@@ -1,4 +1,4 @@
-"""Wiring of the consent service: `uvicorn --factory services.consent.app:create`."""
+"""Wiring of the consent service: `python -m shared.plumbing.serve services.consent.app:create`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wiring of the export service: `uvicorn --factory services.export.app:create`."""
+"""Wiring of the export service: `python -m shared.plumbing.serve services.export.app:create`."""
 
 from __future__ import annotations
 

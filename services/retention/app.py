@@ -1,4 +1,7 @@
-"""Wiring of the retention service: `uvicorn --factory services.retention.app:create`."""
+"""Wiring of the retention service.
+
+`python -m shared.plumbing.serve services.retention.app:create`
+"""
 
 from __future__ import annotations
 

@@ -40,12 +40,18 @@ class Decision(BaseModel):
 
 
 class DecisionError(Exception):
-    """The consent service refused the question (a 4xx or 5xx), with its own message."""
+    """The consent service refused the question (a 4xx or 5xx), with its own message.
 
-    def __init__(self, status: int, message: str) -> None:
+    `retry_after` is the server's `Retry-After` in seconds when it gave one: a 503 from
+    admission control (the service is past capacity) says when to ask again; retrying sooner
+    only adds to the overload.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"consent decisions: {status} {message}")
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 class DecisionsClient:
@@ -74,8 +80,9 @@ class DecisionsClient:
     async def decide(self, subject: str, purpose: str, at: datetime | None = None) -> Decision:
         """The decision for `purpose` now (or at `at`, an aware date-time).
 
-        Raises DecisionError on a refusal (401: bad token, 400: unknown purpose, ...),
-        TimeoutError past `timeout`, httpx.TransportError when the service cannot be reached.
+        Raises DecisionError on a refusal (401: bad token, 400: unknown purpose, 503 with
+        `retry_after`: past capacity, ...), TimeoutError past `timeout`, httpx.TransportError
+        when the service cannot be reached.
         """
         params = {"purpose": purpose}
         if at is not None:
@@ -86,7 +93,8 @@ class DecisionsClient:
         async with asyncio.timeout(self.timeout):
             response = await self._http.get(path, params=params)
         if response.status_code != 200:
-            raise DecisionError(response.status_code, _message(response))
+            retry_after = _seconds(response.headers.get("retry-after"))
+            raise DecisionError(response.status_code, _message(response), retry_after)
         return Decision.model_validate_json(response.content)
 
     async def aclose(self) -> None:
@@ -103,6 +111,14 @@ class DecisionsClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _seconds(value: str | None) -> float | None:
+    """A `Retry-After` in delay-seconds (the form the services send); None otherwise."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _message(response: httpx.Response) -> str:

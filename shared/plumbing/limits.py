@@ -1,12 +1,9 @@
-"""Bounded HTTP input and admission control, as plain ASGI middleware in front of every service.
+"""Bounded HTTP input, as plain ASGI middleware in front of every service (after admission
+control, `shared.plumbing.admission`).
 
 `RequestLimits` refuses a request whose path and query string (414), headers (431) or body
 (413) is over its setting before any route sees it; a body is counted as it arrives, so a
-chunked upload without `Content-Length` cannot grow past the limit either. `Admission` lets at most
-`max_in_flight` requests run at once per process and refuses the rest at once with 503 and
-`Retry-After` instead of queueing them: past capacity, the accepted requests keep their
-latency and memory stays bounded. The open endpoints (health, readiness, metrics) bypass it, so
-an overloaded process still says how it is.
+chunked upload without `Content-Length` cannot grow past the limit either.
 """
 
 from __future__ import annotations
@@ -18,13 +15,11 @@ import orjson
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.plumbing.admission import Admission, Gate
 from shared.plumbing.metrics import HTTP_REFUSED
 
 if TYPE_CHECKING:
     from shared.plumbing.settings import ServiceSettings
-
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-"""Answered whatever the load: cheap, from memory, and what operators look at when it is high."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +31,8 @@ class HttpLimits:
     max_header_bytes: int = 16 * 1024
 
 
-def front(settings: ServiceSettings) -> list[Middleware]:
-    """The middleware every service puts first: input bounds, then admission control."""
+def front(settings: ServiceSettings, gate: Gate) -> list[Middleware]:
+    """The middleware every service puts first: admission control (`gate`), then input bounds."""
     limits = HttpLimits(
         max_body_bytes=settings.http_max_body_bytes,
         max_url_bytes=settings.http_max_url_bytes,
@@ -45,13 +40,8 @@ def front(settings: ServiceSettings) -> list[Middleware]:
     )
     service = settings.service_name
     return [
+        Middleware(Admission, gate=gate),
         Middleware(RequestLimits, service=service, limits=limits),
-        Middleware(
-            Admission,
-            service=service,
-            max_in_flight=settings.http_max_in_flight,
-            retry_after=settings.http_retry_after_s,
-        ),
     ]
 
 
@@ -95,9 +85,12 @@ class RequestLimits:
             detail = f"headers of {headers} bytes, over the limit of {lim.max_header_bytes}"
             await self._refuse(send, 431, "headers_too_large", detail)
             return
-        declared = _content_length(scope)
+        declared, chunked = _body_framing(scope)
         if declared is not None and declared > lim.max_body_bytes:
             await self._refuse(send, 413, "body_too_large", self._body_detail(declared))
+            return
+        if declared is None and not chunked:  # HTTP/1.1: no body follows (the hot GETs)
+            await self.app(scope, receive, send)
             return
         await self._counted(scope, receive, send)
 
@@ -143,46 +136,16 @@ class RequestLimits:
                 await guarded_send({"type": "http.response.start"})
 
 
-def _content_length(scope: Scope) -> int | None:
+def _body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared `Content-Length` (None: absent or unreadable) and whether the body is sent
+    in chunks (`Transfer-Encoding`): with neither, an HTTP/1.1 request has no body."""
+    declared, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
-
-
-class Admission:
-    """At most `max_in_flight` requests at once (open paths aside); the rest get 503 at once.
-
-    A counter, not a queue: the process holds no request it cannot start, so memory and the
-    accepted requests' latency stay bounded whatever is offered. One event loop per process,
-    so the counter needs no lock.
-    """
-
-    def __init__(
-        self, app: ASGIApp, *, service: str, max_in_flight: int, retry_after: int = 1
-    ) -> None:
-        self.app = app
-        self.refusals = HTTP_REFUSED.labels(service, "overloaded")
-        self.max_in_flight = max_in_flight
-        self.retry_after = str(retry_after).encode()
-        self.in_flight = 0
-        self.refused = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        if self.in_flight >= self.max_in_flight:
-            self.refused += 1
-            self.refusals.inc()
-            detail = f"overloaded: {self.max_in_flight} requests in progress; retry later"
-            await refuse(send, 503, detail, [(b"retry-after", self.retry_after)])
-            return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+                chunked = True  # unreadable: count what arrives
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked

@@ -28,6 +28,7 @@ from opentelemetry.trace import TracerProvider
 from starlette.middleware import Middleware
 
 from shared.plumbing import (
+    admission,
     db,
     deadletters,
     http,
@@ -366,6 +367,7 @@ class Runtime(Generic[C]):
         # Only health, readiness and metrics are open (DESIGN §5): no public Swagger/ReDoc,
         # and the OpenAPI and AsyncAPI documents need the token like the read API.
         api = self.spec.api(self.context) if self.spec.api is not None else None
+        gate = admission.Gate.of(self.settings)
         app = FastAPI(
             title=f"Privacy Plane {self.spec.name}",
             version=http.API_VERSION,
@@ -373,9 +375,10 @@ class Runtime(Generic[C]):
             docs_url=None,
             redoc_url=None,
             openapi_url=None,
-            middleware=[*limits.front(self.settings), *(api.middleware if api else ())],
+            middleware=[*limits.front(self.settings, gate), *(api.middleware if api else ())],
         )
         app.state.settings = self.settings  # shared.plumbing.serve reads the HTTPS settings
+        admission.expose(app, gate, self.settings)  # to shared.plumbing.serve's protocol
         app.include_router(http.ops_router(self))
         app.include_router(http.docs_router(self, app), dependencies=[http.bearer(self.settings)])
         app.include_router(http.ops_details_router(self), dependencies=[http.bearer(self.settings)])

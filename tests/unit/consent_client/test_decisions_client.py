@@ -85,3 +85,15 @@ async def test_a_slow_answer_times_out_after_the_whole_timeout() -> None:
         with pytest.raises(TimeoutError):
             await consent.decide("usr_1", "marketing_email")
     assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_a_refusal_past_capacity_says_when_to_ask_again() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        detail = {"detail": "overloaded: 12 requests in progress; retry later"}
+        return httpx.Response(503, json=detail, headers={"retry-after": "2"})
+
+    async with client(handler) as consent:
+        with pytest.raises(DecisionError) as refused:
+            await consent.decide("usr_1", "marketing_email")
+    assert (refused.value.status, refused.value.retry_after) == (503, 2.0)
+    assert "overloaded" in refused.value.message

@@ -244,13 +244,15 @@ def test_every_long_running_container_has_healthcheck_restart_and_limits(
         assert not service["healthcheck"].get("disable"), name
 
 
-def test_services_run_one_image_with_uvicorn_and_their_healthz(resolved: dict[str, Any]) -> None:
+def test_services_run_one_image_through_serve_and_their_healthz(resolved: dict[str, Any]) -> None:
+    """`shared.plumbing.serve`: uvicorn with admission control in its protocol, and HTTPS."""
     images = {resolved["services"][name]["image"] for name in (*SERVICES, "topics-init")}
     assert len(images) == 1
     for name in SERVICES:
         service = resolved["services"][name]
         assert service["build"]["dockerfile"] == "deploy/Dockerfile"
-        assert service["command"][:3] == ["uvicorn", "--factory", f"services.{name}.app:create"]
+        serve = ["python", "-m", "shared.plumbing.serve", f"services.{name}.app:create"]
+        assert service["command"][:4] == serve
         assert "/healthz" in " ".join(service["healthcheck"]["test"])
 
 
