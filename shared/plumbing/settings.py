@@ -129,9 +129,9 @@ class ServiceSettings(SecretFileSettings):
         12,
         ge=1,
         description="Requests (open endpoints aside) run at once per process; more are refused "
-        "at once with 503 and Retry-After. Near the pool size: more would only wait for a "
-        "connection (at 3x load 12 kept the accepted p99 near 12 ms, 32 let it reach 72-80 "
-        "ms: docs/performance.md).",
+        "at once with 503 and Retry-After (in uvicorn's protocol under shared.plumbing.serve). "
+        "Near the pool size: more would only wait for a connection (at 12,000 req/s offered, 12 "
+        "kept the decisions p99 at 5.8 ms, 24 at 9.3 ms: docs/performance.md).",
     )
     http_retry_after_s: int = Field(1, ge=1, description="The Retry-After of a 503 refusal.")
     log_format: Literal["json", "console"] = "json"
