@@ -39,10 +39,14 @@ async def owned(infra: Infra, schema: str) -> AsyncIterator[Owned]:
     role_dsn = urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
     admin = await asyncpg.connect(infra.database_url)
     try:
+        database = await admin.fetchval("SELECT current_database()")
         await admin.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}' NOSUPERUSER")
+        # as grants.sql does: once it has run (`make run`), PUBLIC may no longer connect
+        await admin.execute(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
         await admin.execute(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{role}"')
         yield Owned(schema, role_dsn, infra.database_url)
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.execute(f'REVOKE CONNECT ON DATABASE "{database}" FROM "{role}"')
         await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
         await admin.close()
