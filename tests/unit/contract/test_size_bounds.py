@@ -12,7 +12,13 @@ import pytest
 
 from shared.contract.codec import DecodeError, decode, decode_kafka, encode
 from shared.contract.envelope import MAX_EVENT_BYTES
-from shared.contract.events import EVENT_TYPES, MAX_ITEMS, ConsentSource, Evidence
+from shared.contract.events import (
+    EVENT_TYPES,
+    MAX_ITEMS,
+    ConsentSource,
+    Evidence,
+    ProcessingRestricted,
+)
 from shared.contract.schemas import schema_for
 from tests.support import events as make
 
@@ -126,7 +132,9 @@ def _restricted(categories: list[str]) -> bytes:
 
 def test_a_list_at_its_bound_is_accepted_and_one_past_it_is_too_large_and_named():
     at_bound = [f"category_{i}" for i in range(MAX_ITEMS)]
-    assert decode(_restricted(at_bound)).data.categories == at_bound
+    accepted = decode(_restricted(at_bound))
+    assert isinstance(accepted, ProcessingRestricted)
+    assert accepted.data.categories == at_bound
     error = refusal(_restricted([*at_bound, "one_more"]))
     assert error.kind == "too_large"
     assert error.reason == (
