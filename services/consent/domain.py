@@ -34,10 +34,12 @@ from services.consent.state import (
     PurposeRecord,
     ScopeRecord,
     SubjectState,
+    TooManyScopes,
     UnknownPurpose,
 )
 from shared.catalogue import Basis, PurposeCatalogue, PurposeRule
 from shared.contract.events import (
+    MAX_ITEMS,
     AccountSignedUp,
     ConsentGranted,
     ConsentSource,
@@ -340,6 +342,11 @@ def _scope(
         _set_scope(scopes, kind, t, ScopeRecord(True, event.time, event.id))
         for t in _targets(event)
     ]
+    # Categories are free names: without this, distinct ones could pile up past what the
+    # published state may list, and every state after would be refused by its consumers.
+    active = sum(1 for record in scopes.values() if record.active)
+    if active > MAX_ITEMS:
+        raise TooManyScopes(f"{active} active {kind}s, over the {MAX_ITEMS} a state may list")
     if kind == RESTRICTION:
         return Outcome(replace(state, restrictions=scopes), changes)
     return Outcome(replace(state, objections=scopes), changes)

@@ -25,6 +25,10 @@ class ContractPurposeNotWithdrawable(ConsentRuleViolation):
     """A purpose with a contract or legal-obligation basis cannot be withdrawn."""
 
 
+class TooManyScopes(ConsentRuleViolation):
+    """More active restrictions (or objections) than `consent.state.v1` may list (MAX_ITEMS)."""
+
+
 @dataclass(slots=True)  # treated as immutable; see HOT_PATH_RECORDS
 class PurposeRecord:
     state: str

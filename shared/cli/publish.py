@@ -11,8 +11,20 @@ from typing import Any
 import orjson
 import typer
 
-from shared.cli.common import SOURCE, CliError, err, event_item, out, run, send_all, topics
-from shared.contract.codec import DecodeError, decode
+from shared.cli.common import (
+    SOURCE,
+    CliError,
+    Item,
+    env,
+    err,
+    event_item,
+    out,
+    run,
+    send_all,
+    topics,
+)
+from shared.contract.codec import DecodeError, decode, record_size
+from shared.contract.envelope import MAX_EVENT_BYTES, CloudEvent
 from shared.contract.events import EVENT_TYPES
 
 
@@ -29,6 +41,26 @@ def build_event(raw: dict[str, Any]) -> Any:
         return decode(orjson.dumps(raw))
     except DecodeError as exc:
         raise CliError(exc.reason) from None
+
+
+def max_event_bytes() -> int:
+    """The consumers' bound on one record: `PP_MAX_EVENT_BYTES` if they were given another."""
+    text = env("MAX_EVENT_BYTES", str(MAX_EVENT_BYTES))
+    if not text.isdigit():
+        raise CliError(f"PP_MAX_EVENT_BYTES must be a number of bytes, not {text!r}")
+    return int(text)
+
+
+def check_size(item: Item, event: CloudEvent[Any], limit: int) -> None:
+    """Refuse a record over `limit`: consumers would dead-letter it unparsed (too_large), and
+    past Kafka's message size the broker would refuse it after a partial send."""
+    _, _, value, headers = item
+    size = record_size(value, headers)  # what the services measure against the same bound
+    if size > limit:
+        raise CliError(
+            f"{event.type} id={event.id}: the encoded event is {size} bytes (value and "
+            f"headers), over the limit of {limit} (MAX_EVENT_BYTES); nothing was sent"
+        )
 
 
 def new_event_id() -> str:
@@ -51,6 +83,9 @@ def publish(
     async def go() -> None:
         events = [build_event(raw) for raw in raws]
         items = [event_item(topic or topics().for_type(e.type), e) for e in events]
+        limit = max_event_bytes()
+        for item, event in zip(items, events, strict=True):
+            check_size(item, event, limit)  # every one before the first is sent
         await send_all(items, "publishing")
         for event in events:
             out.print(f"published {event.type} id={event.id} subject={event.subject}")

@@ -14,7 +14,7 @@ from .events import (
 )
 from .topics import Topics
 
-__version__ = "1.2.0"
+__version__ = "1.3.0"
 """The contract's version: the package, the AsyncAPI documents and the JSON Schemas carry it.
 
 contract/hatch_build.py reads it from this line; contract/CHANGELOG.md says what each one changed.

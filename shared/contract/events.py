@@ -31,6 +31,18 @@ def _bounded_fields(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+MAX_ITEMS = 200
+"""Bound of every list in an event, and of `consent.state`'s purposes (`maxItems`).
+
+Lists hold purposes, categories, owners or one outcome per category: the purpose catalogue
+and the retention categories have about ten entries each, so 200 is far above real use (and
+the same as a rectification's 200 field names); 200 names of 100 characters are about 21 KiB,
+so a list is refused by its count, named, well before the event's byte bound.
+"""
+
+Categories = Annotated[list[Category], Field(max_length=MAX_ITEMS)]
+"""A list of categories, bounded (inside `"all" | [...]` the bound must sit on the list)."""
+
 FreeFields = Annotated[dict[str, Any], AfterValidator(_bounded_fields)]
 """A free-form object of corrected values: at most 200 names and MAX_FIELDS_BYTES of JSON."""
 FREE_FIELDS: dict[str, Any] = {**PERSONAL, "x-max-bytes": MAX_FIELDS_BYTES}
@@ -75,7 +87,7 @@ class AccountSignedUpData(Data):
     account_id: str = Field(min_length=1, max_length=200, examples=["acc_7"])
     jurisdiction: Jurisdiction
     policy_version: str = Field(min_length=1, max_length=50, examples=["2026-10"])
-    consents: list[SignUpConsent] = Field(default_factory=list)
+    consents: list[SignUpConsent] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
 class AccountClosedData(Data):
@@ -115,8 +127,8 @@ class GpcSignalData(Data):
 
 
 class ProcessingScope(Data):
-    purposes: list[Purpose] = Field(default_factory=list)
-    categories: list[Category] = Field(default_factory=list)
+    purposes: list[Purpose] = Field(default_factory=list, max_length=MAX_ITEMS)
+    categories: list[Category] = Field(default_factory=list, max_length=MAX_ITEMS)
 
     @model_validator(mode="after")
     def _not_empty(self) -> ProcessingScope:
@@ -155,7 +167,7 @@ class RestrictionLiftedData(ProcessingScope):
 
 class ErasureRequestedData(Data):
     request_id: RequestId
-    scope: Literal["all"] | list[Category] = "all"
+    scope: Literal["all"] | Categories = "all"
     verified_by: str = Field(min_length=1, max_length=200, examples=["support:agent_12"])
 
 
@@ -195,7 +207,7 @@ class LegalHoldPlacedData(Data):
     hold_id: str = Field(min_length=1, max_length=200)
     scope: Literal["subject", "account"] = "subject"
     account_id: str | None = Field(None, max_length=200)
-    categories: Literal["all"] | list[Category] = "all"
+    categories: Literal["all"] | Categories = "all"
     reason: HoldReason
 
     @model_validator(mode="after")
@@ -299,15 +311,16 @@ class PurposeState(Open):
         Literal["storage", "legal_claims", "others_rights", "public_interest"]
     ] = Field(
         default_factory=list,
+        max_length=4,  # Art. 18(2) has four grounds; the catalogue refuses one named twice
         description="Art. 18(2) grounds on which a restricted purpose continues (allowed).",
     )
 
 
 class ConsentStateData(Data):
     version: int = Field(ge=1, description="Per subject, strictly increasing.")
-    purposes: dict[Purpose, PurposeState]
-    restrictions: list[ShortText] = Field(default_factory=list)
-    objections: list[ShortText] = Field(default_factory=list)
+    purposes: dict[Purpose, PurposeState] = Field(max_length=MAX_ITEMS)
+    restrictions: list[ShortText] = Field(default_factory=list, max_length=MAX_ITEMS)
+    objections: list[ShortText] = Field(default_factory=list, max_length=MAX_ITEMS)
     gpc: bool = False
 
 
@@ -339,7 +352,7 @@ class ExportJobData(Data):
     job_id: JobId
     request_id: RequestId
     owner: Owner
-    categories: list[Category]
+    categories: Categories
     due_by: AwareDatetime
     public_key: str = Field(
         max_length=100, description="Base64 X25519 key; seal inline parts to it."
@@ -389,11 +402,11 @@ class RequestStatusData(Data):
     status: RequestStatus
     overdue: bool = False
     deadline: AwareDatetime
-    outcomes: list[CategoryOutcome] = Field(default_factory=list)
+    outcomes: list[CategoryOutcome] = Field(default_factory=list, max_length=MAX_ITEMS)
     reason: str | None = Field(None, max_length=500)
     bundle_id: str | None = Field(None, max_length=200)
     bundle_expires_at: AwareDatetime | None = None
-    missing_owners: list[Owner] = Field(default_factory=list)
+    missing_owners: list[Owner] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
 # --- restriction jobs and receipts (1.1.0, Art. 18) ---------------------------------------
@@ -465,7 +478,7 @@ class DisclosureRecordedData(Data):
         min_length=1, max_length=500, examples=["§ 100g StPO; GDPR Art. 6(1)(c)"]
     )
     reference: str = Field(min_length=1, max_length=200, examples=["AZ 123 Js 456/26"])
-    categories: list[Category] = Field(min_length=1)
+    categories: list[Category] = Field(min_length=1, max_length=MAX_ITEMS)
     disclosed_at: AwareDatetime
     disclosed_by: str = Field(
         min_length=1, max_length=200, examples=["legal:staff_42"], description="A role or staff id."
@@ -494,7 +507,7 @@ class PolicyPublishedData(Data):
     effective_at: AwareDatetime = Field(description="Grants it asks to renew lapse from then.")
     summary: str = Field(min_length=1, max_length=5000, description="What changed, in words.")
     url: str | None = Field(None, max_length=2000)
-    changes: list[PolicyChange] = Field(default_factory=list)
+    changes: list[PolicyChange] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
 class NoticeJobData(Data):
@@ -507,7 +520,9 @@ class NoticeJobData(Data):
     summary: str = Field(min_length=1, max_length=5000)
     url: str | None = Field(None, max_length=2000)
     reconsent_purposes: list[Purpose] = Field(
-        default_factory=list, description="The subject's grants the new policy asks to renew."
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="The subject's grants the new policy asks to renew.",
     )
     due_by: AwareDatetime
 

@@ -417,8 +417,9 @@ class Builder:
                     found.extend((target, field, bad) for bad in _breaking(alt))
         target, field, bad = self.rng.choice(found)
         target[field] = bad
-        # over a maxLength is refused as too_large (issue #23), every other break as invalid
-        over_length = isinstance(bad, str) and set(bad) == {"x"}  # _breaking's "x" * (max + 1)
+        # over a maxLength or maxItems is refused as too_large (issue #23, lists contract
+        # 1.3.0), every other break as invalid; _breaking's "x" * (max + 1), ["x"] * (max + 1)
+        over_length = set(bad) == {"x"} if isinstance(bad, str | list) else False
         refusal = "too_large" if over_length else "invalid"
         return [self.case(f"bad value of {field}", e, refusal)]
 
@@ -474,6 +475,8 @@ def _breaking(alt: dict[str, Any]) -> list[Any]:
         bad.append({})
     if alt.get("type") == "array" and alt.get("minItems", 0) >= 1:
         bad.append([])
+    if alt.get("type") == "array" and "maxItems" in alt:
+        bad.append(["x"] * (alt["maxItems"] + 1))  # too many counts before what the items are
     if alt.get("type") == "integer":
         bad += [alt["minimum"] - 1] if "minimum" in alt else []
         bad += [alt["maximum"] + 1] if "maximum" in alt else []

@@ -71,6 +71,50 @@ def test_an_event_over_the_broker_limit_is_refused_with_a_clear_error(cli_env, t
     assert "16384" in result.output
 
 
+def test_an_event_encoded_over_max_event_bytes_stops_the_batch_before_anything_is_sent(
+    cli_env, topics, infra, tmp_path
+):
+    """Every field within its bound, the record (about 600 KB) over the consumers' 512 KiB but
+    under the broker's 1 MiB: the broker would take it and every service dead-letter it."""
+    closed = {
+        "type": "account.closed.v1",
+        "subject": "usr_9",
+        "data": {"account_id": "acc_9", "closed_at": "2026-11-26T10:00:00Z"},
+    }
+    consent = {"purpose": "marketing_email", "granted": True, "note": "n" * 15_000}
+    big = {
+        "type": "account.signed_up.v1",
+        "subject": "usr_9",
+        "data": {
+            "account_id": "acc_9",
+            "jurisdiction": "DE",
+            "policy_version": "2026-10",
+            "consents": [consent] * 40,  # 16 KiB of unknown fields per item is allowed
+        },
+    }
+    path = tmp_path / "batch.json"
+    path.write_text(json.dumps([closed, big]))
+    refused = cli_env.invoke(app, ["publish", str(path)])
+    assert refused.exit_code == 2, refused.output
+    line = " ".join(refused.output.split())  # rich wraps it on the terminal
+    assert "account.signed_up.v1" in line
+    assert "over the limit of 524288 (MAX_EVENT_BYTES); nothing was sent" in line
+    size = int(line.split("the encoded event is ")[1].split(" bytes")[0])
+    assert 524_288 < size < 1_000_000
+
+    path.write_text(json.dumps({**closed, "id": "after"}))
+    assert cli_env.invoke(app, ["publish", str(path)]).exit_code == 0
+    # same key, same partition: the refused batch's first event would come before this one
+    records = asyncio.run(
+        read_topic(
+            infra.kafka,
+            topics.accounts_lifecycle,
+            until=lambda got: any(decode(r.value).id == "after" for r in got),
+        )
+    )
+    assert [decode(r.value).id for r in records] == ["after"]
+
+
 def test_holds_are_published_keyed_by_their_subject_or_account(cli_env, topics, infra):
     placed = cli_env.invoke(
         app,

@@ -9,9 +9,15 @@ import pytest
 
 from services.consent import decisions, document, domain, fastpath, ledger
 from services.consent.ledger import Head
-from services.consent.state import ContractPurposeNotWithdrawable, SubjectState, UnknownPurpose
+from services.consent.state import (
+    ContractPurposeNotWithdrawable,
+    SubjectState,
+    TooManyScopes,
+    UnknownPurpose,
+)
 from shared.catalogue import PurposeRule, load_purposes
 from shared.contract.events import (
+    MAX_ITEMS,
     AccountSignedUp,
     ConsentGranted,
     ConsentWithdrawn,
@@ -133,6 +139,19 @@ def test_an_unticked_box_at_sign_up_stays_default_and_outranks_an_older_late_gra
         fold(grant("marketing_email", 6), state=state).purposes["marketing_email"].state
         == "granted"
     )
+
+
+def test_a_restriction_past_what_the_published_state_may_list_is_refused():
+    names = [f"category_{i}" for i in range(MAX_ITEMS)]
+    full = fold(make.restricted(SUBJECT, categories=names, at=at(1)))
+    assert len(fastpath.state_data(full, CATALOGUE, at(1)).restrictions) == MAX_ITEMS
+    with pytest.raises(TooManyScopes, match=f"{MAX_ITEMS + 1} active restrictions"):
+        fold(make.restricted(SUBJECT, categories=["one_more"], at=at(2)), state=full)
+    # one already active again, or a new one after a lift, stays within the bound
+    assert fold(make.restricted(SUBJECT, categories=names[:1], at=at(2)), state=full)
+    lifted = fold(make.restriction_lifted(SUBJECT, categories=names[:1], at=at(3)), state=full)
+    again = fold(make.restricted(SUBJECT, categories=["one_more"], at=at(4)), state=lifted)
+    assert len(fastpath.state_data(again, CATALOGUE, at(4)).restrictions) == MAX_ITEMS
 
 
 def test_a_restriction_overrides_a_grant_until_it_is_lifted():

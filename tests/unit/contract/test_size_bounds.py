@@ -1,7 +1,9 @@
-"""Every free-form value has a size bound (contract 1.2.0); past one the refusal is too_large."""
+"""Every free-form value and list has a size bound (contract 1.2.0, lists 1.3.0); past one the
+refusal is too_large."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +12,13 @@ import pytest
 
 from shared.contract.codec import DecodeError, decode, decode_kafka, encode
 from shared.contract.envelope import MAX_EVENT_BYTES
-from shared.contract.events import ConsentSource, Evidence
+from shared.contract.events import (
+    EVENT_TYPES,
+    MAX_ITEMS,
+    ConsentSource,
+    Evidence,
+    ProcessingRestricted,
+)
 from shared.contract.schemas import schema_for
 from tests.support import events as make
 
@@ -89,3 +97,75 @@ def test_the_schemas_state_the_bounds():
     fields = schema_for("rectification.requested.v1")["$defs"]["RectificationRequestedData"]
     assert fields["properties"]["fields"]["x-max-bytes"] == 65_536
     assert fields["properties"]["fields"]["maxProperties"] == 200
+
+
+def _nodes(schema: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema of `schema` (its `$defs` included), with a path naming it."""
+    if isinstance(schema, dict):
+        yield where, schema
+        for name, sub in schema.items():
+            yield from _nodes(sub, f"{where}/{name}")
+    elif isinstance(schema, list):
+        for index, sub in enumerate(schema):
+            yield from _nodes(sub, f"{where}/{index}")
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_every_list_and_map_in_a_schema_states_its_bound(event_type: str):
+    schema = schema_for(event_type)
+    unbounded = [
+        where
+        for where, node in _nodes(schema, event_type)
+        if (node.get("type") == "array" and "maxItems" not in node)
+        # a map (values of one schema); open objects' extras are bounded by x-max-extra-bytes
+        or (isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node)
+    ]
+    assert unbounded == []
+
+
+def _restricted(categories: list[str]) -> bytes:
+    event = make.restricted("usr_1", at=NOW, categories=["crm_data"])
+    envelope = orjson.loads(encode(event)[1])
+    envelope["data"]["categories"] = categories
+    return orjson.dumps(envelope)
+
+
+def test_a_list_at_its_bound_is_accepted_and_one_past_it_is_too_large_and_named():
+    at_bound = [f"category_{i}" for i in range(MAX_ITEMS)]
+    accepted = decode(_restricted(at_bound))
+    assert isinstance(accepted, ProcessingRestricted)
+    assert accepted.data.categories == at_bound
+    error = refusal(_restricted([*at_bound, "one_more"]))
+    assert error.kind == "too_large"
+    assert error.reason == (
+        "too large processing.restricted.v1: data.categories: "
+        f"List should have at most {MAX_ITEMS} items after validation, not {MAX_ITEMS + 1}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "where"),
+    [
+        (
+            "account.signed_up.v1",
+            {"account_id": "acc_1", "jurisdiction": "DE", "policy_version": "2026-10",
+             "consents": [{"purpose": "marketing_email", "granted": True}] * (MAX_ITEMS + 1)},
+            "data.consents",
+        ),
+        (
+            "erasure.requested.v1",  # the list branch of `"all" | [categories]`
+            {"request_id": "req_1", "verified_by": "portal", "scope": ["c"] * (MAX_ITEMS + 1)},
+            "data.scope.list",
+        ),
+    ],
+)  # fmt: skip
+def test_a_list_of_objects_or_in_a_union_past_its_bound_is_too_large(
+    event_type: str, data: dict[str, Any], where: str
+):
+    envelope = orjson.loads(granted_with())
+    envelope["type"], envelope["data"] = event_type, data
+    error = refusal(orjson.dumps(envelope))
+    assert error.kind == "too_large"
+    assert error.reason.startswith(f"too large {event_type}: ")
+    assert where in error.reason
+    assert f"at most {MAX_ITEMS} items" in error.reason
