@@ -19,6 +19,9 @@ LEDGER = LogSource(
     high="SELECT max(gseq) FROM ledger",
     leaves="SELECT gseq AS seq, hash FROM ledger WHERE gseq > $1 AND gseq <= $2"
     " ORDER BY gseq LIMIT $3",
+    oldest_uncovered="SELECT received_at FROM ledger WHERE gseq > coalesce("
+    "(SELECT upto_seq FROM checkpoints WHERE log = $1 ORDER BY id DESC LIMIT 1), 0)"
+    " ORDER BY gseq LIMIT 1",
 )
 
 

@@ -18,6 +18,10 @@ CERTIFICATES = LogSource(
     lock=CHAIN_LOCK,
     high="SELECT max(seq) FROM certificates",
     leaves="SELECT seq, hash FROM certificates WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+    # completed_at is when the certificate was written (the receipt's handling time)
+    oldest_uncovered="SELECT (body->>'completed_at')::timestamptz FROM certificates WHERE seq >"
+    " coalesce((SELECT upto_seq FROM checkpoints WHERE log = $1 ORDER BY id DESC LIMIT 1), 0)"
+    " ORDER BY seq LIMIT 1",
 )
 
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import asyncpg
 
-from shared.evidence import store
+from shared.evidence import lag, store
 from shared.evidence.settings import CheckpointedSettings
 from shared.evidence.signing import Signer
 from shared.plumbing.logging import get_logger
@@ -58,10 +58,33 @@ async def checkpoint_now(ctx: Checkpointed, source: store.LogSource) -> store.Ma
             fork=cp.fork is not None,
             key_id=cp.key_id,
         )
+        await measure(ctx, source)
     return made
 
 
+async def measure(ctx: Checkpointed, source: store.LogSource) -> float:
+    """Read how long the oldest uncovered entry has waited into `pp_checkpoint_lag_seconds`
+    (one indexed query); returns the seconds."""
+    async with ctx.pool.acquire() as conn:
+        oldest = await store.oldest_uncovered(conn, source)
+    settings = ctx.settings
+    return lag.record(
+        settings.service_name, lag.Reading(oldest, ctx.now()), ctx.now, _fresh_for(settings)
+    )
+
+
 async def checkpoint_round(ctx: Checkpointed, source: store.LogSource) -> bool:
-    """One loop round: a checkpoint if due; True when a backlog is still waiting."""
+    """One loop round: the lag read first (so a round that then fails still tells how late the
+    checkpoints are), then a checkpoint if due; True when a backlog is still waiting."""
+    if ctx.signer is None:
+        return False  # checkpoints are off: no lag to report either
+    lag.started(ctx.settings.service_name, ctx.now, _fresh_for(ctx.settings))
+    await measure(ctx, source)
     made = await checkpoint_now(ctx, source)
     return made is not None and made.more
+
+
+def _fresh_for(settings: CheckpointedSettings) -> float:
+    # A reading of "all covered" holds until the next round should have read again; two
+    # intervals leave room for a slow round and a short database blip.
+    return 2 * settings.checkpoint_interval_s

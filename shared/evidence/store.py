@@ -45,6 +45,9 @@ class LogSource:
     """SQL: the highest sequence number (NULL for none)."""
     leaves: str
     """SQL: `seq, hash` of entries with $1 < seq <= $2, in order, at most $3."""
+    oldest_uncovered: str
+    """SQL: the record time of the first entry after the last checkpoint of log $1 (NULL for
+    none); one statement on two indexes (the last checkpoint by id, then the entry by seq)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,12 @@ async def make(
         box.publish(topic, event)
         await outbox.write(conn, box.rows, schema)
     return Made(checkpoint, len(rows) >= max_entries)
+
+
+async def oldest_uncovered(conn: Conn, source: LogSource) -> datetime | None:
+    """When the first entry no checkpoint covers yet was recorded (None: all are covered)."""
+    oldest: datetime | None = await conn.fetchval(source.oldest_uncovered, source.log)
+    return oldest
 
 
 async def stored(conn: Conn, log: str) -> list[Checkpoint]:

@@ -82,6 +82,13 @@ HTTP_REFUSED = Counter(
     "overloaded, body_too_large, url_too_long, headers_too_large",
     ["service", "reason"],
 )
+CHECKPOINT_LAG = Gauge(
+    "pp_checkpoint_lag_seconds",
+    "Age of the oldest audit-log entry (ledger entry, certificate) no signed checkpoint covers "
+    "yet, 0 when all are; from this replica's last reading, counted at scrape time "
+    "(shared.evidence.lag)",
+    ["service"],
+)
 CONSUMER_LAG = Gauge(
     "pp_consumer_lag", "Records behind the end of each partition", ["service", "topic", "partition"]
 )

@@ -56,6 +56,7 @@ def test_the_alerts_fire_as_their_unit_tests_say() -> None:
         "PrivacyPlaneBackgroundRestarts",
         "PrivacyPlaneBackgroundRoundsFailing",
         "PrivacyPlaneBackgroundItemHeldBack",
+        "PrivacyPlaneCheckpointOverdue",
     ):
         assert alert in tested, f"no promtool test shows {alert} firing"
 
