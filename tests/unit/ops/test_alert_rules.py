@@ -57,6 +57,7 @@ def test_the_alerts_fire_as_their_unit_tests_say() -> None:
         "PrivacyPlaneBackgroundRoundsFailing",
         "PrivacyPlaneBackgroundItemHeldBack",
         "PrivacyPlaneCheckpointOverdue",
+        "PrivacyPlaneShedding",
     ):
         assert alert in tested, f"no promtool test shows {alert} firing"
 
