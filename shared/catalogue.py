@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.contract.events import MAX_ITEMS
+
 CONFIG_DIR = Path(__file__).parent / "config"
 PURPOSES_FILE = CONFIG_DIR / "purposes.yaml"
 RETENTION_FILE = CONFIG_DIR / "retention.yaml"
@@ -124,7 +126,8 @@ class PurposeRule(BaseModel):
 class PurposeCatalogue(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    purposes: dict[str, PurposeRule]
+    # consent.state.v1 lists every purpose, and the contract bounds that list (maxProperties)
+    purposes: dict[str, PurposeRule] = Field(max_length=MAX_ITEMS)
 
     def get(self, purpose: str) -> PurposeRule | None:
         """The rule for `purpose`, or None when the catalogue does not know it."""
@@ -186,7 +189,8 @@ class CategoryRule(BaseModel):
 class RetentionRules(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    categories: dict[str, CategoryRule]
+    # request.status.v1 lists an outcome per category, bounded by the contract (maxItems)
+    categories: dict[str, CategoryRule] = Field(max_length=MAX_ITEMS)
 
     def owners(self) -> dict[str, list[str]]:
         """Each owner and the categories it holds."""

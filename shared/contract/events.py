@@ -31,6 +31,11 @@ def _bounded_fields(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+MAX_CHECKPOINT_ENTRIES = 50_000
+"""Entries one `audit.checkpoint.v1` covers at most: 8 hex digits each in `leaves`, so the
+event stays under `MAX_EVENT_BYTES` (the evidence setting `checkpoint_max_entries` is capped
+by it; a longer backlog makes several checkpoints)."""
+
 MAX_ITEMS = 200
 """Bound of every list in an event, and of `consent.state`'s purposes (`maxItems`).
 
@@ -558,6 +563,7 @@ class AuditCheckpointData(Data):
     count: int = Field(ge=0, description="Entries covered (after_seq < seq <= upto_seq).")
     root: Hex64 = Field(description="RFC 9162 Merkle tree hash over the entries' hashes.")
     leaves: str = Field(
+        max_length=8 * MAX_CHECKPOINT_ENTRIES,
         pattern=r"^[0-9a-f]*$",
         description="The first 8 hex digits of each entry's hash, in order (names a bad entry).",
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from shared.contract.events import MAX_CHECKPOINT_ENTRIES
 from shared.evidence.signing import Signer
 from shared.plumbing.logging import get_logger
 from shared.plumbing.settings import ServiceSettings
@@ -33,7 +34,10 @@ class CheckpointedSettings(ServiceSettings):
         "than the last checkpoint are not yet protected.",
     )
     checkpoint_max_entries: int = Field(
-        20_000, ge=1, le=100_000, description="Entries per checkpoint (a longer backlog: several)."
+        20_000,
+        ge=1,
+        le=MAX_CHECKPOINT_ENTRIES,  # the contract's bound on one checkpoint event
+        description="Entries per checkpoint (a longer backlog: several).",
     )
 
     def checkpoint_signer(self) -> Signer | None:

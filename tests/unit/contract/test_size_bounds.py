@@ -3,6 +3,7 @@ refusal is too_large."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +120,21 @@ def test_every_list_and_map_in_a_schema_states_its_bound(event_type: str):
         if (node.get("type") == "array" and "maxItems" not in node)
         # a map (values of one schema); open objects' extras are bounded by x-max-extra-bytes
         or (isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node)
+    ]
+    assert unbounded == []
+
+
+@pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))
+def test_every_string_in_a_schema_states_its_bound(event_type: str):
+    """A `maxLength`, or a pattern, format or enum that fixes the length."""
+    fixed = ("enum", "const", "format")
+    unbounded = [
+        where
+        for where, node in _nodes(schema_for(event_type), event_type)
+        if node.get("type") == "string"
+        and "maxLength" not in node
+        and not any(key in node for key in fixed)
+        and not re.fullmatch(r"\^[^*+]*\$", node.get("pattern", ""))  # no * or +: bounded
     ]
     assert unbounded == []
 

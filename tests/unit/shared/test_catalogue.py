@@ -69,3 +69,20 @@ def test_unknown_keys_and_missing_files_are_named(tmp_path):
         load_retention(path)
     with pytest.raises(ConfigError, match="file not found"):
         load_retention(tmp_path / "missing.yaml")
+
+
+def test_a_catalogue_or_rule_set_larger_than_the_contract_lists_is_refused(tmp_path):
+    """consent.state.v1 lists every purpose and request.status.v1 an outcome per category,
+    each at most MAX_ITEMS long: a larger configuration is refused at start-up, not in flight."""
+    purposes = tmp_path / "purposes.yaml"
+    purposes.write_text(
+        "purposes:\n" + "".join(f"  p{i}:\n    basis: consent\n" for i in range(201))
+    )
+    with pytest.raises(ConfigError, match=r"purposes: .*at most 200"):
+        load_purposes(purposes)
+    rules = tmp_path / "retention.yaml"
+    rules.write_text(
+        "categories:\n" + "".join(f"  c{i}:\n    owner: crm\n    period: P1D\n" for i in range(201))
+    )
+    with pytest.raises(ConfigError, match=r"categories: .*at most 200"):
+        load_retention(rules)
