@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.consent.app import MIGRATIONS as CONSENT_MIGRATIONS
 from services.consent.context import SOURCE, STATE_HEADERS, STATE_TYPE
+from services.consent.ledger import LEGACY_KID
 from services.consent.settings import ConsentSettings
 from services.consent.store import LEDGER_COPY_ORDER, SELECT_BATCH_CONTEXT, UPSERT_HEADS
 from services.consent.store import UPSERT_STATES as UPSERT_SUBJECTS
@@ -158,7 +159,7 @@ async def write_full(
                  old, new, True, None, data.get("source"), data.get("consent_type"),
                  data.get("policy_version"), data.get("notice_id"), data.get("jurisdiction"),
                  None, datetime.fromisoformat(e["time"]), now,
-                 hashlib.sha256(salt + s.encode()).hexdigest(), prev, digest, s, None)
+                 hashlib.sha256(salt + s.encode()).hexdigest(), prev, digest, s, LEGACY_KID, None)
             )  # fmt: skip
             event_id = f"consent-state:{s}:{versions[s]}"
             state = encode_envelope(

@@ -26,6 +26,7 @@ from bench.harness import producer, status_kb
 from bench.stats import percentile
 from bench.workload import export_records
 from services.consent.app import MIGRATIONS as CONSENT_MIGRATIONS
+from services.consent.ledger import LEGACY_KID
 from services.consent.store import LEDGER_COPY_ORDER, UPSERT_HEADS
 from services.consent.store import UPSERT_STATES as UPSERT_SUBJECTS
 from shared.plumbing import db
@@ -179,7 +180,7 @@ async def write_same_rows(
             (person.principal, person.seq, e["id"], e["source"], e["type"], "consent", purpose,
              old, new, True, None, data.get("source"), data.get("consent_type"),
              data.get("policy_version"), data.get("notice_id"), data.get("jurisdiction"), None,
-             at, now, digest, prev, person.hash, subject, None)
+             at, now, digest, prev, person.hash, subject, LEGACY_KID, None)
         )  # fmt: skip
         touched[subject] = person
     subjects = sorted(touched)

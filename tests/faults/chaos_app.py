@@ -1,6 +1,6 @@
 """Run any service's runtime with a planned SIGKILL at a precise point of its work.
 
-`uvicorn --factory tests.faults.chaos_app:create` with
+`python -m shared.plumbing.serve tests.faults.chaos_app:create` with
 - `PP_FAULT_APP`: the service's app module (`services.consent.app`, `tests.faults.toy_app`),
   which has `build_runtime(settings, clock=None)`; its settings class is the
   `ServiceSettings` subclass in `<package>.settings` (or in the app module itself);

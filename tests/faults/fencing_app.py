@@ -1,7 +1,7 @@
 """The consent service with a relay batch the fault suite can hold in flight on demand.
 
-`uvicorn --factory tests.faults.fencing_app:create` with `PP_FENCE_DIR` (a folder): when
-`<dir>/pause` holds "<round> <seconds>" for a round no process has paused for yet, the relay's
+`python -m shared.plumbing.serve tests.faults.fencing_app:create` with `PP_FENCE_DIR` (a
+folder): when `<dir>/pause` holds "<round> <seconds>" for a round no process has paused for yet, the relay's
 next batch stops inside its first `send_batch`, before any of it reaches the broker:
 the process writes `<dir>/paused.<round>` (its pid), sleeps, then writes `<dir>/resumed.<round>`
 and goes on sending, as a leader whose batch was slow would.

@@ -1,7 +1,8 @@
 """The fault suite's harness: services as real OS processes, load, readers, infrastructure faults.
 
-A `ServiceProcess` runs `uvicorn --factory` on a free port with a private schema, consumer
-group and prefixed topics, and its logs go to a file (the log scan reads them all). It can be
+A `ServiceProcess` runs `python -m shared.plumbing.serve` (uvicorn, as deployed) on a free
+port with a private schema, consumer group and prefixed topics, and its logs go to a file (the
+log scan reads them all). It can be
 killed with SIGKILL, stopped with SIGTERM and started again; several may share one schema and
 group (replicas). Figures go to `STATS` for the session summary.
 """
@@ -122,8 +123,7 @@ class ServiceProcess:
                 [
                     sys.executable,
                     "-m",
-                    "uvicorn",
-                    "--factory",
+                    "shared.plumbing.serve",  # as deployed: uvicorn with admission's protocol
                     target,
                     "--host",
                     "127.0.0.1",

@@ -203,5 +203,5 @@ def build_runtime(settings: ServiceSettings, clock: Clock | None = None) -> Runt
 
 
 def create() -> FastAPI:
-    """For `uvicorn --factory tests.faults.toy_app:create`."""
+    """For `python -m shared.plumbing.serve tests.faults.toy_app:create`."""
     return create_app(spec(_context(ToySettings())))  # type: ignore[call-arg]
