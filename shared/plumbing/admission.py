@@ -158,7 +158,9 @@ class HttpToolsProtocol(UvicornHttpTools):
 
     def data_received(self, data: bytes) -> None:
         if self.head_bytes is not None and self.max_head_bytes is not None:
-            self.head_bytes += len(data)
+            # only the head's bytes: a read may carry the start of the body after it
+            end = data.find(b"\r\n\r\n")
+            self.head_bytes += len(data) if end < 0 else end + 4
             if self.head_bytes > self.max_head_bytes:
                 self._refuse_head()
                 return
