@@ -1,6 +1,5 @@
 """Admission control: at most `max_in_flight` requests run at once per process; the rest are
-refused at once with 503 and `Retry-After` instead of queueing. A burst (the backlog a short
-stall leaves) may run past the limit briefly (`admit`); a limit that stands reached is overload.
+refused at once with 503 and `Retry-After` instead of queueing.
 
 Past capacity a process must spend almost nothing on the requests it refuses, or refusing them
 becomes the overload: every request that waits in the event loop's queue waits behind all the
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -46,35 +44,25 @@ BURST_FACTOR = 4
 """A burst may run up to this many times `max_in_flight` at once (a hard bound in any case)."""
 BURST_GRACE_S = 0.005
 """How long the limit may stand reached before it is overload rather than a burst."""
-CALM_S = 0.1
-"""An episode ends when the limit was not reached for this long: the next burst gets a grace."""
 
 
-@dataclass
-class Episode:
-    """When the limit was first reached in the current episode, and last seen reached."""
+def admit(running: int, limit: int, since: float | None, now: float) -> tuple[bool, float | None]:
+    """Whether a request may start with `running` requests already in progress; and the new
+    `since`: when the limit was reached, None once the load fell back below half of it.
 
-    since: float
-    last: float
-
-
-def admit(running: int, limit: int, episode: Episode | None, now: float) -> tuple[bool, Episode]:
-    """Whether a request may start with `running` (≥ `limit`) requests already in progress, and
-    the episode it belongs to (under the limit every request starts; no decision is needed).
-
-    A short stall (a collection, a consumer batch) leaves a burst of requests that all arrive at
-    once: under a fixed limit they were refused at a third of capacity (0.6 % of decisions at
+    A short stall (a collection, a consumer batch) leaves a burst of requests that all arrive
+    at once: under a fixed limit they were refused at a third of capacity (0.6 % of requests at
     2,000/s in the bench). So past the limit requests are still let in, up to `BURST_FACTOR`
-    times it, for `BURST_GRACE_S` after it was first reached; a limit that stays reached longer
-    is overload, and from then on whatever is past it is refused. Overload keeps reaching the
-    limit every few milliseconds, so its episode lasts; only `CALM_S` without reaching it ends
-    one (ending it at the first dip under the limit let overload open a grace every few ms).
+    times it, for `BURST_GRACE_S` after it was reached; a limit that stays reached longer is
+    overload, and from then on whatever is past it is refused. Below half the limit the episode
+    is over (the hysteresis keeps a busy process that dips to limit - 1 from opening a new grace
+    on every arrival).
     """
-    if episode is None or now - episode.last > CALM_S:
-        episode = Episode(since=now, last=now)
-    else:
-        episode.last = now
-    return running < BURST_FACTOR * limit and now - episode.since < BURST_GRACE_S, episode
+    if running < limit:
+        return True, (None if 2 * running < limit else since)
+    if since is None:
+        since = now
+    return running < BURST_FACTOR * limit and now - since < BURST_GRACE_S, since
 
 
 class Gate:
@@ -85,7 +73,7 @@ class Gate:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.refused = 0
-        self.episode: Episode | None = None  # of the limit reached (`admit`)
+        self.since: float | None = None  # when the limit was reached (`admit`)
         self.refusals = HTTP_REFUSED.labels(service, "overloaded")
         self.retry_after = str(retry_after).encode()
         self.body = orjson.dumps(
@@ -107,9 +95,9 @@ class Gate:
 
     def admits(self, running: int) -> bool:
         """Whether one more request may start with `running` in progress (`admit`)."""
-        if running < self.max_in_flight:  # the common case: no clock, no state
+        if running < self.max_in_flight and self.since is None:  # the common case, no clock
             return True
-        allowed, self.episode = admit(running, self.max_in_flight, self.episode, time.monotonic())
+        allowed, self.since = admit(running, self.max_in_flight, self.since, time.monotonic())
         return allowed
 
     def refuse(self) -> None:

@@ -129,8 +129,7 @@ class ServiceSettings(SecretFileSettings):
         12,
         ge=1,
         description="Requests (open endpoints aside) run at once per process; more are refused "
-        "at once with 503 and Retry-After (in uvicorn's protocol under shared.plumbing.serve); "
-        "a burst may run up to 4x it for 5 ms after it is reached. "
+        "at once with 503 and Retry-After (in uvicorn's protocol under shared.plumbing.serve). "
         "Near the pool size: more would only wait for a connection (at 12,000 req/s offered, 12 "
         "kept the decisions p99 at 5.8 ms, 24 at 9.3 ms: docs/performance.md).",
     )
