@@ -20,7 +20,6 @@ still says how it is. One event loop per process, so the counter needs no lock.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -36,33 +35,6 @@ if TYPE_CHECKING:
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Answered whatever the load: cheap, from memory, and what operators look at when it is high."""
 _OPEN_RAW = frozenset(path.encode() for path in OPEN_PATHS)
-ADMITTED = "pp.admitted"
-"""Scope key: HttpToolsProtocol admitted the request (the middleware does not count it again)."""
-
-
-BURST_FACTOR = 4
-"""A burst may run up to this many times `max_in_flight` at once (a hard bound in any case)."""
-BURST_GRACE_S = 0.005
-"""How long the limit may stand reached before it is overload rather than a burst."""
-
-
-def admit(running: int, limit: int, since: float | None, now: float) -> tuple[bool, float | None]:
-    """Whether a request may start with `running` requests already in progress; and the new
-    `since`: when the limit was reached, None once the load fell back below half of it.
-
-    A short stall (a collection, a consumer batch) leaves a burst of requests that all arrive
-    at once: under a fixed limit they were refused at a third of capacity (0.6 % of requests at
-    2,000/s in the bench). So past the limit requests are still let in, up to `BURST_FACTOR`
-    times it, for `BURST_GRACE_S` after it was reached; a limit that stays reached longer is
-    overload, and from then on whatever is past it is refused. Below half the limit the episode
-    is over (the hysteresis keeps a busy process that dips to limit - 1 from opening a new grace
-    on every arrival).
-    """
-    if running < limit:
-        return True, (None if 2 * running < limit else since)
-    if since is None:
-        since = now
-    return running < BURST_FACTOR * limit and now - since < BURST_GRACE_S, since
 
 
 class Gate:
@@ -73,7 +45,6 @@ class Gate:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.refused = 0
-        self.since: float | None = None  # when the limit was reached (`admit`)
         self.refusals = HTTP_REFUSED.labels(service, "overloaded")
         self.retry_after = str(retry_after).encode()
         self.body = orjson.dumps(
@@ -93,12 +64,9 @@ class Gate:
             retry_after=settings.http_retry_after_s,
         )
 
-    def admits(self, running: int) -> bool:
-        """Whether one more request may start with `running` in progress (`admit`)."""
-        if running < self.max_in_flight and self.since is None:  # the common case, no clock
-            return True
-        allowed, self.since = admit(running, self.max_in_flight, self.since, time.monotonic())
-        return allowed
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.max_in_flight
 
     def refuse(self) -> None:
         self.refused += 1
@@ -125,11 +93,8 @@ class Admission:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if scope.get(ADMITTED):  # admitted by HttpToolsProtocol already
-            await self.app(scope, receive, send)
-            return
         gate = self.gate
-        if not gate.admits(gate.in_flight):
+        if gate.full:
             gate.refuse()
             head = [
                 (b"content-type", b"application/json"),
@@ -220,23 +185,20 @@ class HttpToolsProtocol(UvicornHttpTools):
         self.head_bytes = None
         gate = self.gate
         if (
-            gate is None
-            or (self.cycle is not None and not self.cycle.response_complete)  # pipelined: the
-            or self.parser.should_upgrade()  # middleware decides when its turn comes
+            gate is not None
+            and len(self.tasks) >= gate.max_in_flight  # uvicorn's running requests, all connections
+            and (self.cycle is None or self.cycle.response_complete)  # not behind a pipelined one
+            and not self.parser.should_upgrade()
+            and httptools.parse_url(self.url).path not in _OPEN_RAW
         ):
-            super().on_headers_complete()
+            gate.refuse()
+            keep_alive = self.parser.should_keep_alive()
+            self.transport.write(gate.response(self.server_state.default_headers, not keep_alive))
+            self.cycle = _REFUSED  # type: ignore[assignment]
+            if keep_alive:
+                self._unset_keepalive_if_required()  # a refusal just before, in the same read
+                self.on_response_complete()  # arms the keep-alive timeout, as after any answer
+            else:
+                self.transport.close()
             return
-        # len(self.tasks): uvicorn's running requests over all connections
-        if gate.admits(len(self.tasks)) or httptools.parse_url(self.url).path in _OPEN_RAW:
-            self.scope[ADMITTED] = True  # type: ignore[literal-required]
-            super().on_headers_complete()
-            return
-        gate.refuse()
-        keep_alive = self.parser.should_keep_alive()
-        self.transport.write(gate.response(self.server_state.default_headers, not keep_alive))
-        self.cycle = _REFUSED  # type: ignore[assignment]
-        if keep_alive:
-            self._unset_keepalive_if_required()  # a refusal just before, in the same read
-            self.on_response_complete()  # arms the keep-alive timeout, as after any answer
-        else:
-            self.transport.close()
+        super().on_headers_complete()
