@@ -26,13 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.consent.app import MIGRATIONS as CONSENT_MIGRATIONS
 from services.consent.context import SOURCE, STATE_HEADERS, STATE_TYPE
-from services.consent.ledger import LEGACY_KID
 from services.consent.settings import ConsentSettings
 from services.consent.store import LEDGER_COPY_ORDER, SELECT_BATCH_CONTEXT, UPSERT_HEADS
 from services.consent.store import UPSERT_STATES as UPSERT_SUBJECTS
 from shared.contract.codec import encode_envelope
 from shared.plumbing import db, outbox
 from shared.plumbing.kafka import make_producer
+from shared.plumbing.keyring import LEGACY_KID
 from shared.plumbing.pipeline import CLAIM as CLAIM_INBOX
 from shared.plumbing.relay import Relay
 

@@ -26,10 +26,10 @@ from bench.harness import producer, status_kb
 from bench.stats import percentile
 from bench.workload import export_records
 from services.consent.app import MIGRATIONS as CONSENT_MIGRATIONS
-from services.consent.ledger import LEGACY_KID
 from services.consent.store import LEDGER_COPY_ORDER, UPSERT_HEADS
 from services.consent.store import UPSERT_STATES as UPSERT_SUBJECTS
 from shared.plumbing import db
+from shared.plumbing.keyring import LEGACY_KID
 from shared.plumbing.pipeline import CLAIM as CLAIM_INBOX
 
 LEDGER_KEY = b"bench-baseline-ledger-key"
