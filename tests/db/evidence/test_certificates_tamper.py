@@ -4,6 +4,8 @@ with SQL (as a superuser) is named by `privacy-plane verify-certificates`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,25 +54,38 @@ def certificate(n: int) -> Certificate:
     )
 
 
-async def test_a_rewritten_certificate_chain_is_named(
-    infra: Infra, schema: str, key_file: Path, public_key: str, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def open_retention(
+    dsn: str, schema: str, key_file: Path
+) -> AsyncIterator[tuple[Context, asyncpg.Pool]]:
+    """The retention context on `schema` (migrated), checkpoints signed with `key_file`."""
     settings = RetentionSettings(
         kafka_bootstrap_servers="unused:9092",
-        database_url=infra.database_url,
+        database_url=dsn,
         db_schema=schema,
         api_token="t" * 16,
         checkpoint_key_file=key_file,
     )
     ctx = Context(settings=settings, rules=load_retention(), clock=ManualClock(T0))
-    conn = await asyncpg.connect(infra.database_url)
+    conn = await asyncpg.connect(dsn)
     try:
         await db.migrate(conn, schema, MIGRATIONS)
     finally:
         await conn.close()
-    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=2)
+    pool = await db.create_pool(dsn, schema, min_size=1, max_size=2)
     await ctx.open(pool)
     try:
+        yield ctx, pool
+    finally:
+        await ctx.close()
+        await pool.close()
+
+
+async def test_a_rewritten_certificate_chain_is_named(
+    infra: Infra, schema: str, key_file: Path, public_key: str, tmp_path: Path
+) -> None:
+    async with open_retention(infra.database_url, schema, key_file) as (ctx, pool):
+        settings = ctx.settings
         for n in (1, 2, 3):
             async with pool.acquire() as c, c.transaction():
                 await append_certificate(c, certificate(n))
@@ -103,9 +118,6 @@ async def test_a_rewritten_certificate_chain_is_named(
             await c.execute("ALTER TABLE certificates ENABLE TRIGGER USER")
         async with pool.acquire() as c:
             assert verify_chain(await chain(c)) == []  # the hash chain alone is fooled
-    finally:
-        await ctx.close()
-        await pool.close()
     argv = ["verify-certificates", "--schema", schema, "--public-key", public_key]
     env = {"PP_DATABASE_URL": infra.database_url}
     result = await asyncio.to_thread(

@@ -6,21 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
 from services.consent.checkpoints import LEDGER
-from services.retention.app import MIGRATIONS
 from services.retention.checkpoints import CERTIFICATES
-from services.retention.context import Context
-from services.retention.settings import RetentionSettings
 from services.retention.store.certificates import append_certificate
-from shared.catalogue import load_retention
 from shared.evidence.loop import checkpoint_now, checkpoint_round, measure
-from shared.plumbing import db
 from shared.plumbing.clock import ManualClock
-from tests.db.evidence.test_certificates_tamper import certificate
+from tests.db.evidence.test_certificates_tamper import certificate, open_retention
 from tests.db.evidence.test_ledger_tamper import T0, open_consent
 from tests.support import events as make
 from tests.support.infra import Infra
@@ -59,28 +53,10 @@ async def test_the_ledger_lag_rises_until_a_checkpoint_covers_the_entry(
 async def test_the_certificate_lag_counts_from_when_the_certificate_was_written(
     infra: Infra, schema: str, key_file: Path
 ) -> None:
-    settings = RetentionSettings(
-        kafka_bootstrap_servers="unused:9092",
-        database_url=infra.database_url,
-        db_schema=schema,
-        api_token="t" * 16,
-        checkpoint_key_file=key_file,
-    )
-    ctx = Context(settings=settings, rules=load_retention(), clock=ManualClock(T0))
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await db.migrate(conn, schema, MIGRATIONS)
-    finally:
-        await conn.close()
-    pool = await db.create_pool(infra.database_url, schema, min_size=1, max_size=2)
-    await ctx.open(pool)
-    try:
+    async with open_retention(infra.database_url, schema, key_file) as (ctx, pool):
         async with pool.acquire() as c, c.transaction():
             await append_certificate(c, certificate(1))  # completed at T0 + 1 h
         ctx.clock = ManualClock(T0 + timedelta(hours=3))
         assert await measure(ctx, CERTIFICATES) == 2 * 3600
         assert await checkpoint_now(ctx, CERTIFICATES) is not None
         assert scraped("retention") == 0
-    finally:
-        await ctx.close()
-        await pool.close()
